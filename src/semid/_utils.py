@@ -1,0 +1,88 @@
+"""Small helpers shared by every room: atomic output, devices, seeding, fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from semid.errors import SemidError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash or an exception leaves no half-written output behind (and leaves an existing ``path`` as it was).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and path.exists():
+            # Replace a directory: move the old one aside first so the swap is near-atomic.
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old.rmdir()
+            path.rename(old)
+            tmp.rename(path)
+            _rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            _rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` picks CUDA, then MPS, then CPU; anything else is validated and returned."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.split(":")[0] not in {"cpu", "cuda", "mps"}:
+        raise SemidError(f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'mps'")
+    return device
+
+
+def check_random_state(random_state: int | np.random.Generator | None) -> np.random.Generator:
+    """One seed -> one generator, passed down (sklearn style)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return np.random.default_rng(random_state)
+    raise SemidError(f"random_state={random_state!r} should be an int, a numpy Generator or None")
+
+
+def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """A stable content hash of named arrays (shape, dtype and bytes): what a registry is bound to."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

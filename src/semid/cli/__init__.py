@@ -1,0 +1,62 @@
+"""The ``semid`` command line: a thin typer app over the library.
+
+Each command group lives in its own module (``core.py``: fit/assign/stats, ``data.py``: data stats,
+``embed.py``: embed, ``demo.py``: demo) and registers itself on :data:`app`. User mistakes raise
+:class:`semid.SemidError`; :func:`main` prints them as one ``Error: ...`` line and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from semid.errors import SemidError
+
+app = typer.Typer(
+    name="semid",
+    help="Semantic IDs for generative recommendation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Importing a module registers its commands on `app`.
+    from semid.cli import core  # noqa: F401
+
+    for optional in ("data", "embed", "demo"):
+        try:
+            __import__(f"semid.cli.{optional}")
+        except ModuleNotFoundError as e:  # a command group whose module is not there yet
+            if e.name != f"semid.cli.{optional}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning :class:`SemidError` into one line and exit status 1.
+
+    Usage errors (unknown option, missing argument) are handled by typer: a message and exit status 2.
+    Set ``SEMID_DEBUG=1`` to see the traceback behind an ``Error:`` line.
+    """
+    _register()
+    try:
+        app(args=argv, prog_name="semid")
+    except SemidError as e:
+        if os.environ.get("SEMID_DEBUG"):
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except FileNotFoundError as e:
+        if os.environ.get("SEMID_DEBUG"):
+            raise
+        print(f"Error: {e.filename or e}: no such file", file=sys.stderr)
+        sys.exit(1)
+
+
+def get_app() -> typer.Typer:
+    """The fully registered app (for ``typer.testing.CliRunner`` in tests)."""
+    _register()
+    return app

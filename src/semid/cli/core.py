@@ -1,0 +1,271 @@
+"""`semid fit`, `semid assign`, `semid stats`: embeddings -> quantizer -> unique Semantic IDs."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from semid.cli import app
+from semid.errors import SemidError
+
+console = Console(stderr=True)
+out = Console()
+
+
+class Method(str, Enum):
+    rq_kmeans = "rq-kmeans"
+    rq_vae = "rq-vae"
+
+
+class Dedup(str, Enum):
+    suffix = "suffix"
+    remap = "remap"
+    none = "none"
+
+
+class Format(str, Enum):
+    dash = "dash"
+    angle = "angle"
+    bracket = "bracket"
+
+
+EmbOpt = Annotated[Path, typer.Argument(help="Embeddings: .parquet (item_id + embedding) or .npy.", show_default=False)]
+IdCol = Annotated[str, typer.Option("--id-column", help="Item id column of a Parquet EMB.")]
+EmbCol = Annotated[str, typer.Option("--embedding-column", help="Embedding column of a Parquet EMB.")]
+IdsFile = Annotated[
+    Path | None, typer.Option("--ids", help="Item ids for a .npy EMB (.json list, .txt lines or .npy).")
+]
+
+
+def _read(emb: Path, id_column: str, embedding_column: str, ids: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    from semid.embed.store import read_embeddings
+
+    t = time.perf_counter()
+    item_ids, X = read_embeddings(emb, id_column=id_column, embedding_column=embedding_column, ids_path=ids)
+    console.print(f"read {X.shape[0]:,} x {X.shape[1]} embeddings from {emb} in {time.perf_counter() - t:.1f}s")
+    return item_ids, X
+
+
+def _report_table(rep: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("level", justify="right")
+    table.add_column("K", justify="right")
+    table.add_column("used", justify="right")
+    table.add_column("usage", justify="right")
+    table.add_column("perplexity", justify="right")
+    table.add_column("largest bucket", justify="right")
+    norms = rep.get("residual_norms")
+    if norms:
+        table.add_column("residual norm", justify="right")
+    for lv in rep["levels"]:
+        row = [
+            str(lv["level"]),
+            str(lv["codebook_size"]),
+            f"{lv['used']:,}",
+            f"{lv['usage']:.3f}",
+            f"{lv['perplexity']:.1f}",
+            f"{lv['max_bucket']:,}",
+        ]
+        if norms:
+            row.append(f"{norms[lv['level'] + 1]:.4f}" if lv["level"] + 1 < len(norms) else "")
+        table.add_row(*row)
+    cap = [
+        f"items {rep['n_items']:,}",
+        f"unique IDs before dedup {rep['unique_share']:.4f} ({rep['n_unique']:,})",
+        f"largest collision {rep['max_collision']}",
+    ]
+    if rep.get("reconstruction_error") is not None:
+        cap.append(f"relative reconstruction error {rep['reconstruction_error']:.4f}")
+    table.caption = " | ".join(cap)
+    return table
+
+
+@app.command()
+def fit(
+    emb: EmbOpt,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.", show_default=False)],
+    method: Annotated[Method, typer.Option(help="Quantizer.")] = Method.rq_kmeans,
+    levels: Annotated[int, typer.Option("--levels", help="Code levels.")] = 3,
+    codebook_size: Annotated[
+        str, typer.Option("--codebook-size", help="Codes per level: 256, or one per level: 256,256,128.")
+    ] = "256",
+    balanced: Annotated[bool, typer.Option("--balanced/--no-balanced", help="Equal-size clusters per level.")] = False,
+    n_iter: Annotated[int, typer.Option("--n-iter", help="Max k-means iterations per level.")] = 20,
+    sample_size: Annotated[
+        int | None, typer.Option("--sample-size", help="Rows to train each level on (0 = all; default 256*K).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same codes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    config: Annotated[Path | None, typer.Option("--config", help="Quantizer config (JSON/YAML), rq-vae.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Resume an rq-vae run from this directory.")] = None,
+    id_column: IdCol = "item_id",
+    embedding_column: EmbCol = "embedding",
+    ids: IdsFile = None,
+) -> None:
+    """Fit a quantizer on embeddings and save it (config.json + model.safetensors)."""
+    try:
+        sizes = [int(s) for s in codebook_size.split(",")]
+    except ValueError:
+        raise SemidError(f"--codebook-size {codebook_size!r} should be an integer or a comma-separated list") from None
+    if method is Method.rq_vae:
+        raise SemidError("--method rq-vae is not available in this version; use --method rq-kmeans")
+    if config is not None or resume is not None:
+        raise SemidError("--config/--resume apply to --method rq-vae only")
+    from semid.quantize import RQKMeans
+    from semid.quantize.metrics import quality_report
+
+    _, X = _read(emb, id_column, embedding_column, ids)
+    model = RQKMeans(
+        n_levels=levels,
+        codebook_size=sizes[0] if len(sizes) == 1 else sizes,
+        balanced=balanced,
+        n_iter=n_iter,
+        sample_size=sample_size,
+        random_state=seed,
+        device=device,
+        verbose=True,
+    )
+    model._validate_params()  # bad values fail before any work
+    t = time.perf_counter()
+    model.fit(X)
+    fit_s = time.perf_counter() - t
+    codes = model.encode(X)
+    model.save_pretrained(output)
+    rep = quality_report(
+        codes, codebook_sizes=model.codebook_sizes_, X=X, X_hat=model.decode(codes), codebooks=model.codebooks_
+    )
+    out.print(_report_table(rep.to_dict(), f"RQ-KMeans fitted in {fit_s:.1f}s -> {output}"))
+
+
+@app.command()
+def assign(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory from `semid fit`.", show_default=False)],
+    emb: EmbOpt,
+    output: Annotated[Path, typer.Option("-o", "--output", help="ids.parquet to write.", show_default=False)],
+    registry: Annotated[Path | None, typer.Option("--registry", help="SQLite registry (ids.db): stable IDs.")] = None,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="Start a new ID version when the model changed.")
+    ] = False,
+    dedup: Annotated[Dedup, typer.Option(help="How colliding items get unique IDs.")] = Dedup.suffix,
+    fmt: Annotated[Format, typer.Option("--format", help="Semantic ID string format.")] = Format.dash,
+    balanced: Annotated[
+        bool | None, typer.Option("--balanced/--no-balanced", help="Balanced assignment (default: as fitted).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    id_column: IdCol = "item_id",
+    embedding_column: EmbCol = "embedding",
+    ids: IdsFile = None,
+) -> None:
+    """Encode embeddings with a fitted quantizer and write unique Semantic IDs (ids.parquet)."""
+    from semid.ids import deduplicate, format_ids
+    from semid.ids.table import IdTable, write_ids
+    from semid.quantize import load_quantizer
+    from semid.quantize.metrics import collision_stats
+
+    model = load_quantizer(model_dir, device=device)
+    item_ids, X = _read(emb, id_column, embedding_column, ids)
+    t = time.perf_counter()
+    base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
+    enc_s = time.perf_counter() - t
+
+    def rank(rows: np.ndarray) -> np.ndarray:
+        return model.rank_last_level(X[rows])
+
+    remap = rank if dedup is Dedup.remap else None
+    n_moved = 0
+    if registry is not None:
+        from semid.ids.registry import Registry
+
+        with Registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg:
+            res = reg.assign(item_ids, base, dedup=dedup.value, rank_last_level=remap)
+        codes, n_moved = res.codes, res.n_moved
+        console.print(
+            f"registry {registry} (version {res.version}): {res.n_new:,} new, {res.n_existing:,} known"
+            + (f", {res.n_changed:,} known items whose codes changed kept their IDs" if res.n_changed else "")
+        )
+    else:
+        d = deduplicate(base, dedup.value, item_ids=item_ids, rank_last_level=remap)
+        codes, n_moved = d.codes, d.n_moved
+    sids = format_ids(codes, fmt.value)
+    meta = {
+        "format": fmt.value,
+        "dedup": dedup.value,
+        "model_type": model.model_type,
+        "fingerprint": model.fingerprint_,
+        "codebook_sizes": model.codebook_sizes_,
+        "model_dir": str(model_dir),
+    }
+    write_ids(output, IdTable(np.asarray(item_ids), sids, codes, base, meta))
+    col = collision_stats(base)
+    final = collision_stats(codes)
+    msg = (
+        f"{len(sids):,} Semantic IDs -> {output} (encoded in {enc_s:.1f}s); unique before dedup "
+        f"{col['unique_share']:.4f}, after {final['unique_share']:.4f}"
+    )
+    if dedup is Dedup.remap:
+        msg += f"; {n_moved:,} items remapped"
+    out.print(msg)
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="ids.parquet or a model directory.", show_default=False)],
+    emb: Annotated[
+        Path | None, typer.Option("--emb", help="Embeddings to measure a model on (reconstruction).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    id_column: IdCol = "item_id",
+    embedding_column: EmbCol = "embedding",
+    ids: IdsFile = None,
+) -> None:
+    """Quality of Semantic IDs: usage and perplexity per level, collisions, reconstruction error."""
+    from semid.quantize.metrics import collision_stats, quality_report
+
+    if path.is_dir():
+        from semid.quantize import load_quantizer
+
+        model = load_quantizer(path, device="cpu")
+        result: dict = {
+            "model_type": model.model_type,
+            "fingerprint": model.fingerprint_,
+            "codebook_sizes": model.codebook_sizes_,
+            "dim": model.n_features_in_,
+        }
+        title = f"{model.model_type} {path} ({model.fingerprint_})"
+        if emb is not None:
+            _, X = _read(emb, id_column, embedding_column, ids)
+            codes = model.encode(X)
+            rep = quality_report(
+                codes,
+                codebook_sizes=model.codebook_sizes_,
+                X=X,
+                X_hat=model.decode(codes),
+                codebooks=getattr(model, "codebooks_", None),
+            )
+            result.update(rep.to_dict())
+    elif path.suffix == ".parquet" or path.is_file():
+        from semid.ids.table import read_ids
+
+        t = read_ids(path)
+        sizes = t.meta.get("codebook_sizes")
+        rep = quality_report(t.base_codes, codebook_sizes=sizes)
+        result = {"path": str(path), **t.meta, **rep.to_dict()}
+        result["unique_share_after_dedup"] = collision_stats(t.codes)["unique_share"]
+        title = f"{path}: {len(t):,} items, unique after dedup {result['unique_share_after_dedup']:.4f}"
+    else:
+        raise SemidError(f"{path}: no such file or model directory")
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    elif "levels" in result:
+        out.print(_report_table(result, title))
+    else:
+        out.print(title)
+        out.print(f"codebook sizes {result['codebook_sizes']}, dim {result['dim']} (pass --emb to measure quality)")

@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+Every mistake a user can make (bad file, bad value, wrong dimension) raises :class:`SemidError` with one
+line that names the file, row and value. The CLI prints it as ``Error: <message>`` and exits non-zero;
+library callers can catch it (it is a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+
+class SemidError(ValueError):
+    """A user mistake, explained in one line."""
+
+
+class NotFittedError(SemidError, AttributeError):
+    """An estimator was used before ``fit``."""

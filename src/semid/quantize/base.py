@@ -1,0 +1,173 @@
+"""What every quantizer shares: input checks, the save/load format, and loading by model type.
+
+A quantizer directory holds ``config.json`` (constructor arguments, fitted scalars, ``model_type``,
+``fingerprint``) and ``model.safetensors`` (every array). No pickle: a directory written on one machine
+loads on any other and gives bit-identical codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from semid._utils import atomic_path, fingerprint_arrays
+from semid.errors import NotFittedError, SemidError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_MODEL_TYPES: dict[str, type[BaseQuantizer]] = {}
+
+
+def as_float_matrix(X: Any, *, name: str = "X") -> np.ndarray:
+    """Validate and convert input to a C-contiguous float32 (n, D) array; one clear error line otherwise."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X)
+    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+        raise SemidError(f"{name} has dtype {X.dtype}, expected a numeric matrix")
+    if X.ndim != 2:
+        raise SemidError(f"{name} has shape {X.shape}, expected a 2-D matrix (n_items, dim)")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    finite = np.isfinite(X).all(1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        what = "NaN" if np.isnan(X[row]).any() else "inf"
+        raise SemidError(f"{name} row {row}: contains {what}")
+    return X
+
+
+class BaseQuantizer:
+    """Mixin: fitted checks, ``fit_encode``, ``save_pretrained`` / ``from_pretrained``.
+
+    Subclasses set ``model_type``, implement ``fit``, ``encode``, ``decode``, ``_get_config``,
+    ``_get_arrays`` and ``_set_state``, and list fitted attributes in ``_fitted_attrs``.
+    """
+
+    model_type: ClassVar[str] = ""
+    _fitted_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.model_type:
+            _MODEL_TYPES[cls.model_type] = cls
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not all(hasattr(self, a) for a in self._fitted_attrs):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call fit(X) or load one with from_pretrained(dir)"
+            )
+
+    def _check_dim(self, X: np.ndarray) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise SemidError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with {self.n_features_in_}"
+            )
+
+    # -- surface shared by all quantizers -------------------------------------------------------
+    def fit_encode(self, X: Any, **kwargs: Any) -> np.ndarray:
+        """``fit(X)`` then ``encode(X)``; the codes equal those a later ``encode(X)`` returns."""
+        return self.fit(X).encode(X, **kwargs)
+
+    @property
+    def fingerprint_(self) -> str:
+        """A content hash of the fitted model: an ID registry is bound to it."""
+        self._check_fitted()
+        return fingerprint_arrays(self._get_arrays())
+
+    @property
+    def codebook_sizes_(self) -> list[int]:
+        raise NotImplementedError
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``directory`` atomically."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        directory = Path(directory)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._get_arrays().items()}
+        config = {
+            "model_type": self.model_type,
+            "semid_version": _version(),
+            "fingerprint": fingerprint_arrays(arrays),
+            **self._get_config(),
+        }
+        with atomic_path(directory, is_dir=True) as tmp:
+            save_file(arrays, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.model_type})
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str = "auto") -> BaseQuantizer:
+        """Load a quantizer saved with :meth:`save_pretrained` (checks type and fingerprint)."""
+        from safetensors.numpy import load_file
+
+        config, path = _read_config(directory)
+        model_type = config.get("model_type")
+        klass = _MODEL_TYPES.get(model_type)
+        if klass is None:
+            raise SemidError(f"{path / CONFIG_NAME}: unknown model_type {model_type!r}")
+        if cls is not BaseQuantizer and not issubclass(klass, cls):
+            raise SemidError(f"{path} holds a {model_type!r} model, not a {cls.__name__}")
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise SemidError(f"{weights}: no such file (a quantizer directory needs {WEIGHTS_NAME})")
+        try:
+            arrays = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise SemidError(f"{weights}: cannot read weights ({e})") from None
+        fp = fingerprint_arrays(arrays)
+        if config.get("fingerprint") not in (None, fp):
+            raise SemidError(f"{weights}: weights fingerprint {fp} does not match config.json ({config['fingerprint']})")
+        model = klass._from_config(config, device=device)
+        model._set_state(arrays, config)
+        return model
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], *, device: str) -> BaseQuantizer:
+        raise NotImplementedError
+
+    def _get_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _get_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_state(self, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    path = Path(directory)
+    if not path.exists():
+        raise SemidError(f"{path}: no such model directory")
+    if not path.is_dir():
+        raise SemidError(f"{path}: not a model directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+    cfg = path / CONFIG_NAME
+    if not cfg.is_file():
+        raise SemidError(f"{cfg}: no such file (not a semid model directory?)")
+    try:
+        config = json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise SemidError(f"{cfg} line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(config, dict):
+        raise SemidError(f"{cfg}: expected a JSON object")
+    return config, path
+
+
+def load_quantizer(directory: str | os.PathLike, *, device: str = "auto") -> BaseQuantizer:
+    """Load any semid quantizer (RQ-KMeans, RQ-VAE, ...) from its directory."""
+    return BaseQuantizer.from_pretrained(directory, device=device)
+
+
+def _version() -> str:
+    from semid import __version__
+
+    return __version__

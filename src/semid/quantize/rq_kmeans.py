@@ -1,0 +1,285 @@
+"""Residual k-means (RQ-KMeans): level l clusters what levels 0..l-1 left unexplained.
+
+    RQKMeans(n_levels=3, codebook_size=256, random_state=0).fit(X)   # codebooks_: 3 x (256, D)
+    codes = model.encode(X)        # (n, 3) int32: greedy nearest centroid per level
+    X_hat = model.decode(codes)    # (n, D): sum of the chosen centroids
+
+Each level is a k-means (k-means++ seeding, Lloyd iterations as batched GEMMs, see ``kmeans.py``) on the
+residuals of the level before. Encoding is greedy, so items sharing a code prefix share a coarse cluster.
+
+``balanced=True`` makes every level's clusters hold ``n // K`` or ``n // K + 1`` items: the last Lloyd
+iterations and the final assignment use a size-constrained assignment (dual prices, then exact rounding;
+see :func:`semid.quantize.kmeans.balanced_assign`), costing about ``n_price_iter`` extra passes over an
+``(n, K)`` cost matrix per level. ``encode`` then applies the same constraint to the batch it is given,
+so encoding the training set reproduces the training codes; ``encode(X, balanced=False)`` gives plain
+nearest-centroid codes for new items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from semid._utils import check_random_state, resolve_device
+from semid.errors import SemidError
+from semid.quantize.base import BaseQuantizer, as_float_matrix
+from semid.quantize.kmeans import balanced_assign, lloyd, nearest_centroid
+
+
+class RQKMeans(BaseQuantizer):
+    """Residual k-means quantizer with the sklearn estimator surface.
+
+    Parameters
+    ----------
+    n_levels : number of code levels (length of a Semantic ID before dedup).
+    codebook_size : centroids per level; an int, or a list with one size per level.
+    n_iter : maximum Lloyd iterations per level (stops earlier when inertia improves by < ``tol``).
+    tol : relative inertia improvement below which a level's k-means stops.
+    init : ``"k-means++"`` (default) or ``"random"``.
+    balanced : size-constrained clusters at every level (see module docstring).
+    sample_size : rows used to *train* each level (a seeded random sample); ``None`` uses
+        ``min(n, 256 * K)`` rows like faiss' ``max_points_per_centroid``; ``0`` uses every row.
+        The final assignment of every row (and residuals) always uses all rows.
+    n_balanced_iter : Lloyd iterations run with the balanced assignment when ``balanced=True``.
+    random_state : seed; the same seed gives identical codes.
+    device : ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    verbose : show a progress bar over levels.
+
+    Fitted attributes
+    -----------------
+    codebooks_ : list of (K_l, D) float32 arrays.
+    inertia_ : sum of squared distances of the training rows to their reconstruction.
+    n_iter_ : Lloyd iterations run, per level.
+    n_features_in_ : D.
+    """
+
+    model_type = "rq-kmeans"
+    _fitted_attrs = ("codebooks_",)
+
+    def __init__(
+        self,
+        n_levels: int = 3,
+        codebook_size: int | Sequence[int] = 256,
+        *,
+        n_iter: int = 20,
+        tol: float = 1e-4,
+        init: str = "k-means++",
+        balanced: bool = False,
+        sample_size: int | None = None,
+        n_balanced_iter: int = 3,
+        random_state: int | None = 0,
+        device: str = "auto",
+        verbose: bool = False,
+    ) -> None:
+        self.n_levels = n_levels
+        self.codebook_size = codebook_size
+        self.n_iter = n_iter
+        self.tol = tol
+        self.init = init
+        self.balanced = balanced
+        self.sample_size = sample_size
+        self.n_balanced_iter = n_balanced_iter
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _sizes(self) -> list[int]:
+        if isinstance(self.n_levels, bool) or not isinstance(self.n_levels, (int, np.integer)) or self.n_levels < 1:
+            raise SemidError(f"n_levels={self.n_levels!r} should be an integer >= 1")
+        if isinstance(self.codebook_size, (int, np.integer)) and not isinstance(self.codebook_size, bool):
+            sizes = [int(self.codebook_size)] * int(self.n_levels)
+        else:
+            sizes = [int(k) for k in self.codebook_size]
+            if len(sizes) != self.n_levels:
+                raise SemidError(
+                    f"codebook_size has {len(sizes)} entries ({sizes}), expected one per level (n_levels={self.n_levels})"
+                )
+        for k in sizes:
+            if k < 2:
+                raise SemidError(f"codebook_size={k} should be >= 2")
+        return sizes
+
+    def _validate_params(self) -> list[int]:
+        sizes = self._sizes()
+        if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 1:
+            raise SemidError(f"n_iter={self.n_iter!r} should be an integer >= 1")
+        if not self.tol >= 0:
+            raise SemidError(f"tol={self.tol!r} should be >= 0")
+        if self.init not in ("k-means++", "random"):
+            raise SemidError(f"init={self.init!r} is not one of 'k-means++', 'random'")
+        if self.sample_size is not None and (not isinstance(self.sample_size, (int, np.integer)) or self.sample_size < 0):
+            raise SemidError(f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer")
+        return sizes
+
+    @property
+    def codebook_sizes_(self) -> list[int]:
+        self._check_fitted()
+        return [int(c.shape[0]) for c in self.codebooks_]
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: None = None) -> RQKMeans:
+        """Learn one codebook per level on the residuals of the previous levels. Returns ``self``."""
+        sizes = self._validate_params()
+        X = as_float_matrix(X)
+        n, D = X.shape
+        if n == 0:
+            raise SemidError("X has no rows")
+        if n < max(sizes):
+            raise SemidError(f"n_samples={n} should be >= codebook_size={max(sizes)}")
+        rng = check_random_state(self.random_state)
+        device = resolve_device(self.device)
+        R = torch.from_numpy(X.copy()).to(device)  # residual, (n, D)
+        codebooks, n_iters = [], []
+        levels = tqdm(range(len(sizes)), desc="RQ-KMeans", unit="level", disable=not self.verbose)
+        for level in levels:
+            K = sizes[level]
+            m = n if self.sample_size == 0 else min(n, self.sample_size or 256 * K)
+            m = max(m, K)
+            rows = torch.as_tensor(np.sort(rng.choice(n, m, replace=False)), device=device) if m < n else None
+            train = R[rows] if rows is not None else R
+            C, it, _ = lloyd(
+                train,
+                K,
+                n_iter=int(self.n_iter),
+                tol=float(self.tol),
+                rng=rng,
+                init=self.init,
+                n_balanced_iter=int(self.n_balanced_iter) if self.balanced else 0,
+            )
+            codes = self._assign(R, C, balanced=self.balanced)
+            R -= C[codes]
+            codebooks.append(C.cpu().numpy().astype(np.float32, copy=False))
+            n_iters.append(it)
+        self.codebooks_ = codebooks
+        self.n_iter_ = n_iters
+        self.n_features_in_ = D
+        self.inertia_ = float((R.double() ** 2).sum())
+        self._device = device
+        return self
+
+    @staticmethod
+    def _assign(R: torch.Tensor, C: torch.Tensor, *, balanced: bool) -> torch.Tensor:
+        if balanced:
+            return balanced_assign(R, C)
+        return nearest_centroid(R, C, exact_ties=True)[0]
+
+    # -- encode / decode ------------------------------------------------------------------------
+    def _codebooks_on(self, device: str) -> list[torch.Tensor]:
+        cache = getattr(self, "_cb_cache", None)
+        if cache is None or cache[0] != device or cache[1] is not self.codebooks_:
+            cache = (device, self.codebooks_, [torch.from_numpy(c).to(device) for c in self.codebooks_])
+            self._cb_cache = cache
+        return cache[2]
+
+    def encode(self, X: Any, *, balanced: bool | None = None, batch_size: int = 65536) -> np.ndarray:
+        """Codes (n, n_levels) int32: nearest centroid per level on the running residual.
+
+        ``balanced`` defaults to the constructor's; when true the size constraint applies to the whole
+        batch given (so it is not chunked). Plain encoding streams in chunks of ``batch_size`` rows.
+        """
+        self._check_fitted()
+        X = as_float_matrix(X)
+        self._check_dim(X)
+        balanced = self.balanced if balanced is None else balanced
+        device = resolve_device(getattr(self, "_device", None) or self.device)
+        cbs = self._codebooks_on(device)
+        n = X.shape[0]
+        out = np.empty((n, len(cbs)), dtype=np.int32)
+        step = n if balanced else max(1, int(batch_size))
+        for s in range(0, n, max(step, 1)):
+            R = torch.from_numpy(X[s : s + step].copy()).to(device)  # (b, D) running residual
+            for level, C in enumerate(cbs):
+                codes = self._assign(R, C, balanced=balanced)
+                R -= C[codes]
+                out[s : s + step, level] = codes.cpu().numpy()
+        return out
+
+    def decode(self, codes: Any) -> np.ndarray:
+        """Vectors (n, D) float32: the sum of each level's chosen centroid (the quantized input)."""
+        self._check_fitted()
+        codes = self._check_codes(codes)
+        out = np.zeros((codes.shape[0], self.n_features_in_), dtype=np.float32)
+        for level, C in enumerate(self.codebooks_):
+            out += C[codes[:, level]]
+        return out
+
+    def _check_codes(self, codes: Any) -> np.ndarray:
+        codes = np.asarray(codes)
+        L = len(self.codebooks_)
+        if codes.ndim != 2 or codes.shape[1] < L or not np.issubdtype(codes.dtype, np.integer):
+            raise SemidError(f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})")
+        codes = codes[:, :L]  # a dedup suffix level, if any, carries no vector
+        for level, C in enumerate(self.codebooks_):
+            col = codes[:, level]
+            bad = (col < 0) | (col >= C.shape[0])
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise SemidError(f"codes row {row}: level {level} code {int(col[row])} is outside [0, {C.shape[0]})")
+        return codes
+
+    def rank_last_level(self, X: Any) -> np.ndarray:
+        """For each row, the last level's codes ordered nearest first (drives ``dedup="remap"``).
+
+        (n, K_last) int32. Prefix levels are encoded greedily without the balance constraint.
+        """
+        self._check_fitted()
+        X = as_float_matrix(X)
+        self._check_dim(X)
+        device = resolve_device(getattr(self, "_device", None) or self.device)
+        cbs = self._codebooks_on(device)
+        R = torch.from_numpy(X.copy()).to(device)
+        for C in cbs[:-1]:
+            R -= C[nearest_centroid(R, C)[0]]
+        last = cbs[-1]
+        d = torch.cdist(R.double(), last.double())  # (n, K_last)
+        return torch.argsort(d, dim=1, stable=True).cpu().numpy().astype(np.int32)
+
+    # -- persistence hooks ----------------------------------------------------------------------
+    def _get_config(self) -> dict[str, Any]:
+        return {
+            "n_levels": int(self.n_levels),
+            "codebook_size": self._sizes(),
+            "n_iter": int(self.n_iter),
+            "tol": float(self.tol),
+            "init": self.init,
+            "balanced": bool(self.balanced),
+            "sample_size": self.sample_size,
+            "n_balanced_iter": int(self.n_balanced_iter),
+            "random_state": self.random_state,
+            "n_features_in": int(self.n_features_in_),
+            "inertia": getattr(self, "inertia_", None),
+            "n_iter_run": list(getattr(self, "n_iter_", [])),
+        }
+
+    def _get_arrays(self) -> dict[str, np.ndarray]:
+        return {f"codebook_{i}": c for i, c in enumerate(self.codebooks_)}
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], *, device: str) -> RQKMeans:
+        keys = ("n_levels", "codebook_size", "n_iter", "tol", "init", "balanced", "sample_size", "n_balanced_iter")
+        kwargs = {k: config[k] for k in keys if k in config}
+        return cls(random_state=config.get("random_state"), device=device, **kwargs)
+
+    def _set_state(self, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+        n = int(config["n_levels"])
+        try:
+            self.codebooks_ = [np.ascontiguousarray(arrays[f"codebook_{i}"], dtype=np.float32) for i in range(n)]
+        except KeyError as e:
+            raise SemidError(f"model weights lack {e.args[0]!r} (n_levels={n} in config.json)") from None
+        dims = {c.shape[1] for c in self.codebooks_}
+        if len(dims) != 1:
+            raise SemidError(f"codebooks have different dimensions {sorted(dims)}")
+        self.n_features_in_ = dims.pop()
+        self.inertia_ = config.get("inertia")
+        self.n_iter_ = config.get("n_iter_run", [])
+
+    def __repr__(self) -> str:
+        return (
+            f"RQKMeans(n_levels={self.n_levels}, codebook_size={self.codebook_size}, balanced={self.balanced}, "
+            f"random_state={self.random_state})"
+        )
