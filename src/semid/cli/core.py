@@ -123,6 +123,8 @@ def fit(
     from semid.quantize.metrics import quality_report
 
     _, X = _read(emb, id_column, embedding_column, ids)
+    if X.shape[0] < max(sizes):
+        raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
     model = RQKMeans(
         n_levels=levels,
         codebook_size=sizes[0] if len(sizes) == 1 else sizes,
@@ -172,6 +174,8 @@ def assign(
 
     model = load_quantizer(model_dir, device=device)
     item_ids, X = _read(emb, id_column, embedding_column, ids)
+    if X.shape[1] != model.n_features_in_:
+        raise SemidError(f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}")
     t = time.perf_counter()
     base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
     enc_s = time.perf_counter() - t

@@ -39,41 +39,42 @@ def nearest_centroid(
     exact_ties: bool = True,
     chunk_rows: int | None = None,
     compute_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_dist: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Index of the nearest row of ``C`` for every row of ``X``, and the squared distance to it.
 
-    X: (n, D), C: (K, D), same device. Returns ``(codes (n,) int64, sq_dist (n,) float32)``.
+    X: (n, D), C: (K, D), same device. Returns ``(codes (n,) int64, sq_dist (n,) float32 or None)``.
     ``exact_ties`` re-scores near-ties in float64 so the result is the same on every machine.
     ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the GEMM in lower precision (training only).
     """
     n, K = X.shape[0], C.shape[0]
-    c_sq = (C.double() * C.double()).sum(1).float() if C.device.type != "mps" else (C * C).sum(1)
+    c_sq = torch.linalg.vector_norm(C, dim=1).square_()  # (K,)
     codes = torch.empty(n, dtype=torch.long, device=X.device)
-    dist = torch.empty(n, dtype=torch.float32, device=X.device)
+    dist = torch.empty(n, dtype=torch.float32, device=X.device) if return_dist else None
     step = _chunk_rows(K, chunk_rows)
     Cg = C.to(compute_dtype) if compute_dtype is not None else C
     c_sq_g = c_sq.to(compute_dtype) if compute_dtype is not None else c_sq
     for start in range(0, n, step):
         x = X[start : start + step]
         xg = x.to(compute_dtype) if compute_dtype is not None else x
-        scores = torch.addmm(c_sq_g, xg, Cg.T, beta=1.0, alpha=-2.0)  # (b, K): ||c||^2 - 2 x.c
+        scores = torch.addmm(c_sq_g, xg, Cg.T, alpha=-2.0)  # (b, K): ||c||^2 - 2 x.c
+        need_x_sq = return_dist or (exact_ties and K > 1)
+        x_sq = torch.linalg.vector_norm(x, dim=1).square_() if need_x_sq else None  # (b,)
         if exact_ties and K > 1:
             top = torch.topk(scores, 2, dim=1, largest=False, sorted=True)
-            best, idx = top.values[:, 0].float(), top.indices[:, 0]
-            gap = top.values[:, 1].float() - best
-            x_sq = (x * x).sum(1)
-            scale = x_sq + c_sq[idx]
-            unsure = torch.nonzero(gap <= _TIE_RTOL * scale + 1e-30).flatten()
+            best, idx = top.values[:, 0], top.indices[:, 0]
+            gap = top.values[:, 1] - best
+            unsure = torch.nonzero(gap <= _TIE_RTOL * (x_sq + c_sq[idx])).flatten()
             if unsure.numel():
                 idx = idx.clone()
                 idx[unsure] = _exact_argmin(x[unsure], C)
-                best = c_sq[idx] - 2.0 * (x * C[idx]).sum(1)
+                if return_dist:
+                    best = c_sq[idx] - 2.0 * (x * C[idx]).sum(1)
         else:
             best, idx = torch.min(scores, dim=1)
-            best = best.float()
-            x_sq = (x.float() * x.float()).sum(1)
         codes[start : start + step] = idx
-        dist[start : start + step] = (best + x_sq).clamp_min_(0.0)
+        if return_dist:
+            dist[start : start + step] = (best.float() + x_sq).clamp_min_(0.0)
     return codes, dist
 
 
@@ -87,32 +88,33 @@ def _exact_argmin(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
 def kmeans_plusplus(X: torch.Tensor, n_clusters: int, rng: np.random.Generator) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; ``2 + ln K`` local trials as scikit-learn).
 
-    X: (n, D) -> centres (K, D). Deterministic for a given ``rng`` state.
+    X: (n, D) -> centres (K, D). Deterministic for a given ``rng`` state. The K sequential steps are
+    small (n x T) operations, so on the CPU they run in numpy (no thread-pool start-up per tiny op), and
+    only the (n, D) x (D, T) products use torch.
     """
     n = X.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
-    centers = torch.empty((n_clusters, X.shape[1]), dtype=X.dtype, device=X.device)
-    first = int(rng.integers(n))
-    centers[0] = X[first]
-    x_sq = (X * X).sum(1)
-    closest = (x_sq - 2.0 * X @ X[first] + x_sq[first]).clamp_min_(0.0)  # (n,)
+    Xc_all = X.detach().cpu().float().contiguous()
+    Xn = Xc_all.numpy()
+    x_sq = np.einsum("ij,ij->i", Xn, Xn)  # (n,)
+    chosen = np.empty(n_clusters, dtype=np.int64)
+    chosen[0] = int(rng.integers(n))
+    closest = np.maximum(x_sq - 2.0 * (Xn @ Xn[chosen[0]]) + x_sq[chosen[0]], 0.0)  # (n,)
     for k in range(1, n_clusters):
-        weights = closest.double().cpu().numpy()
-        total = weights.sum()
-        if not total > 0:  # all remaining points coincide with a centre: pick distinct rows at random
+        cum = np.cumsum(closest, dtype=np.float64)
+        if not cum[-1] > 0:  # every point sits on a centre: draw uniformly
             cand = rng.integers(n, size=n_trials)
         else:
-            cum = np.cumsum(weights)
-            cand = np.searchsorted(cum, rng.random(n_trials) * cum[-1], side="right")
-            cand = np.minimum(cand, n - 1)
-        cand_t = torch.as_tensor(cand, device=X.device)
-        Xc = X[cand_t]  # (T, D)
-        d = torch.addmm(x_sq[:, None] + x_sq[cand_t][None, :], X, Xc.T, alpha=-2.0)  # (n, T)
-        d = torch.minimum(d.clamp_min_(0.0), closest[:, None])
-        best = int(torch.argmin(d.double().sum(0)))
-        centers[k] = Xc[best]
-        closest = d[:, best].contiguous()
-    return centers
+            cand = np.minimum(np.searchsorted(cum, rng.random(n_trials) * cum[-1], side="right"), n - 1)
+        dots = torch.mm(Xc_all, Xc_all[torch.from_numpy(cand)].T).numpy()  # (n, T)
+        d = x_sq[:, None] - 2.0 * dots
+        d += x_sq[cand][None, :]
+        np.maximum(d, 0.0, out=d)
+        np.minimum(d, closest[:, None], out=d)
+        best = int(np.argmin(d.sum(0, dtype=np.float64)))
+        chosen[k] = cand[best]
+        closest = np.ascontiguousarray(d[:, best])
+    return X[torch.from_numpy(chosen).to(X.device)].clone()
 
 
 def balanced_assign(

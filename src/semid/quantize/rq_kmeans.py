@@ -166,7 +166,7 @@ class RQKMeans(BaseQuantizer):
     def _assign(R: torch.Tensor, C: torch.Tensor, *, balanced: bool) -> torch.Tensor:
         if balanced:
             return balanced_assign(R, C)
-        return nearest_centroid(R, C, exact_ties=True)[0]
+        return nearest_centroid(R, C, exact_ties=True, return_dist=False)[0]
 
     # -- encode / decode ------------------------------------------------------------------------
     def _codebooks_on(self, device: str) -> list[torch.Tensor]:
@@ -234,7 +234,7 @@ class RQKMeans(BaseQuantizer):
         cbs = self._codebooks_on(device)
         R = torch.from_numpy(X.copy()).to(device)
         for C in cbs[:-1]:
-            R -= C[nearest_centroid(R, C)[0]]
+            R -= C[nearest_centroid(R, C, return_dist=False)[0]]
         last = cbs[-1]
         d = torch.cdist(R.double(), last.double())  # (n, K_last)
         return torch.argsort(d, dim=1, stable=True).cpu().numpy().astype(np.int32)

@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def clustered(n: int = 600, dim: int = 16, centres: int = 12, noise: float = 0.15, seed: int = 0) -> np.ndarray:
+    """Unit vectors around random centres: structure that a quantizer should find."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, dim))
+    X = c[rng.integers(centres, size=n)] + noise * rng.normal(size=(n, dim))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32)
+
+
+@pytest.fixture
+def X() -> np.ndarray:
+    return clustered()

@@ -1,0 +1,192 @@
+"""RQKMeans: the sklearn-style surface, correctness on hand-made cases, determinism, persistence."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import clustered
+
+from semid.errors import NotFittedError, SemidError
+from semid.quantize import RQKMeans, load_quantizer
+from semid.quantize.kmeans import balanced_assign, nearest_centroid
+from semid.quantize.metrics import relative_reconstruction_error
+
+
+def test_fit_returns_self_and_sets_fitted_attributes(X):
+    model = RQKMeans(n_levels=2, codebook_size=[8, 4], random_state=0)
+    assert model.fit(X) is model
+    assert [c.shape for c in model.codebooks_] == [(8, 16), (4, 16)]
+    assert all(c.dtype == np.float32 for c in model.codebooks_)
+    assert len(model.n_iter_) == 2 and model.inertia_ > 0
+    assert model.n_features_in_ == 16
+
+
+def test_hand_computed_two_level_case():
+    # Four well separated points on a line, each level with two codes: level 0 splits left/right,
+    # level 1 splits each side's residual (-1 / +1), so codes are exact and decoding is lossless.
+    X = np.array([[-11.0], [-9.0], [9.0], [11.0]], dtype=np.float32)
+    model = RQKMeans(n_levels=2, codebook_size=2, random_state=0, sample_size=0).fit(X)
+    assert sorted(model.codebooks_[0].ravel().tolist()) == [-10.0, 10.0]
+    assert sorted(model.codebooks_[1].ravel().tolist()) == [-1.0, 1.0]
+    codes = model.encode(X)
+    np.testing.assert_array_equal(model.decode(codes), X)
+    assert len({tuple(c) for c in codes}) == 4
+    # shared prefix = shared coarse cluster
+    assert codes[0, 0] == codes[1, 0] != codes[2, 0] == codes[3, 0]
+    assert model.inertia_ == pytest.approx(0.0, abs=1e-6)
+
+
+def test_decode_of_encode_equals_greedy_quantization(X):
+    model = RQKMeans(n_levels=3, codebook_size=8, random_state=0).fit(X)
+    codes = model.encode(X)
+    # Recompute the greedy residual quantization by brute force in float64.
+    R = X.astype(np.float64)
+    expected = np.zeros_like(R)
+    for level, C in enumerate(model.codebooks_):
+        d = ((R[:, None, :] - C[None].astype(np.float64)) ** 2).sum(-1)
+        np.testing.assert_array_equal(codes[:, level], d.argmin(1))
+        expected += C[codes[:, level]]
+        R -= C[codes[:, level]]
+    np.testing.assert_allclose(model.decode(codes), expected, atol=1e-5)
+
+
+def test_more_levels_reconstruct_better(X):
+    errs = [
+        relative_reconstruction_error(X, m.decode(m.encode(X)))
+        for m in (RQKMeans(n_levels=L, codebook_size=8, random_state=0).fit(X) for L in (1, 2, 3))
+    ]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[0] < 0.5  # 8 centroids capture most of 12 clusters' structure
+
+
+def test_same_seed_same_codes_and_different_seed_differs(X):
+    a = RQKMeans(3, 8, random_state=1).fit_encode(X)
+    b = RQKMeans(3, 8, random_state=1).fit_encode(X)
+    c = RQKMeans(3, 8, random_state=2).fit_encode(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_fit_encode_equals_encode_after_fit(X):
+    model = RQKMeans(3, 8, random_state=0)
+    np.testing.assert_array_equal(model.fit_encode(X), model.encode(X))
+
+
+def test_save_load_gives_identical_codes(tmp_path, X):
+    model = RQKMeans(3, [16, 8, 8], random_state=0).fit(X)
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "rq-kmeans" and config["codebook_size"] == [16, 8, 8]
+    loaded = RQKMeans.from_pretrained(tmp_path / "m", device="cpu")
+    for a, b in zip(model.codebooks_, loaded.codebooks_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+    assert loaded.fingerprint_ == model.fingerprint_
+    assert type(load_quantizer(tmp_path / "m")) is RQKMeans
+
+
+def test_encode_is_chunk_size_independent(X):
+    model = RQKMeans(3, 8, random_state=0).fit(X)
+    np.testing.assert_array_equal(model.encode(X, batch_size=7), model.encode(X))
+
+
+def test_exact_ties_go_to_lowest_index():
+    import torch
+
+    C = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    x = torch.tensor([[0.5, 0.5], [0.0, 0.0]])  # equidistant from 0 and 1; from all three
+    codes, dist = nearest_centroid(x, C)
+    assert codes.tolist() == [0, 0]
+    np.testing.assert_allclose(dist.numpy(), [0.5, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [600, 601, 599], ids=["divisible", "plus-one", "minus-one"])
+def test_balanced_clusters_hold_n_over_k_plus_minus_one(n):
+    X = clustered(n=n, centres=3, noise=0.05)  # very unbalanced natural clusters
+    model = RQKMeans(n_levels=2, codebook_size=[8, 5], balanced=True, random_state=0).fit(X)
+    codes = model.encode(X)
+    for level, K in enumerate([8, 5]):
+        sizes = np.bincount(codes[:, level], minlength=K)
+        assert sizes.min() >= n // K and sizes.max() <= -(-n // K), sizes
+    # encoding the training set reproduces the training codes; plain encoding is the greedy one
+    np.testing.assert_array_equal(model.encode(X), model.fit_encode(X))
+    plain = model.encode(X, balanced=False)
+    assert np.bincount(plain[:, 0], minlength=8).max() > -(-n // 8)
+
+
+def test_balanced_assignment_is_near_optimal_on_an_easy_case():
+    import torch
+
+    # Two clusters of 50 points each around two centres: the balanced assignment is the natural one.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-5, 0.1, (50, 2)), rng.normal(5, 0.1, (50, 2))].astype(np.float32)
+    C = torch.tensor([[-5.0, -5.0], [5.0, 5.0]])
+    codes = balanced_assign(torch.from_numpy(X), C).numpy()
+    np.testing.assert_array_equal(codes, np.r_[np.zeros(50), np.ones(50)])
+
+
+def test_balanced_fewer_better_than_random_cost():
+    import torch
+
+    X = torch.from_numpy(clustered(n=400, dim=8, centres=4))
+    C = X[:10].clone()
+    codes = balanced_assign(X, C)
+    cost = ((X - C[codes]) ** 2).sum()
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(0))
+    random_cost = ((X - C[codes[perm]]) ** 2).sum()  # same sizes, random assignment
+    assert cost < 0.6 * random_cost
+
+
+def test_rank_last_level_orders_last_codebook_by_distance(X):
+    model = RQKMeans(2, 8, random_state=0).fit(X)
+    ranking = model.rank_last_level(X[:5])
+    assert ranking.shape == (5, 8)
+    np.testing.assert_array_equal(ranking[:, 0], model.encode(X[:5])[:, 1])
+    assert all(sorted(r) == list(range(8)) for r in ranking.tolist())
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        RQKMeans().encode(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, data, message",
+    [
+        ({"codebook_size": 8}, np.zeros((5, 3)), r"n_samples=5 should be >= codebook_size=8"),
+        ({"n_levels": 0}, np.zeros((50, 3)), r"n_levels=0 should be an integer >= 1"),
+        ({"codebook_size": 1}, np.zeros((50, 3)), r"codebook_size=1 should be >= 2"),
+        ({"n_levels": 2, "codebook_size": [4, 4, 4]}, np.zeros((50, 3)), r"codebook_size has 3 entries"),
+        ({"init": "kmeans"}, np.zeros((50, 3)), r"init='kmeans' is not one of"),
+        ({}, np.full((300, 3), np.nan), r"X row 0: contains NaN"),
+        ({}, np.zeros((0, 3)), r"X has no rows"),
+        ({}, np.zeros(5), r"X has shape \(5,\), expected a 2-D matrix"),
+    ],
+    ids=["too-few-rows", "zero-levels", "codebook-1", "sizes-mismatch", "bad-init", "nan", "empty", "1-d"],
+)
+def test_bad_input_is_rejected_with_a_clear_message(kwargs, data, message):
+    params = {"n_levels": 2, "codebook_size": 4, **kwargs}
+    with pytest.raises(SemidError, match=message):
+        RQKMeans(**params).fit(data)
+
+
+def test_inf_row_and_wrong_dimension_at_encode(X):
+    model = RQKMeans(2, 4, random_state=0).fit(X)
+    bad = X[:20].copy()
+    bad[17, 3] = np.inf
+    with pytest.raises(SemidError, match=r"X row 17: contains inf"):
+        model.encode(bad)
+    with pytest.raises(SemidError, match=r"X has 15 features, but RQKMeans was fitted with 16"):
+        model.encode(X[:, :15])
+    with pytest.raises(SemidError, match=r"codes row 1: level 0 code 9 is outside \[0, 4\)"):
+        model.decode(np.array([[0, 0], [9, 0]]))
+
+
+def test_load_errors(tmp_path, X):
+    with pytest.raises(SemidError, match="no such model directory"):
+        load_quantizer(tmp_path / "missing")
+    RQKMeans(2, 4, random_state=0).fit(X).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(SemidError, match=r"config.json line 1: invalid JSON"):
+        load_quantizer(tmp_path / "m")
