@@ -33,6 +33,7 @@ def peak_rss_mib() -> float:
 
 def print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
     """A plain-text table (fixed-width columns) on stdout."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"

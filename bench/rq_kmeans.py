@@ -80,7 +80,9 @@ def run_method(method: str, dataset: str, n: int, repeats: int) -> dict:
     elif method == "semantic-id":
         from semantic_id import RQKMeans as PeerRQKMeans
 
-        fit_s, model = median_time(lambda: PeerRQKMeans(n_levels=LEVELS, n_clusters=K, random_state=0).fit(X), repeats)
+        fit_s, model = median_time(
+            lambda: PeerRQKMeans(n_levels=LEVELS, n_clusters=K, random_state=0).fit(X), repeats
+        )
         enc_s, codes = median_time(lambda: model.encode(X), repeats)
         X_hat = model.decode(codes)
         extra = {}
@@ -90,7 +92,11 @@ def run_method(method: str, dataset: str, n: int, repeats: int) -> dict:
         Xt = torch.from_numpy(X)
         C = torch.from_numpy(X[:K].copy())
         t, _ = median_time(lambda: [torch.matmul(Xt, C.T) for _ in range(5)], max(3, repeats))
-        return {"method": "matmul", "dataset": dataset, "gflops": 5 * 2 * X.shape[0] * X.shape[1] * K / t / 1e9}
+        return {
+            "method": "matmul",
+            "dataset": dataset,
+            "gflops": 5 * 2 * X.shape[0] * X.shape[1] * K / t / 1e9,
+        }
     else:
         raise SystemExit(f"unknown method {method}")
     return {
@@ -137,7 +143,17 @@ def main() -> None:
                     print("(skipping semantic-id: pip install semantic-id==0.2.5)", file=sys.stderr)
                     continue
             reps = args.peer_repeats if method == "semantic-id" else args.repeats
-            cmd = [sys.executable, __file__, "--worker", method, dataset, "--n", str(args.n), "--repeats", str(reps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                method,
+                dataset,
+                "--n",
+                str(args.n),
+                "--repeats",
+                str(reps),
+            ]
             t = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -159,7 +175,9 @@ def main() -> None:
                 r["speedup_vs_semantic_id"] = rs["semantic-id"]["fit_s"] / r["fit_s"]
             if gflops and r["method"] == "semid":
                 n, d = r["n"], r["dim"]
-                fit_flops = sum(2 * min(n, 256 * K) * d * K * it for it in r["iterations"]) + LEVELS * 2 * n * d * K
+                fit_flops = (
+                    sum(2 * min(n, 256 * K) * d * K * it for it in r["iterations"]) + LEVELS * 2 * n * d * K
+                )
                 r["fit_matmul_share"] = fit_flops / r["fit_s"] / 1e9 / gflops
                 r["encode_matmul_share"] = LEVELS * 2 * n * d * K / r["encode_s"] / 1e9 / gflops
                 r["matmul_gflops"] = gflops
@@ -168,9 +186,22 @@ def main() -> None:
         else:
             print_table(
                 list(rs.values()),
-                ["method", "n", "fit_s", "encode_s", "rel_error", "unique_share", "usage", "peak_rss_mib",
-                 "fit_vs_faiss", "error_vs_faiss", "encode_speed_vs_faiss", "speedup_vs_semantic_id",
-                 "fit_matmul_share", "encode_matmul_share"],
+                [
+                    "method",
+                    "n",
+                    "fit_s",
+                    "encode_s",
+                    "rel_error",
+                    "unique_share",
+                    "usage",
+                    "peak_rss_mib",
+                    "fit_vs_faiss",
+                    "error_vs_faiss",
+                    "encode_speed_vs_faiss",
+                    "speedup_vs_semantic_id",
+                    "fit_matmul_share",
+                    "encode_matmul_share",
+                ],
                 f"RQ-KMeans {LEVELS}x{K} on {dataset} (medians; ratios vs faiss: lower fit/error and higher speed are better)",
             )
             if gflops:

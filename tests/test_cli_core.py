@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import clustered
 
+from conftest import clustered
 from semid.cli import main
 from semid.ids.table import read_ids
 
@@ -20,7 +20,9 @@ def run(capsys, *argv):
 
 
 def write_parquet(path, ids, X):
-    pq.write_table(pa.table({"item_id": ids, "embedding": pa.array(list(X), type=pa.list_(pa.float32()))}), path)
+    pq.write_table(
+        pa.table({"item_id": ids, "embedding": pa.array(list(X), type=pa.list_(pa.float32()))}), path
+    )
 
 
 @pytest.fixture
@@ -32,14 +34,24 @@ def emb(tmp_path):
 
 
 def test_fit_assign_stats_round_trip(tmp_path, capsys, emb):
-    code, out, err = run(capsys, "fit", str(emb), "-o", str(tmp_path / "model"), "--levels", "2", "--codebook-size", "8,4")
+    code, out, err = run(
+        capsys, "fit", str(emb), "-o", str(tmp_path / "model"), "--levels", "2", "--codebook-size", "8,4"
+    )
     assert code in (0, None), err
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert "unique IDs before dedup" in out
 
     code, out, err = run(
-        capsys, "assign", str(tmp_path / "model"), str(emb), "-o", str(tmp_path / "ids.parquet"),
-        "--registry", str(tmp_path / "ids.db"), "--format", "angle",
+        capsys,
+        "assign",
+        str(tmp_path / "model"),
+        str(emb),
+        "-o",
+        str(tmp_path / "ids.parquet"),
+        "--registry",
+        str(tmp_path / "ids.db"),
+        "--format",
+        "angle",
     )
     assert code in (0, None), err
     t = read_ids(tmp_path / "ids.parquet")
@@ -49,8 +61,18 @@ def test_fit_assign_stats_round_trip(tmp_path, capsys, emb):
     assert t.meta["format"] == "angle" and t.meta["codebook_sizes"] == [8, 4]
 
     # a second assign through the registry gives the same IDs
-    run(capsys, "assign", str(tmp_path / "model"), str(emb), "-o", str(tmp_path / "ids2.parquet"),
-        "--registry", str(tmp_path / "ids.db"), "--format", "angle")
+    run(
+        capsys,
+        "assign",
+        str(tmp_path / "model"),
+        str(emb),
+        "-o",
+        str(tmp_path / "ids2.parquet"),
+        "--registry",
+        str(tmp_path / "ids.db"),
+        "--format",
+        "angle",
+    )
     assert read_ids(tmp_path / "ids2.parquet").semantic_ids == t.semantic_ids
 
     code, out, _ = run(capsys, "stats", str(tmp_path / "ids.parquet"), "--json")
@@ -64,10 +86,25 @@ def test_fit_assign_stats_round_trip(tmp_path, capsys, emb):
 
 def test_remap_keeps_ids_fixed_length(tmp_path, capsys, emb):
     run(capsys, "fit", str(emb), "-o", str(tmp_path / "m"), "--levels", "2", "--codebook-size", "4")
-    code, out, err = run(capsys, "assign", str(tmp_path / "m"), str(emb), "-o", str(tmp_path / "ids.parquet"),
-                         "--dedup", "remap", "--codebook-size" if False else "--format", "dash")
+    code, out, err = run(
+        capsys,
+        "assign",
+        str(tmp_path / "m"),
+        str(emb),
+        "-o",
+        str(tmp_path / "ids.parquet"),
+        "--dedup",
+        "remap",
+        "--codebook-size" if False else "--format",
+        "dash",
+    )
     # 500 items cannot fit 4 x 4 = 16 codes: remap must refuse with a clear message, leaving no file
-    assert code == 1 and err.startswith("Error: dedup='remap': prefix") and "\n" == err[-1] and err.count("\n") == 1
+    assert (
+        code == 1
+        and err.startswith("Error: dedup='remap': prefix")
+        and err[-1] == "\n"
+        and err.count("\n") == 1
+    )
     assert not (tmp_path / "ids.parquet").exists()
 
 
@@ -75,10 +112,20 @@ def test_npy_input_with_ids_file(tmp_path, capsys):
     X = clustered(n=300, dim=8)
     np.save(tmp_path / "emb.npy", X)
     (tmp_path / "ids.json").write_text(json.dumps([f"a{i}" for i in range(300)]))
-    code, _, err = run(capsys, "fit", str(tmp_path / "emb.npy"), "-o", str(tmp_path / "m"), "--codebook-size", "4")
+    code, _, err = run(
+        capsys, "fit", str(tmp_path / "emb.npy"), "-o", str(tmp_path / "m"), "--codebook-size", "4"
+    )
     assert code in (0, None), err
-    code, _, err = run(capsys, "assign", str(tmp_path / "m"), str(tmp_path / "emb.npy"), "--ids",
-                       str(tmp_path / "ids.json"), "-o", str(tmp_path / "ids.parquet"))
+    code, _, err = run(
+        capsys,
+        "assign",
+        str(tmp_path / "m"),
+        str(tmp_path / "emb.npy"),
+        "--ids",
+        str(tmp_path / "ids.json"),
+        "-o",
+        str(tmp_path / "ids.parquet"),
+    )
     assert code in (0, None), err
     assert read_ids(tmp_path / "ids.parquet").item_ids[:2].tolist() == ["a0", "a1"]
 
@@ -92,8 +139,10 @@ def _bad_files(tmp_path):
     cases["nan"] = ("nan.parquet", r"nan.parquet row 17: contains NaN")
     write_parquet(tmp_path / "dup.parquet", ["x"] + [f"i{i}" for i in range(38)] + ["x"], X)
     cases["duplicate-id"] = ("dup.parquet", r"item_id 'x' appears at rows 0 and 39")
-    pq.write_table(pa.table({"item_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))}),
-                   tmp_path / "empty.parquet")
+    pq.write_table(
+        pa.table({"item_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))}),
+        tmp_path / "empty.parquet",
+    )
     cases["empty"] = ("empty.parquet", r"empty.parquet: no rows")
     write_parquet(tmp_path / "few.parquet", [f"i{i}" for i in range(5)], X[:5])
     cases["fewer-rows-than-codes"] = ("few.parquet", r"few.parquet: 5 rows, fewer than codebook_size=8")
@@ -115,10 +164,19 @@ def test_assign_wrong_dimension_and_unknown_format(tmp_path, capsys, emb):
     run(capsys, "fit", str(emb), "-o", str(tmp_path / "m"), "--codebook-size", "4")
     X = clustered(n=50, dim=15)
     write_parquet(tmp_path / "d15.parquet", [f"i{i}" for i in range(50)], X)
-    code, _, err = run(capsys, "assign", str(tmp_path / "m"), str(tmp_path / "d15.parquet"), "-o", str(tmp_path / "o.parquet"))
+    code, _, err = run(
+        capsys,
+        "assign",
+        str(tmp_path / "m"),
+        str(tmp_path / "d15.parquet"),
+        "-o",
+        str(tmp_path / "o.parquet"),
+    )
     assert code == 1 and "d15.parquet: 15 values per embedding, but" in err and "expects 16" in err
     assert not (tmp_path / "o.parquet").exists()
-    code, _, err = run(capsys, "assign", str(tmp_path / "m"), str(emb), "-o", str(tmp_path / "o.parquet"), "--format", "xml")
+    code, _, err = run(
+        capsys, "assign", str(tmp_path / "m"), str(emb), "-o", str(tmp_path / "o.parquet"), "--format", "xml"
+    )
     assert code == 2 and "xml" in err
     assert not (tmp_path / "o.parquet").exists()
 
@@ -127,9 +185,22 @@ def test_registry_bound_to_model(tmp_path, capsys, emb):
     run(capsys, "fit", str(emb), "-o", str(tmp_path / "m1"), "--codebook-size", "4", "--seed", "1")
     run(capsys, "fit", str(emb), "-o", str(tmp_path / "m2"), "--codebook-size", "4", "--seed", "2")
     db = str(tmp_path / "ids.db")
-    assert run(capsys, "assign", str(tmp_path / "m1"), str(emb), "-o", str(tmp_path / "a.parquet"), "--registry", db)[0] in (0, None)
-    code, _, err = run(capsys, "assign", str(tmp_path / "m2"), str(emb), "-o", str(tmp_path / "b.parquet"), "--registry", db)
+    assert run(
+        capsys, "assign", str(tmp_path / "m1"), str(emb), "-o", str(tmp_path / "a.parquet"), "--registry", db
+    )[0] in (0, None)
+    code, _, err = run(
+        capsys, "assign", str(tmp_path / "m2"), str(emb), "-o", str(tmp_path / "b.parquet"), "--registry", db
+    )
     assert code == 1 and "--new-version" in err
-    code, _, err = run(capsys, "assign", str(tmp_path / "m2"), str(emb), "-o", str(tmp_path / "b.parquet"),
-                       "--registry", db, "--new-version")
+    code, _, err = run(
+        capsys,
+        "assign",
+        str(tmp_path / "m2"),
+        str(emb),
+        "-o",
+        str(tmp_path / "b.parquet"),
+        "--registry",
+        db,
+        "--new-version",
+    )
     assert code in (0, None), err

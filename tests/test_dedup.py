@@ -34,7 +34,9 @@ def test_remap_moves_to_nearest_unused_code_and_keeps_length():
     def rank(rows):
         return np.array([ranking[r] for r in rows])
 
-    res = deduplicate(np.array([[1, 2], [1, 2], [1, 3]]), "remap", item_ids=["x", "y", "w"], rank_last_level=rank)
+    res = deduplicate(
+        np.array([[1, 2], [1, 2], [1, 3]]), "remap", item_ids=["x", "y", "w"], rank_last_level=rank
+    )
     # x keeps 1-2 (first in id order among x, y); y wants 2 (taken), then 0 -> 1-0. w (1-3) is alone.
     np.testing.assert_array_equal(res.codes, [[1, 2], [1, 0], [1, 3]])
     assert (res.n_moved, res.codes.shape[1]) == (1, 2)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from semid.errors import SemidError
+from semid.ids.dedup import deduplicate
 from semid.ids.registry import AssignResult, Registry
 
 K_LAST = 4  # last-level codebook size in the remap examples
@@ -142,6 +143,29 @@ def test_remap_avoids_codes_already_in_the_registry(reg: Registry) -> None:
     assert calls == [[0, 2]]
 
 
+def test_remap_moves_the_second_item_of_every_base_code_before_any_third(reg: Registry) -> None:
+    calls: list[list[int]] = []
+    rank = fixed_ranking({1: [0, 2, 1, 3, 4], 4: [1, 2, 3, 0, 4], 2: [0, 3, 2, 4, 1]}, calls)
+    base = np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]])  # a, b, c share 0-0; d, e share 0-1
+    res = reg.assign(list("abcde"), base, dedup="remap", rank_last_level=rank)
+    # a and d keep their codes. Round 1: b -> 2, e -> 3 (2 is b's now); round 2: c -> 4 (0, 3, 2 taken).
+    # (In plain item_id order c would have taken 3 before e, and e would have ended on 4.)
+    assert calls == [[1, 4, 2]]
+    assert res.codes.tolist() == [[0, 0], [0, 2], [0, 4], [0, 1], [0, 3]]
+    assert res.n_moved == 3
+
+
+@pytest.mark.parametrize("dedup", ["suffix", "remap", "none"])
+def test_a_fresh_registry_agrees_with_in_memory_deduplicate(reg: Registry, dedup: str) -> None:
+    rng = np.random.default_rng(3)
+    base = np.stack([rng.integers(0, 3, 40), rng.integers(0, 6, 40)], axis=1)  # collisions under 3 prefixes
+    items = [f"item{i}" for i in rng.permutation(40)]
+    rank = nearest_last_level(base, k=16) if dedup == "remap" else None
+    expected = deduplicate(base, dedup, item_ids=items, rank_last_level=rank).codes
+    got = reg.assign(items, base, dedup=dedup, rank_last_level=rank).codes
+    assert got.tolist() == expected.tolist()
+
+
 def test_remap_raises_when_a_prefix_is_full_and_writes_nothing(reg: Registry) -> None:
     base = np.array([[5, 0], [5, 0], [5, 0]])
     with pytest.raises(SemidError) as e:
@@ -194,7 +218,7 @@ def test_duplicate_item_ids_in_one_call_are_an_error(reg: Registry, item_ids: li
         ({"base_codes": np.zeros((3, 2), dtype=int)}, "2 item_ids but 3 rows of base_codes"),
         ({"item_ids": ["a", 1.5]}, "item_ids[1]: 1.5 is a float; item ids are str or int"),
         ({"item_ids": ["a", ""]}, "item_ids[1] is an empty string"),
-        ({"dedup": "prefix"}, "dedup='prefix' is not one of 'suffix', 'none', 'remap'"),
+        ({"dedup": "prefix"}, "dedup='prefix' is not one of 'suffix', 'remap', 'none'"),
         (
             {"dedup": "remap"},
             "dedup='remap' needs rank_last_level=(rows -> (len(rows), K_last) nearest codes)",
@@ -273,6 +297,14 @@ def test_a_handle_on_an_old_version_cannot_assign_into_it(db: Path) -> None:
     with pytest.raises(SemidError, match=r"^ids.db: ID version 2 was started since this registry was opened"):
         old.assign(["a"], np.array([[1]]))
     old.close()
+
+
+def test_a_file_that_is_not_a_registry_is_a_clear_error(db: Path) -> None:
+    db.write_bytes(b"item_id,codes\n" * 200)
+    with pytest.raises(
+        SemidError, match=r"ids.db: not a readable semid registry \(file is not a database\)$"
+    ):
+        Registry(db)
 
 
 def test_open_without_create_refuses_a_missing_file(db: Path) -> None:
@@ -429,7 +461,9 @@ def test_a_writer_that_holds_the_lock_too_long_is_a_clear_error(db: Path) -> Non
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(SemidError, match=r"ids.db is locked by another process; gave up after timeout=0.1 s$"):
+        with pytest.raises(
+            SemidError, match=r"ids.db is locked by another process; gave up after timeout=0.1 s$"
+        ):
             Registry(db, timeout=0.1)
     finally:
         other.execute("ROLLBACK")

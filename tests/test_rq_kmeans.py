@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import clustered
 
+from conftest import clustered
 from semid.errors import NotFittedError, SemidError
 from semid.quantize import RQKMeans, load_quantizer
 from semid.quantize.kmeans import balanced_assign, nearest_centroid

@@ -37,7 +37,9 @@ class Format(str, Enum):
     bracket = "bracket"
 
 
-EmbOpt = Annotated[Path, typer.Argument(help="Embeddings: .parquet (item_id + embedding) or .npy.", show_default=False)]
+EmbOpt = Annotated[
+    Path, typer.Argument(help="Embeddings: .parquet (item_id + embedding) or .npy.", show_default=False)
+]
 IdCol = Annotated[str, typer.Option("--id-column", help="Item id column of a Parquet EMB.")]
 EmbCol = Annotated[str, typer.Option("--embedding-column", help="Embedding column of a Parquet EMB.")]
 IdsFile = Annotated[
@@ -45,12 +47,16 @@ IdsFile = Annotated[
 ]
 
 
-def _read(emb: Path, id_column: str, embedding_column: str, ids: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _read(
+    emb: Path, id_column: str, embedding_column: str, ids: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
     from semid.embed.store import read_embeddings
 
     t = time.perf_counter()
     item_ids, X = read_embeddings(emb, id_column=id_column, embedding_column=embedding_column, ids_path=ids)
-    console.print(f"read {X.shape[0]:,} x {X.shape[1]} embeddings from {emb} in {time.perf_counter() - t:.1f}s")
+    console.print(
+        f"read {X.shape[0]:,} x {X.shape[1]} embeddings from {emb} in {time.perf_counter() - t:.1f}s"
+    )
     return item_ids, X
 
 
@@ -91,21 +97,30 @@ def _report_table(rep: dict, title: str) -> Table:
 @app.command()
 def fit(
     emb: EmbOpt,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.", show_default=False)],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Model directory to write.", show_default=False)
+    ],
     method: Annotated[Method, typer.Option(help="Quantizer.")] = Method.rq_kmeans,
     levels: Annotated[int, typer.Option("--levels", help="Code levels.")] = 3,
     codebook_size: Annotated[
         str, typer.Option("--codebook-size", help="Codes per level: 256, or one per level: 256,256,128.")
     ] = "256",
-    balanced: Annotated[bool, typer.Option("--balanced/--no-balanced", help="Equal-size clusters per level.")] = False,
+    balanced: Annotated[
+        bool, typer.Option("--balanced/--no-balanced", help="Equal-size clusters per level.")
+    ] = False,
     n_iter: Annotated[int, typer.Option("--n-iter", help="Max k-means iterations per level.")] = 20,
     sample_size: Annotated[
-        int | None, typer.Option("--sample-size", help="Rows to train each level on (0 = all; default 256*K).")
+        int | None,
+        typer.Option("--sample-size", help="Rows to train each level on (0 = all; default 256*K)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same codes.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    config: Annotated[Path | None, typer.Option("--config", help="Quantizer config (JSON/YAML), rq-vae.")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Resume an rq-vae run from this directory.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Quantizer config (JSON/YAML), rq-vae.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Resume an rq-vae run from this directory.")
+    ] = None,
     id_column: IdCol = "item_id",
     embedding_column: EmbCol = "embedding",
     ids: IdsFile = None,
@@ -114,7 +129,9 @@ def fit(
     try:
         sizes = [int(s) for s in codebook_size.split(",")]
     except ValueError:
-        raise SemidError(f"--codebook-size {codebook_size!r} should be an integer or a comma-separated list") from None
+        raise SemidError(
+            f"--codebook-size {codebook_size!r} should be an integer or a comma-separated list"
+        ) from None
     if method is Method.rq_vae:
         raise SemidError("--method rq-vae is not available in this version; use --method rq-kmeans")
     if config is not None or resume is not None:
@@ -142,7 +159,11 @@ def fit(
     codes = model.encode(X)
     model.save_pretrained(output)
     rep = quality_report(
-        codes, codebook_sizes=model.codebook_sizes_, X=X, X_hat=model.decode(codes), codebooks=model.codebooks_
+        codes,
+        codebook_sizes=model.codebook_sizes_,
+        X=X,
+        X_hat=model.decode(codes),
+        codebooks=model.codebooks_,
     )
     out.print(_report_table(rep.to_dict(), f"RQ-KMeans fitted in {fit_s:.1f}s -> {output}"))
 
@@ -152,14 +173,17 @@ def assign(
     model_dir: Annotated[Path, typer.Argument(help="Model directory from `semid fit`.", show_default=False)],
     emb: EmbOpt,
     output: Annotated[Path, typer.Option("-o", "--output", help="ids.parquet to write.", show_default=False)],
-    registry: Annotated[Path | None, typer.Option("--registry", help="SQLite registry (ids.db): stable IDs.")] = None,
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="SQLite registry (ids.db): stable IDs.")
+    ] = None,
     new_version: Annotated[
         bool, typer.Option("--new-version", help="Start a new ID version when the model changed.")
     ] = False,
     dedup: Annotated[Dedup, typer.Option(help="How colliding items get unique IDs.")] = Dedup.suffix,
     fmt: Annotated[Format, typer.Option("--format", help="Semantic ID string format.")] = Format.dash,
     balanced: Annotated[
-        bool | None, typer.Option("--balanced/--no-balanced", help="Balanced assignment (default: as fitted).")
+        bool | None,
+        typer.Option("--balanced/--no-balanced", help="Balanced assignment (default: as fitted)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     id_column: IdCol = "item_id",
@@ -175,7 +199,9 @@ def assign(
     model = load_quantizer(model_dir, device=device)
     item_ids, X = _read(emb, id_column, embedding_column, ids)
     if X.shape[1] != model.n_features_in_:
-        raise SemidError(f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}")
+        raise SemidError(
+            f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}"
+        )
     t = time.perf_counter()
     base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
     enc_s = time.perf_counter() - t
@@ -272,4 +298,6 @@ def stats(
         out.print(_report_table(result, title))
     else:
         out.print(title)
-        out.print(f"codebook sizes {result['codebook_sizes']}, dim {result['dim']} (pass --emb to measure quality)")
+        out.print(
+            f"codebook sizes {result['codebook_sizes']}, dim {result['dim']} (pass --emb to measure quality)"
+        )

@@ -28,7 +28,9 @@ app.add_typer(data_app, name="data")
 @data_app.command("stats")
 def stats(
     paths: list[Path] = typer.Argument(
-        ..., help="Files or directories of one dataset, e.g. a RecBole .item dir and a P5 dir.", show_default=False
+        ...,
+        help="Files or directories of one dataset, e.g. a RecBole .item dir and a P5 dir.",
+        show_default=False,
     ),
     format: str = typer.Option("auto", "--format", "-f", help=f"One of: {', '.join(FORMATS)}."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
@@ -84,12 +86,20 @@ def print_stats(ds: Dataset, st: DatasetStats, console: Console) -> None:
         cov.add_column("coverage", justify="right")
         schema = ds.catalogue.table.schema
         for name, share in st.coverage.items():
-            cov.add_row(name, _type_name(schema.field(name).type), f"{round(share * n):,}", f"{100 * share:.2f}%")
+            cov.add_row(
+                name, _type_name(schema.field(name).type), f"{round(share * n):,}", f"{100 * share:.2f}%"
+            )
         console.print(cov)
 
     rep = st.report
-    console.print(f"[bold]Parse report[/bold]: {rep.n_skipped:,} lines skipped, {rep.n_repaired:,} repaired", highlight=False)
-    for title, issues, count in (("skipped", rep.skipped, rep.n_skipped), ("repaired", rep.repaired, rep.n_repaired)):
+    console.print(
+        f"[bold]Parse report[/bold]: {rep.n_skipped:,} lines skipped, {rep.n_repaired:,} repaired",
+        highlight=False,
+    )
+    for title, issues, count in (
+        ("skipped", rep.skipped, rep.n_skipped),
+        ("repaired", rep.repaired, rep.n_repaired),
+    ):
         if issues:
             more = f" (first {len(issues)} of {count:,})" if count > len(issues) else ""
             console.print(f"  {title}{more}:", highlight=False)

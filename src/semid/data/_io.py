@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,24 +327,37 @@ def as_timestamps(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def skip_rows(
+    report: ParseReport,
+    file: str,
+    bad: np.ndarray,
+    where: Callable[[int], str],
+    message: Callable[[int], str],
+) -> None:
+    """Count the rows marked ``bad`` as skipped; only the first few get their ``where``/``message`` built."""
+    idx = np.flatnonzero(bad)
+    report.skip_many(
+        file, len(idx), ((where(i), message(i)) for i in idx[: ParseReport.MAX_EXAMPLES].tolist())
+    )
+
+
 def report_bad_values(
     report: ParseReport,
     file: str,
     bad: np.ndarray,
-    where: np.ndarray,
+    lines: np.ndarray,
     column: str,
     col: pa.Array,
     what: str = "is not a number",
-    unit: str = "line",
 ) -> None:
-    """Add the rows marked ``bad`` to ``report`` (count all, keep the first examples)."""
-    idx = np.flatnonzero(bad)
-    if len(idx) == 0:
-        return
-    shown = col.take(pa.array(idx[: ParseReport.MAX_EXAMPLES])).to_pylist()
-    for k, i in enumerate(idx.tolist()):
-        value = shown[k] if k < len(shown) else None
-        report.skip(file, f"{file} {unit} {where[i]}", f"{column} {value!r} {what}")
+    """Count the rows marked ``bad`` as skipped, with messages such as ``price 'abc' is not a number``."""
+    skip_rows(
+        report,
+        file,
+        bad,
+        lambda i: f"{file} line {lines[i]}",
+        lambda i: f"{column} {col[i].as_py()!r} {what}",
+    )
 
 
 def require_columns(file: str, available: list[str], wanted: dict[str, str | None]) -> None:

@@ -38,7 +38,12 @@ from semid.errors import SemidError
 
 REVIEW_FIELDS = {"reviewerID": str, "asin": str, "overall": float, "unixReviewTime": int}
 _REVIEW_SCHEMA = pa.schema(
-    [("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()), ("unixReviewTime", pa.int64())]
+    [
+        ("reviewerID", pa.string()),
+        ("asin", pa.string()),
+        ("overall", pa.float64()),
+        ("unixReviewTime", pa.int64()),
+    ]
 )
 _META2018_SCHEMA = pa.schema(
     [
@@ -51,7 +56,7 @@ _META2018_SCHEMA = pa.schema(
     ]
 )
 _ASIN_IN_LITERAL = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
-_PRICE_RE = r"^\s*\$?\s*(?P<p>\d[\d,]*(\.\d+)?|\.\d+)"
+_PRICE_RE = r"^\s*\$?\s*(?P<p>\d[\d,]*(?:\.\d+)?|\.\d+)"
 
 
 def _input_stream(path: Path) -> pa.NativeFile:
@@ -208,18 +213,22 @@ def read_amazon_meta(
     table = _blank_to_null(table)
     keep = np.ones(table.num_rows, dtype=bool)
     if keep_items is not None:
-        keep &= pc.is_in(table.column("item_id"), value_set=pc.cast(keep_items, pa.string())).to_numpy(zero_copy_only=False)
+        keep &= pc.is_in(table.column("item_id"), value_set=pc.cast(keep_items, pa.string())).to_numpy(
+            zero_copy_only=False
+        )
     n_other = n_total - int(keep.sum()) - report.skipped_in(file)
     # Repeated asins (the 2018 crawl has some): keep the first row.
-    codes = pc.dictionary_encode(table.column("item_id").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    codes = pc.dictionary_encode(table.column("item_id").combine_chunks()).indices.to_numpy(
+        zero_copy_only=False
+    )
     first = np.zeros(len(codes), dtype=bool)
     first[np.unique(codes, return_index=True)[1]] = True
     n_repeat = int((keep & ~first).sum())
     keep &= first
     if n_repeat:
         report.note(f"{file}: {n_repeat:,} rows repeat an earlier asin; the first row of each asin is kept")
-    if keep_items is not None and n_other - n_repeat > 0:
-        report.note(f"{file}: {n_other - n_repeat:,} items without interactions left out")
+    if keep_items is not None and n_other > 0:
+        report.note(f"{file}: {n_other:,} items without interactions left out")
     idx = np.flatnonzero(keep)
     if lines is None and line_fn is not None:
         all_fn = line_fn
@@ -235,7 +244,9 @@ def _read_meta_lines(
     """Line-by-line metadata reader (2014 Python literals, or 2018 JSON that pyarrow could not read)."""
     file = display_name(path)
     wanted = set(pc.cast(keep_items, pa.string()).to_pylist()) if keep_items is not None else None
-    cols: dict[str, list[Any]] = {k: [] for k in ("item_id", "title", "brand", "categories", "price", "description")}
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("item_id", "title", "brand", "categories", "price", "description")
+    }
     lines: list[int] = []
     n = 0
     for lineno, line in _text_lines(path):
@@ -250,7 +261,11 @@ def _read_meta_lines(
         try:
             obj = json.loads(s) if s.startswith('{"') else ast.literal_eval(s)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-            report.skip(file, f"{file} line {lineno}", f"not a JSON object or Python literal ({type(e).__name__}): {s[:60]}")
+            report.skip(
+                file,
+                f"{file} line {lineno}",
+                f"not a JSON object or Python literal ({type(e).__name__}): {s[:60]}",
+            )
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("asin"), str):
             report.skip(file, f"{file} line {lineno}", "no asin")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -78,6 +78,23 @@ class ParseReport:
         if len(self.skipped) < self.MAX_EXAMPLES:
             self.skipped.append(issue)
 
+    def skip_many(self, file: str, n: int, examples: Iterable[tuple[str, str]]) -> None:
+        """Count ``n`` left-out lines of ``file`` at once; ``examples`` yields ``(where, message)`` of the first.
+
+        Only the first few examples are consumed, so a lazy iterable costs nothing for the other lines.
+        """
+        if n <= 0:
+            return
+        self.n_skipped += n
+        self._skipped_by_file[file] += n
+        for k, (where, message) in enumerate(examples):
+            if k >= self.MAX_EXAMPLES:
+                break
+            issue = ParseIssue(where, message)
+            self._first_by_file.setdefault(file, issue)
+            if len(self.skipped) < self.MAX_EXAMPLES:
+                self.skipped.append(issue)
+
     def repair(self, where: str, message: str) -> None:
         """Count one line (or group of lines) that was read after a repair."""
         self.n_repaired += 1
@@ -132,7 +149,10 @@ class ParseReport:
 
     def __str__(self) -> str:
         out = [f"{self.n_skipped:,} lines skipped, {self.n_repaired:,} repaired"]
-        for title, issues, n in (("skipped", self.skipped, self.n_skipped), ("repaired", self.repaired, self.n_repaired)):
+        for title, issues, n in (
+            ("skipped", self.skipped, self.n_skipped),
+            ("repaired", self.repaired, self.n_repaired),
+        ):
             if issues:
                 more = f" (first {len(issues)} of {n:,})" if n > len(issues) else ""
                 out.append(f"{title}{more}:")
@@ -253,6 +273,7 @@ class Catalogue:
                 f"(first at {_where(origin, dup[1], what)})"
             )
         table = table.set_column(table.column_names.index("item_id"), "item_id", ids)
+        table = _standard_list_types(table)
         text = [n for n in table.column_names if n != "item_id" and _is_text_type(table.schema.field(n).type)]
         if not text:
             raise SemidError(
@@ -266,7 +287,10 @@ class Catalogue:
     @classmethod
     def from_pydict(cls, columns: dict[str, ArrayLike], *, origin: Origin | None = None) -> Catalogue:
         """Build from ``{"item_id": [...], "title": [...], ...}`` (lists, numpy or arrow arrays)."""
-        return cls(pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()}), origin=origin)
+        return cls(
+            pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()}),
+            origin=origin,
+        )
 
     @property
     def table(self) -> pa.Table:
@@ -354,6 +378,17 @@ class Catalogue:
         return cls(pq.read_table(path), origin=Origin(Path(path).name))
 
 
+def _standard_list_types(table: pa.Table) -> pa.Table:
+    """Name list children ``item`` (Parquet writes ``element``), so that a round trip gives equal tables."""
+    fields, renamed = [], False
+    for f in table.schema:
+        t = f.type
+        if pa.types.is_list(t) and t.value_field.name != "item":
+            t, renamed = pa.list_(t.value_type), True
+        fields.append(pa.field(f.name, t, f.nullable, f.metadata))
+    return table.cast(pa.schema(fields, table.schema.metadata)) if renamed else table
+
+
 def _non_empty(col: pa.Array) -> int:
     t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -416,7 +451,9 @@ def _optional_numbers(values: ArrayLike | None, n: int, what: str) -> np.ndarray
     if arr.dtype.kind not in "iuf":
         raise SemidError(f"{what} should be numbers, got dtype {arr.dtype}")
     if arr.shape != (n,):
-        raise SemidError(f"{what} has {arr.shape[0] if arr.ndim else 0:,} values, expected {n:,} (one per interaction)")
+        raise SemidError(
+            f"{what} has {arr.shape[0] if arr.ndim else 0:,} values, expected {n:,} (one per interaction)"
+        )
     return arr
 
 
@@ -445,7 +482,9 @@ class Interactions:
         users, user_codes = _encode(user_ids, "user_id", origin)
         items, item_codes = _encode(item_ids, "item_id", origin)
         if len(user_codes) != len(item_codes):
-            raise SemidError(f"{len(user_codes):,} user ids but {len(item_codes):,} item ids; expected one each per interaction")
+            raise SemidError(
+                f"{len(user_codes):,} user ids but {len(item_codes):,} item ids; expected one each per interaction"
+            )
         self._init(users, user_codes, items, item_codes, timestamps, ratings, origin)
 
     def _init(
@@ -482,7 +521,9 @@ class Interactions:
         users_arr, items_arr = _as_string_array(users), _as_string_array(items)
         for what, codes, vocab in (("user", user_codes, users_arr), ("item", item_codes, items_arr)):
             if len(codes) and (codes.min() < 0 or codes.max() >= len(vocab)):
-                raise SemidError(f"{what} codes should lie in [0, {len(vocab)}), got [{codes.min()}, {codes.max()}]")
+                raise SemidError(
+                    f"{what} codes should lie in [0, {len(vocab)}), got [{codes.min()}, {codes.max()}]"
+                )
         if len(user_codes) != len(item_codes):
             raise SemidError(f"{len(user_codes):,} user codes but {len(item_codes):,} item codes")
         self = cls.__new__(cls)
@@ -721,7 +762,9 @@ class Dataset:
 
     def stats(self) -> DatasetStats:
         """Users, items, interactions, sequence length spread, field coverage, parse report."""
-        lengths = self.interactions.sequence_lengths() if self.interactions is not None else np.zeros(0, np.int64)
+        lengths = (
+            self.interactions.sequence_lengths() if self.interactions is not None else np.zeros(0, np.int64)
+        )
         has = len(lengths) > 0
         if self.catalogue is not None:
             n_items = len(self.catalogue)

@@ -24,6 +24,7 @@ from semid.data._io import (
     parse_floats,
     read_records,
     report_bad_values,
+    skip_rows,
     to_columns,
 )
 from semid.data.model import Catalogue, Interactions, Origin, ParseReport
@@ -45,13 +46,18 @@ def _read_ratings(path: Path, sep: str, report: ParseReport, max_bad_fraction: f
     report_bad_values(report, file, bad_r, lines, "rating", rating)
     report_bad_values(report, file, bad_t & ~bad_r, lines, "timestamp", ts)
     missing = (null_mask(user) | null_mask(item)) & ~bad_r & ~bad_t
-    for i in np.flatnonzero(missing).tolist():
-        report.skip(file, f"{file} line {lines[i]}", "user or item id is empty")
+    skip_rows(
+        report, file, missing, lambda i: f"{file} line {lines[i]}", lambda i: "user or item id is empty"
+    )
     bad = bad_r | bad_t | missing | np.isnan(stamps)
     report.check(file, len(records), max_bad_fraction)
     keep, ok = pa.array(~bad), ~bad
     return Interactions(
-        user.filter(keep), item.filter(keep), as_timestamps(stamps[ok]), ratings[ok], origin=Origin(file, lines[ok])
+        user.filter(keep),
+        item.filter(keep),
+        as_timestamps(stamps[ok]),
+        ratings[ok],
+        origin=Origin(file, lines[ok]),
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.data._io import display_name, read_records
+from semid.data._io import display_name, read_records, skip_rows
 from semid.data.model import Interactions, Origin, ParseReport
 from semid.errors import SemidError
 
@@ -34,7 +34,9 @@ def read_datamaps(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     except json.JSONDecodeError as e:
         raise SemidError(f"{name} line {e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(maps, dict):
-        raise SemidError(f"{name}: expected a JSON object with id2item/item2id maps, got {type(maps).__name__}")
+        raise SemidError(
+            f"{name}: expected a JSON object with id2item/item2id maps, got {type(maps).__name__}"
+        )
     out: dict[str, dict[str, str]] = {}
     for kind in ("item", "user"):
         forward, inverse = maps.get(f"id2{kind}"), maps.get(f"{kind}2id")
@@ -47,7 +49,9 @@ def read_datamaps(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     return out
 
 
-def _map_ids(tokens: pa.Array, mapping: dict[str, str], what: str, lines: np.ndarray, file: str, maps_name: str) -> pa.Array:
+def _map_ids(
+    tokens: pa.Array, mapping: dict[str, str], what: str, lines: np.ndarray, file: str, maps_name: str
+) -> pa.Array:
     keys = pa.array(list(mapping.keys()), pa.string())
     vals = pa.array(list(mapping.values()), pa.string())
     idx = pc.index_in(pc.cast(tokens, pa.string()), value_set=keys)
@@ -86,13 +90,14 @@ def read_p5(
     bad_line = np.zeros(len(counts), dtype=bool)
     np.logical_or.at(bad_line, owner[~digits], True)
     short = counts < 2
-    for i in np.flatnonzero(bad_line | short).tolist():
+
+    def why(i: int) -> str:
         toks = fields[i].as_py()
         if short[i]:
-            msg = f"user {toks[0]!r} has no items"
-        else:
-            msg = f"id {next(t for t in toks if not t.isdigit())!r} is not a positive integer"
-        report.skip(file, f"{file} line {records.lines[i]}", msg)
+            return f"user {toks[0]!r} has no items"
+        return f"id {next(t for t in toks if not t.isdigit())!r} is not a positive integer"
+
+    skip_rows(report, file, bad_line | short, lambda i: f"{file} line {records.lines[i]}", why)
     report.check(file, len(counts), max_bad_fraction)
 
     keep_line = ~(bad_line | short)

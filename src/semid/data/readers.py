@@ -80,6 +80,13 @@ def detect(path: str | os.PathLike) -> DataFile | None:
     path = Path(path)
     name = path.name
     lower = name.lower()
+    # MovieLens names first: "u.item" would otherwise look like a RecBole .item file.
+    if name in ("u.data", "u.item", "u.genre"):
+        return DataFile(
+            path, "ml-100k", {"u.data": "interactions", "u.item": "items", "u.genre": "genres"}[name]
+        )
+    if name in ("ratings.dat", "movies.dat"):
+        return DataFile(path, "ml-1m", "interactions" if name == "ratings.dat" else "items")
     if lower.endswith(".item"):
         return DataFile(path, "recbole", "items")
     if lower.endswith(".inter"):
@@ -88,10 +95,6 @@ def detect(path: str | os.PathLike) -> DataFile | None:
         return DataFile(path, "p5", "interactions")
     if name == "datamaps.json":
         return DataFile(path, "p5", "maps")
-    if name in ("u.data", "u.item", "u.genre"):
-        return DataFile(path, "ml-100k", {"u.data": "interactions", "u.item": "items", "u.genre": "genres"}[name])
-    if name in ("ratings.dat", "movies.dat"):
-        return DataFile(path, "ml-1m", "interactions" if name == "ratings.dat" else "items")
     if re.fullmatch(r".+\.json(\.gz)?", name):
         if name.startswith("meta_"):
             return DataFile(path, sniff_meta_version(path), "items")
@@ -119,13 +122,17 @@ def find_files(paths: Sequence[str | os.PathLike], format: str = "auto") -> tupl
         if not p.exists():
             raise SemidError(f"{p}: no such file or directory")
         explicit = p.is_file()
-        for f in [p] if explicit else sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
+        for f in (
+            [p] if explicit else sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith("."))
+        ):
             df = detect(f)
             if format != "auto" and (df is None or df.format != format):
-                if format in _TABULAR and (explicit or (df is not None and df.format in _TABULAR)):
+                if format in _TABULAR and explicit:
                     df = DataFile(f, format, "table")
                 elif format == "amazon2014" and df is not None and df.format == "amazon2018":
-                    df = DataFile(f, "amazon2014", df.role)  # a JSON-lines 2014 file: the name says which year
+                    df = DataFile(
+                        f, "amazon2014", df.role
+                    )  # a JSON-lines 2014 file: the name says which year
                 elif explicit:
                     raise SemidError(f"{f}: not a {format} file (looked for {_LOOKED_FOR})")
                 else:
@@ -179,7 +186,11 @@ def load_dataset(
     where = ", ".join(str(p) for p in paths)
     if not files:
         raise SemidError(f"{where}: no dataset files found (looked for {_LOOKED_FOR})")
-    mapped = {k: v for k, v in dict(item_id=item_id, user_id=user_id, timestamp=timestamp, rating=rating).items() if v}
+    mapped = {
+        k: v
+        for k, v in dict(item_id=item_id, user_id=user_id, timestamp=timestamp, rating=rating).items()
+        if v
+    }
     if (mapped or fields) and not any(f.format in (*_TABULAR, "recbole") for f in files):
         names = ", ".join(sorted({*mapped, *(["fields"] if fields else [])}))
         raise SemidError(f"{names}= only apply to jsonl/csv/parquet/recbole files; {where} holds none")
@@ -215,7 +226,13 @@ def load_dataset(
         if f.format in _TABULAR:
             table, origin = pre  # type: ignore[misc]
             interactions = table_to_interactions(
-                table, origin, user_id=user_col, item_id=item_col, timestamp=timestamp, rating=rating, **common
+                table,
+                origin,
+                user_id=user_col,
+                item_id=item_col,
+                timestamp=timestamp,
+                rating=rating,
+                **common,
             )
         elif f.format == "recbole":
             interactions = cast(  # an .inter file reads as interactions
@@ -248,11 +265,15 @@ def load_dataset(
             keep = pa.array(interactions.items, pa.string()) if interactions is not None else None
             catalogue = read_amazon_meta(f.path, version=f.format, keep_items=keep, **common)
         elif f.format == "ml-100k":
-            catalogue = read_ml100k_items(f.path, read_ml100k_genres(genres[0].path) if genres else None, **common)
+            catalogue = read_ml100k_items(
+                f.path, read_ml100k_genres(genres[0].path) if genres else None, **common
+            )
         else:
             catalogue = read_ml1m_movies(f.path, **common)
 
     if catalogue is None and interactions is None:
-        raise SemidError(f"{where}: found only {', '.join(f.path.name for f in files)}; no items or interactions")
+        raise SemidError(
+            f"{where}: found only {', '.join(f.path.name for f in files)}; no items or interactions"
+        )
     name = " + ".join(Path(p).name or str(p) for p in paths)
     return Dataset(catalogue, interactions, report, name)

@@ -30,6 +30,7 @@ from semid.data._io import (
     read_records,
     report_bad_values,
     require_columns,
+    skip_rows,
     to_columns,
 )
 from semid.data.model import Catalogue, Interactions, Origin, ParseReport
@@ -49,7 +50,9 @@ def parse_header(header: list[str], file: str) -> list[tuple[str, str]]:
                 f"one of {', '.join(RECBOLE_TYPES)}"
             )
         if kind not in RECBOLE_TYPES:
-            raise SemidError(f"{file} line 1: header field {h!r} has type {kind!r}, expected one of {', '.join(RECBOLE_TYPES)}")
+            raise SemidError(
+                f"{file} line 1: header field {h!r} has type {kind!r}, expected one of {', '.join(RECBOLE_TYPES)}"
+            )
         out.append((name, kind))
     return out
 
@@ -63,7 +66,9 @@ def split_token_seq(col: pa.Array, sep: str = " ") -> pa.Array:
     s = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
     missing = null_mask(s)
     first = pc.utf8_slice_codeunits(s, 0, 1)
-    literal = pc.fill_null(pc.is_in(first, pa.array(["'", '"'])), False).to_numpy(zero_copy_only=False) & ~missing
+    literal = (
+        pc.fill_null(pc.is_in(first, pa.array(["'", '"'])), False).to_numpy(zero_copy_only=False) & ~missing
+    )
     escaped = pc.fill_null(pc.match_substring(s, "\\"), False).to_numpy(zero_copy_only=False) & literal
     plain = ~literal & ~missing
 
@@ -101,14 +106,15 @@ def split_token_seq(col: pa.Array, sep: str = " ") -> pa.Array:
 
 
 def _float_seq(col: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray]:
+    """Text -> ``list<double>``; ``bad`` marks rows holding a token that is no number."""
     lists = split_token_seq(col, sep)
-    flat_values, bad_flat = parse_floats(lists.flatten())
-    owner = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    values, bad_flat = parse_floats(lists.values.slice(offsets[0], offsets[-1] - offsets[0]))
+    owner = np.repeat(np.arange(len(lists)), np.diff(offsets))
     bad = np.zeros(len(lists), dtype=bool)
     bad[owner[bad_flat]] = True
-    offsets = lists.offsets
-    values = pa.ListArray.from_arrays(offsets, pa.array(flat_values), mask=lists.is_null())
-    return values, bad
+    seq = pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), pa.array(values), mask=lists.is_null())
+    return seq, bad
 
 
 def read_recbole(
@@ -172,11 +178,18 @@ def read_recbole(
         bad |= _check_ids(ids, lines, file, "item_id", report, bad)
         keep = ~bad
         dup = _duplicate_rows(ids, keep)
-        for i in np.flatnonzero(dup).tolist():
-            report.skip(file, f"{file} line {lines[i]}", f"item_id {ids[i].as_py()!r} repeats an earlier row, left out")
+        skip_rows(
+            report,
+            file,
+            dup,
+            lambda i: f"{file} line {lines[i]}",
+            lambda i: f"item_id {ids[i].as_py()!r} repeats an earlier row, left out",
+        )
         keep &= ~dup
         report.check(file, n_records, max_bad_fraction)
-        table = pa.table({("item_id" if k == item_id else k): v.filter(pa.array(keep)) for k, v in values.items()})
+        table = pa.table(
+            {("item_id" if k == item_id else k): v.filter(pa.array(keep)) for k, v in values.items()}
+        )
         order = ["item_id"] + [n for n in table.column_names if n != "item_id"]
         return Catalogue(table.select(order), origin=Origin(file, lines[keep]))
 
@@ -189,7 +202,9 @@ def read_recbole(
     if timestamp is not None:
         ts_values = values[timestamp].to_numpy(zero_copy_only=False)
         missing = np.isnan(ts_values) & ~bad
-        report_bad_values(report, file, missing, lines, timestamp, columns[names.index(timestamp)], "is missing")
+        skip_rows(
+            report, file, missing, lambda i: f"{file} line {lines[i]}", lambda i: f"{timestamp} is missing"
+        )
         bad |= np.isnan(ts_values)
         ts = as_timestamps(ts_values[~bad])
     report.check(file, n_records, max_bad_fraction)
@@ -203,14 +218,19 @@ def read_recbole(
     )
 
 
-def _check_ids(ids: pa.Array, lines: np.ndarray, file: str, role: str, report: ParseReport, already: np.ndarray) -> np.ndarray:
+def _check_ids(
+    ids: pa.Array, lines: np.ndarray, file: str, role: str, report: ParseReport, already: np.ndarray
+) -> np.ndarray:
     """Mark (and report) rows whose id is missing or holds whitespace: such a row is broken, not an item."""
     missing = pc.is_null(ids).to_numpy(zero_copy_only=False)
     spaced = pc.fill_null(pc.match_substring_regex(ids, r"\s"), False).to_numpy(zero_copy_only=False)
     bad = (missing | spaced) & ~already
-    for i in np.flatnonzero(bad).tolist():
+
+    def why(i: int) -> str:
         value = ids[i].as_py()
-        report.skip(file, f"{file} line {lines[i]}", f"{role} {value!r} is not a valid id" if value else f"{role} is empty")
+        return f"{role} {value!r} is not a valid id" if value else f"{role} is empty"
+
+    skip_rows(report, file, bad, lambda i: f"{file} line {lines[i]}", why)
     return missing | spaced
 
 

@@ -35,6 +35,7 @@ from semid.data._io import (
     parse_floats,
     read_bytes,
     require_columns,
+    skip_rows,
     truncated_gzip_error,
 )
 from semid.data.model import Catalogue, Interactions, Origin, ParseReport
@@ -87,7 +88,9 @@ def read_table(
     raise SemidError(f"{display_name(path)}: unknown table format {fmt!r} (expected jsonl, csv or parquet)")
 
 
-def _read_csv(path: Path, report: ParseReport, max_bad_fraction: float, encoding: str) -> tuple[pa.Table, Origin]:
+def _read_csv(
+    path: Path, report: ParseReport, max_bad_fraction: float, encoding: str
+) -> tuple[pa.Table, Origin]:
     file = display_name(path)
     plain = path.name[:-3] if is_gzip(path) else path.name
     delimiter = "\t" if plain.lower().endswith(".tsv") else ","
@@ -151,11 +154,15 @@ def _csv_record_lines(path: Path, delimiter: str, encoding: str) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def _read_jsonl(path: Path, report: ParseReport, max_bad_fraction: float, encoding: str) -> tuple[pa.Table, Origin]:
+def _read_jsonl(
+    path: Path, report: ParseReport, max_bad_fraction: float, encoding: str
+) -> tuple[pa.Table, Origin]:
     file = display_name(path)
     if encoding.lower().replace("-", "") == "utf8":
         try:
-            table = pajson.read_json(pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None))
+            table = pajson.read_json(
+                pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+            )
             return table, Origin(file, line_fn=lambda: nonblank_line_numbers(path, encoding))
         except pa.ArrowInvalid:
             pass  # a malformed line or a column changing type: read line by line to say which
@@ -208,8 +215,7 @@ def _column(values: list[Any]) -> pa.Array:
 
 
 def _skip_rows(report: ParseReport, origin: Origin, rows: np.ndarray, message: Any) -> None:
-    for i in np.flatnonzero(rows).tolist():
-        report.skip(origin.file, origin.where(i), message(i) if callable(message) else message)
+    skip_rows(report, origin.file, rows, origin.where, message if callable(message) else lambda i: message)
 
 
 def _id_column(table: pa.Table, name: str) -> pa.Array:
@@ -262,7 +268,9 @@ def _timestamps(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     t = col.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         secs = pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
-        return np.asarray(secs.to_numpy(zero_copy_only=False), dtype=np.float64), np.zeros(len(col), dtype=bool)
+        return np.asarray(secs.to_numpy(zero_copy_only=False), dtype=np.float64), np.zeros(
+            len(col), dtype=bool
+        )
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         try:
             return _timestamps(pc.cast(col, pa.timestamp("s")))
@@ -291,7 +299,9 @@ def table_to_interactions(
     names = table.column_names
     timestamp = timestamp if timestamp is not None else ("timestamp" if "timestamp" in names else None)
     rating = rating if rating is not None else ("rating" if "rating" in names else None)
-    require_columns(origin.file, names, {"user_id": user_id, "item_id": item_id, "timestamp": timestamp, "rating": rating})
+    require_columns(
+        origin.file, names, {"user_id": user_id, "item_id": item_id, "timestamp": timestamp, "rating": rating}
+    )
     users, items = _id_column(table, user_id), _id_column(table, item_id)
     bad = np.zeros(table.num_rows, dtype=bool)
     for role, col in (("user_id", users), ("item_id", items)):
@@ -303,7 +313,9 @@ def table_to_interactions(
         raw = table.column(timestamp).combine_chunks()
         stamps, b = _timestamps(raw)
         b |= np.isnan(stamps)
-        _skip_rows(report, origin, b & ~bad, lambda i: f"{timestamp} {raw[i].as_py()!r} is not a time or a number")
+        _skip_rows(
+            report, origin, b & ~bad, lambda i: f"{timestamp} {raw[i].as_py()!r} is not a time or a number"
+        )
         bad |= b
     if rating is not None:
         raw_r = table.column(rating).combine_chunks()
@@ -334,7 +346,9 @@ def read_catalogue(
 ) -> Catalogue:
     """A catalogue from a JSONL / CSV / Parquet file: ``item_id`` plus ``fields`` (default: all other columns)."""
     report = report if report is not None else ParseReport()
-    table, origin = read_table(path, format=format, report=report, max_bad_fraction=max_bad_fraction, encoding=encoding)
+    table, origin = read_table(
+        path, format=format, report=report, max_bad_fraction=max_bad_fraction, encoding=encoding
+    )
     return table_to_catalogue(
         table, origin, item_id=item_id, fields=fields, report=report, max_bad_fraction=max_bad_fraction
     )
@@ -354,7 +368,9 @@ def read_interactions(
 ) -> Interactions:
     """Interactions from a JSONL / CSV / Parquet file, with a column mapping."""
     report = report if report is not None else ParseReport()
-    table, origin = read_table(path, format=format, report=report, max_bad_fraction=max_bad_fraction, encoding=encoding)
+    table, origin = read_table(
+        path, format=format, report=report, max_bad_fraction=max_bad_fraction, encoding=encoding
+    )
     return table_to_interactions(
         table,
         origin,

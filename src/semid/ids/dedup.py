@@ -45,7 +45,11 @@ def stable_order(item_ids: Sequence[Any] | np.ndarray | None, n: int) -> np.ndar
     """Row order used inside collision groups: by item id as a string (row order when ids are absent)."""
     if item_ids is None:
         return np.arange(n)
-    keys = np.asarray([str(i) for i in item_ids]) if not isinstance(item_ids, np.ndarray) else item_ids.astype(str)
+    keys = (
+        np.asarray([str(i) for i in item_ids])
+        if not isinstance(item_ids, np.ndarray)
+        else item_ids.astype(str)
+    )
     if keys.shape[0] != n:
         raise SemidError(f"{keys.shape[0]} item ids for {n} rows of codes")
     return np.argsort(keys, kind="stable")
@@ -66,7 +70,9 @@ def deduplicate(
     check_strategy(strategy)
     codes = np.asarray(codes)
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-        raise SemidError(f"codes have shape {codes.shape} and dtype {codes.dtype}, expected an integer (n, levels) matrix")
+        raise SemidError(
+            f"codes have shape {codes.shape} and dtype {codes.dtype}, expected an integer (n, levels) matrix"
+        )
     n = codes.shape[0]
     order = stable_order(item_ids, n)
     keys = row_keys(codes)

@@ -48,7 +48,9 @@ def write_ids(path: str | os.PathLike, table: IdTable) -> Path:
     """Write atomically (temp file + rename)."""
     path = Path(path)
     item_ids = table.item_ids
-    ids_arr = pa.array(item_ids.tolist() if isinstance(item_ids, np.ndarray) and item_ids.dtype == object else item_ids)
+    ids_arr = pa.array(
+        item_ids.tolist() if isinstance(item_ids, np.ndarray) and item_ids.dtype == object else item_ids
+    )
     t = pa.table(
         {
             "item_id": ids_arr,
@@ -66,7 +68,9 @@ def write_ids(path: str | os.PathLike, table: IdTable) -> Path:
 def _codes_from_list(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
     arr = col.combine_chunks()
     if arr.null_count:
-        raise SemidError(f"{path} row {int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False)))}: {name} is null")
+        raise SemidError(
+            f"{path} row {int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False)))}: {name} is null"
+        )
     lengths = arr.value_lengths().to_numpy()
     if lengths.size == 0:
         return np.zeros((0, 0), dtype=np.int32)

@@ -125,7 +125,9 @@ class BaseQuantizer:
             raise SemidError(f"{weights}: cannot read weights ({e})") from None
         fp = fingerprint_arrays(arrays)
         if config.get("fingerprint") not in (None, fp):
-            raise SemidError(f"{weights}: weights fingerprint {fp} does not match config.json ({config['fingerprint']})")
+            raise SemidError(
+                f"{weights}: weights fingerprint {fp} does not match config.json ({config['fingerprint']})"
+            )
         model = klass._from_config(config, device=device)
         model._set_state(arrays, config)
         return model

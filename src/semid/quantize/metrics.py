@@ -21,7 +21,9 @@ from semid.errors import SemidError
 def _as_codes(codes: Any) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-        raise SemidError(f"codes have shape {codes.shape} and dtype {codes.dtype}, expected an integer (n, levels) matrix")
+        raise SemidError(
+            f"codes have shape {codes.shape} and dtype {codes.dtype}, expected an integer (n, levels) matrix"
+        )
     return codes
 
 

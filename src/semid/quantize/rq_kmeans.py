@@ -89,7 +89,11 @@ class RQKMeans(BaseQuantizer):
 
     # -- parameters -----------------------------------------------------------------------------
     def _sizes(self) -> list[int]:
-        if isinstance(self.n_levels, bool) or not isinstance(self.n_levels, (int, np.integer)) or self.n_levels < 1:
+        if (
+            isinstance(self.n_levels, bool)
+            or not isinstance(self.n_levels, (int, np.integer))
+            or self.n_levels < 1
+        ):
             raise SemidError(f"n_levels={self.n_levels!r} should be an integer >= 1")
         if isinstance(self.codebook_size, (int, np.integer)) and not isinstance(self.codebook_size, bool):
             sizes = [int(self.codebook_size)] * int(self.n_levels)
@@ -112,8 +116,12 @@ class RQKMeans(BaseQuantizer):
             raise SemidError(f"tol={self.tol!r} should be >= 0")
         if self.init not in ("k-means++", "random"):
             raise SemidError(f"init={self.init!r} is not one of 'k-means++', 'random'")
-        if self.sample_size is not None and (not isinstance(self.sample_size, (int, np.integer)) or self.sample_size < 0):
-            raise SemidError(f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer")
+        if self.sample_size is not None and (
+            not isinstance(self.sample_size, (int, np.integer)) or self.sample_size < 0
+        ):
+            raise SemidError(
+                f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer"
+            )
         return sizes
 
     @property
@@ -212,14 +220,18 @@ class RQKMeans(BaseQuantizer):
         codes = np.asarray(codes)
         L = len(self.codebooks_)
         if codes.ndim != 2 or codes.shape[1] < L or not np.issubdtype(codes.dtype, np.integer):
-            raise SemidError(f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})")
+            raise SemidError(
+                f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})"
+            )
         codes = codes[:, :L]  # a dedup suffix level, if any, carries no vector
         for level, C in enumerate(self.codebooks_):
             col = codes[:, level]
             bad = (col < 0) | (col >= C.shape[0])
             if bad.any():
                 row = int(np.argmax(bad))
-                raise SemidError(f"codes row {row}: level {level} code {int(col[row])} is outside [0, {C.shape[0]})")
+                raise SemidError(
+                    f"codes row {row}: level {level} code {int(col[row])} is outside [0, {C.shape[0]})"
+                )
         return codes
 
     def rank_last_level(self, X: Any) -> np.ndarray:
@@ -261,14 +273,25 @@ class RQKMeans(BaseQuantizer):
 
     @classmethod
     def _from_config(cls, config: dict[str, Any], *, device: str) -> RQKMeans:
-        keys = ("n_levels", "codebook_size", "n_iter", "tol", "init", "balanced", "sample_size", "n_balanced_iter")
+        keys = (
+            "n_levels",
+            "codebook_size",
+            "n_iter",
+            "tol",
+            "init",
+            "balanced",
+            "sample_size",
+            "n_balanced_iter",
+        )
         kwargs = {k: config[k] for k in keys if k in config}
         return cls(random_state=config.get("random_state"), device=device, **kwargs)
 
     def _set_state(self, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         n = int(config["n_levels"])
         try:
-            self.codebooks_ = [np.ascontiguousarray(arrays[f"codebook_{i}"], dtype=np.float32) for i in range(n)]
+            self.codebooks_ = [
+                np.ascontiguousarray(arrays[f"codebook_{i}"], dtype=np.float32) for i in range(n)
+            ]
         except KeyError as e:
             raise SemidError(f"model weights lack {e.args[0]!r} (n_levels={n} in config.json)") from None
         dims = {c.shape[1] for c in self.codebooks_}
