@@ -223,7 +223,7 @@ def _as_string_array(values: ArrayLike) -> pa.Array:
         values = pa.array(arr.tolist() if arr.dtype.kind in "OUS" else arr)
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if not pa.types.is_string(values.type):  # one id type everywhere, so that joins never mix types
         values = pc.cast(values, pa.string())
     return values
 
@@ -273,7 +273,9 @@ class Catalogue:
                 f"(first at {_where(origin, dup[1], what)})"
             )
         table = table.set_column(table.column_names.index("item_id"), "item_id", ids)
-        table = _standard_list_types(table)
+        table = _standard_list_types(
+            table.select(["item_id", *(n for n in table.column_names if n != "item_id")])
+        )
         text = [n for n in table.column_names if n != "item_id" and _is_text_type(table.schema.field(n).type)]
         if not text:
             raise SemidError(

@@ -33,7 +33,7 @@ from typing import cast
 import pyarrow as pa
 
 from semid.data.amazon import read_amazon_meta, read_amazon_reviews, sniff_meta_version
-from semid.data.model import Catalogue, Dataset, Interactions, ParseReport
+from semid.data.model import Catalogue, Dataset, Interactions, Origin, ParseReport
 from semid.data.movielens import (
     read_ml1m_movies,
     read_ml1m_ratings,
@@ -202,29 +202,28 @@ def load_dataset(
     user_col, item_col = user_id or "user_id", item_id or "item_id"
 
     # Tables decide their role by their columns: with a user column they are interactions.
-    items: list[tuple[DataFile, object]] = []
-    inters: list[tuple[DataFile, object]] = []
-    maps = [f for f in files if f.role == "maps"]
-    genres = [f for f in files if f.role == "genres"]
+    tables: dict[Path, tuple[pa.Table, Origin]] = {}
+    items: list[DataFile] = []
+    inters: list[DataFile] = []
     for f in files:
         if f.role == "table":
-            table, origin = read_table(f.path, format=f.format, encoding=encoding, **common)
-            (inters if user_col in table.column_names else items).append((f, (table, origin)))
+            tables[f.path] = read_table(f.path, format=f.format, encoding=encoding, **common)
+            (inters if user_col in tables[f.path][0].column_names else items).append(f)
         elif f.role == "items":
-            items.append((f, None))
+            items.append(f)
         elif f.role == "interactions":
-            inters.append((f, None))
+            inters.append(f)
     for what, group in (("item", items), ("interaction", inters)):
         if len(group) > 1:
             raise SemidError(
-                f"several {what} files: {', '.join(str(f.path) for f, _ in group)}; pass one (or a directory holding one)"
+                f"several {what} files: {', '.join(str(f.path) for f in group)}; pass one (or a directory holding one)"
             )
 
     interactions: Interactions | None = None
     if inters:
-        f, pre = inters[0]
+        f = inters[0]
         if f.format in _TABULAR:
-            table, origin = pre  # type: ignore[misc]
+            table, origin = tables[f.path]
             interactions = table_to_interactions(
                 table,
                 origin,
@@ -243,7 +242,8 @@ def load_dataset(
                 ),
             )  # fmt: skip
         elif f.format == "p5":
-            interactions = read_p5(f.path, maps[0].path if maps else None, **common)
+            maps = [m.path for m in files if m.role == "maps"]
+            interactions = read_p5(f.path, maps[0] if maps else None, **common)
         elif f.format in ("amazon2014", "amazon2018"):
             interactions = read_amazon_reviews(f.path, **common)
         elif f.format == "ml-100k":
@@ -253,21 +253,21 @@ def load_dataset(
 
     catalogue: Catalogue | None = None
     if items:
-        f, pre = items[0]
+        f = items[0]
         if f.format in _TABULAR:
-            table, origin = pre  # type: ignore[misc]
+            table, origin = tables[f.path]
             catalogue = table_to_catalogue(table, origin, item_id=item_col, fields=fields, **common)
         elif f.format == "recbole":
             catalogue = cast(  # an .item file reads as a catalogue
                 Catalogue, read_recbole(f.path, item_id=item_col, fields=fields, encoding=encoding, **common)
             )
         elif f.format in ("amazon2014", "amazon2018"):
+            # Only the reviewed items: a meta file covers the whole category, the 5-core a small part of it.
             keep = pa.array(interactions.items, pa.string()) if interactions is not None else None
             catalogue = read_amazon_meta(f.path, version=f.format, keep_items=keep, **common)
         elif f.format == "ml-100k":
-            catalogue = read_ml100k_items(
-                f.path, read_ml100k_genres(genres[0].path) if genres else None, **common
-            )
+            genres = [g.path for g in files if g.role == "genres"]
+            catalogue = read_ml100k_items(f.path, read_ml100k_genres(genres[0]) if genres else None, **common)
         else:
             catalogue = read_ml1m_movies(f.path, **common)
 

@@ -113,7 +113,9 @@ def _float_seq(col: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray]:
     owner = np.repeat(np.arange(len(lists)), np.diff(offsets))
     bad = np.zeros(len(lists), dtype=bool)
     bad[owner[bad_flat]] = True
-    seq = pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), pa.array(values), mask=lists.is_null())
+    seq = pa.ListArray.from_arrays(
+        pa.array(offsets - offsets[0], pa.int32()), pa.array(values), mask=lists.is_null()
+    )
     return seq, bad
 
 
