@@ -16,8 +16,8 @@ from rich.table import Table
 from semid.cli import app
 from semid.errors import SemidError
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 class Method(str, Enum):
