@@ -301,3 +301,28 @@ def stats(
         out.print(
             f"codebook sizes {result['codebook_sizes']}, dim {result['dim']} (pass --emb to measure quality)"
         )
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A model directory or an ids.parquet.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
+    emb: Annotated[
+        Path | None, typer.Option("--emb", help="Item embeddings (for the map and a model's codes).")
+    ] = None,
+    catalogue: Annotated[
+        Path | None, typer.Option("--catalogue", help="Catalogue (any `semid data` format) for item titles.")
+    ] = None,
+) -> None:
+    """A self-contained HTML page: usage per level, collisions, training curves, item map, samples."""
+    from semid.ids.report import build_report
+
+    titles: dict[str, str] = {}
+    if catalogue is not None:
+        from semid.data import load_dataset
+
+        cat = load_dataset(catalogue).catalogue
+        if cat is not None and "title" in cat.fields:
+            titles = dict(zip(cat.item_ids.tolist(), cat.text_column("title").to_pylist(), strict=True))
+    build_report(path, output, emb=emb, titles=titles)
+    out.print(f"report -> {output}")

@@ -35,10 +35,14 @@ def _check_unique(ids: np.ndarray, name: str) -> None:
     dup = np.flatnonzero(sk[1:] == sk[:-1])
     if dup.size:
         first_rows = sorted(order[np.flatnonzero(sk == sk[dup[0]])][:2].tolist())
-        raise SemidError(f"{name}: item_id {ids[first_rows[0]]!r} appears at rows {first_rows[0]} and {first_rows[1]}")
+        raise SemidError(
+            f"{name}: item_id {ids[first_rows[0]]!r} appears at rows {first_rows[0]} and {first_rows[1]}"
+        )
 
 
-def _list_to_matrix(col: pa.ChunkedArray | pa.Array, name: str, row_offset: int = 0, dim: int | None = None) -> np.ndarray:
+def _list_to_matrix(
+    col: pa.ChunkedArray | pa.Array, name: str, row_offset: int = 0, dim: int | None = None
+) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     n = len(arr)
     if arr.null_count:
@@ -142,7 +146,9 @@ def write_embeddings(path: str | os.PathLike, item_ids: np.ndarray | list, X: np
     """Write Parquet (``item_id``, ``embedding`` list<float32>) atomically."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     n, d = X.shape
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), pa.array(X.reshape(-1)))
+    emb = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), pa.array(X.reshape(-1))
+    )
     ids = item_ids.tolist() if isinstance(item_ids, np.ndarray) else list(item_ids)
     table = pa.table({"item_id": pa.array(ids), "embedding": emb})
     path = Path(path)
