@@ -24,6 +24,8 @@ from semid.errors import SemidError
 _CHUNK_FLOATS = 1 << 24
 # Relative gap below which the float32 argmin is re-checked in float64 (a few float32 ulps times sqrt(D)).
 _TIE_RTOL = 1e-5
+# k-means++ seeds on a sample of this many rows per centre (the K sequential steps dominate otherwise).
+_KPP_POINTS_PER_CENTROID = 64
 
 
 def _chunk_rows(n_centroids: int, chunk_rows: int | None) -> int:
@@ -212,7 +214,7 @@ def lloyd(
         raise SemidError(f"n_samples={n} should be >= n_clusters={n_clusters}")
     if init == "k-means++":
         # Seeding on a sample keeps the K sequential passes cheap; 64 points per centre is plenty.
-        m = min(n, max(64 * n_clusters, 4096))
+        m = min(n, max(_KPP_POINTS_PER_CENTROID * n_clusters, 4096))
         sample = X[torch.as_tensor(np.sort(rng.choice(n, m, replace=False)), device=X.device)] if m < n else X
         C = kmeans_plusplus(sample, n_clusters, rng)
     elif init == "random":
