@@ -1,0 +1,175 @@
+"""``semid embed CATALOGUE -o embeddings.parquet``: item texts -> vectors, through the embedding cache.
+
+Thin: read the catalogue (:func:`semid.data.load_dataset`), render one text per item
+(:func:`semid.embed.render_texts`), embed (:func:`semid.embed.embed_catalogue`), write
+(:func:`semid.embed.write_embeddings`). Heavy imports (torch, transformers) happen inside the command.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from semid.cli import app
+from semid.errors import SemidError
+
+if TYPE_CHECKING:
+    from semid.embed.backends import Embedder
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    st = "st"
+    hf = "hf"
+
+
+class Quotes(str, Enum):
+    tokens = "tokens"
+    single = "single"
+
+
+@app.command()
+def embed(
+    catalogue: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Item catalogue: a RecBole .item file, Amazon meta, MovieLens items, or JSONL/CSV/Parquet "
+            "with an item_id column (a file or a directory).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Embeddings file to write (.parquet).", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model directory or hub name (default: packaged all-MiniLM-L6-v2)."
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend,
+        typer.Option(help="st: sentence-transformers; hf: transformers AutoModel + pooling; auto: by model."),
+    ] = Backend.auto,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            "-t",
+            help="Item text, {field} placeholders in ';'-separated parts; a part with an empty field is "
+            "left out. Default: 'Title: {title}; Brand: {brand}; Categories: {categories}; Price: {price}'.",
+        ),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="Catalogue format (default: from the file names).")
+    ] = "auto",
+    item_id: Annotated[
+        str | None, typer.Option("--item-id", help="Item id column of a JSONL/CSV/Parquet catalogue.")
+    ] = None,
+    dim: Annotated[
+        int | None, typer.Option("--dim", help="Keep the first N dimensions (Matryoshka models).")
+    ] = None,
+    instruction: Annotated[
+        str | None,
+        typer.Option(
+            "--instruction",
+            help="hf: a task, wrapped as 'Instruct: {instruction}\\nQuery:{text}'; st: a prompt prepended "
+            "to every text.",
+        ),
+    ] = None,
+    pooling: Annotated[str, typer.Option(help="hf backend: last, mean or cls.")] = "last",
+    quotes: Annotated[
+        Quotes,
+        typer.Option(
+            "--quotes",
+            help="List values: 'tokens' strips the quotes around each element; 'single' deletes every ' "
+            "as the reference Amazon-Beauty vectors did.",
+        ),
+    ] = Quotes.tokens,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Most texts per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[
+        str | None, typer.Option(help="Model weights: float32 (default), float16 or bfloat16.")
+    ] = None,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse vectors of texts embedded before.")
+    ] = True,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir", help="Cache directory (default: $SEMID_CACHE_DIR or ~/.cache/semid/embeddings)."
+        ),
+    ] = None,
+) -> None:
+    """Embed every item's text and write item_id + embedding to a Parquet file.
+
+    Example: semid embed data/amazon-beauty/recbole_item -o beauty.parquet
+    """
+    from semid.data import load_dataset
+    from semid.embed.cache import EmbeddingCache
+    from semid.embed.pipeline import EmbedStats, embed_catalogue
+    from semid.embed.store import write_embeddings
+    from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
+
+    if output.suffix != ".parquet":
+        raise SemidError(f"{output}: the output should be a .parquet file")
+    t0 = time.perf_counter()
+    ds = load_dataset(catalogue, format=format, item_id=item_id)
+    if ds.catalogue is None:
+        raise SemidError(f"{', '.join(map(str, catalogue))}: no item catalogue found (only interactions)")
+    cat = ds.catalogue
+    tpl = TextTemplate(template or DEFAULT_TEMPLATE, strip_quotes=quotes.value)
+    texts = render_texts(cat, tpl)
+    console.print(f"read {len(cat):,} items from {', '.join(map(str, catalogue))}; e.g. {texts[0]!r}")
+
+    embedder = _load(model, backend.value, dim, instruction, pooling, device, dtype, batch_size)
+    stats = EmbedStats()
+    store = EmbeddingCache(cache_dir) if cache else None
+    try:
+        X = embed_catalogue(cat.item_ids, texts, embedder, cache=store, stats=stats)
+    finally:
+        if store is not None:
+            store.close()
+    write_embeddings(
+        output,
+        cat.item_ids,
+        X,
+        metadata={"model": embedder.name, "template": tpl.template, "quotes": tpl.strip_quotes},
+    )
+    cached = f", {stats.n_cached:,} from the cache" if store is not None else ""
+    console.print(
+        f"embedded {stats.n_items:,} items ({stats.n_unique_texts:,} distinct texts{cached}) "
+        f"-> {X.shape[0]:,} x {X.shape[1]} with {embedder.name} in {time.perf_counter() - t0:.1f}s; "
+        f"wrote {output}"
+    )
+
+
+def _load(
+    model: str | None,
+    backend: str,
+    dim: int | None,
+    instruction: str | None,
+    pooling: str,
+    device: str,
+    dtype: str | None,
+    batch_size: int,
+) -> Embedder:
+    from semid.embed.backends import load_embedder, resolve_backend
+
+    options: dict = {"dim": dim, "device": device, "dtype": dtype, "batch_size": batch_size}
+    if resolve_backend(model, backend) == "hf":
+        options.update(pooling=pooling, instruction=instruction)
+    else:
+        if pooling != "last":
+            raise SemidError(
+                "--pooling applies to --backend hf (sentence-transformers models pool themselves)"
+            )
+        options["prompt"] = instruction
+    return load_embedder(model, backend=backend, **options)  # type: ignore[arg-type]
