@@ -1,0 +1,188 @@
+"""Generative retrieval on Amazon Beauty (P5 split): our SASRec and TIGER next to the TIGER paper's rows.
+
+    python bench/beauty_rec.py --max-minutes 10                 # a short run of each model (smoke test)
+    python bench/beauty_rec.py --ids rq-kmeans,rq-vae --out bench/out/beauty-full 2>&1 | tee beauty.log
+                                              # full runs (hours on 2 CPU cores; add --resume to continue)
+    python bench/beauty_rec.py --json         # also one JSON object per row
+
+Run directories (weights, metrics.jsonl per epoch) go under ``--out`` (``bench/out`` is not committed);
+``--out/results.json`` holds the table. Commit the command, its log and results.json under bench/results/.
+
+Data: ``../shared/data/amazon-beauty`` (RecBole item file + P5 sequences: 22,363 users, 12,101 items),
+leave-one-out: the last item of each user is the test target, the second last the validation target.
+Semantic IDs: RQ-KMeans 3 x 256 on the reference MiniLM item embeddings plus a suffix level for
+collisions (as TIGER does with its RQ-VAE); ``--ids rq-vae`` adds an RQ-VAE (3 x 256) when
+``semid.quantize.rq_vae`` is present. Each model trains with the library defaults (TIGER: the paper's
+4+4 layers, d_model 128, 6 x 64 heads, MLP 1024) until early stopping, ``--epochs`` or ``--max-minutes``;
+the best validation epoch is then evaluated on all test users with full ranking (SASRec: scores of all
+12,101 items; TIGER: beam search of 20 beams constrained to real IDs). Printed: Recall/NDCG@5/10, training
+wall time, epochs, decoding users/s and the share of invalid IDs (always 0 when constrained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BEAUTY, emit_json, print_table  # noqa: E402
+
+PAPER = [  # TIGER (Rajput et al., NeurIPS 2023), Table 2, Beauty
+    {"model": "SASRec (paper)", "R@5": 0.0387, "N@5": 0.0249, "R@10": 0.0605, "N@10": 0.0318},
+    {"model": "TIGER (paper)", "R@5": 0.0454, "N@5": 0.0321, "R@10": 0.0648, "N@10": 0.0384},
+]
+COLUMNS = ["model", "R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best epoch", "users/s", "invalid"]
+
+
+def load_beauty() -> Any:
+    from semid.data import load_dataset
+
+    return load_dataset([BEAUTY / "recbole_item", BEAUTY / "p5"])
+
+
+def make_ids(method: str, out: Path, seed: int) -> Any:
+    """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes + a suffix level for collisions."""
+    from semid.ids import deduplicate, format_ids
+    from semid.ids.table import IdTable, read_ids, write_ids
+
+    path = out / f"ids-{method}.parquet"
+    if path.is_file():
+        return read_ids(path)
+    X = np.load(BEAUTY / "embeddings" / "minilm-l6-v2.npy").astype(np.float32)
+    item_ids = np.array(json.loads((BEAUTY / "embeddings" / "items.json").read_text()), dtype=object)
+    t = time.perf_counter()
+    if method == "rq-kmeans":
+        from semid.quantize import RQKMeans
+
+        quantizer = RQKMeans(n_levels=3, codebook_size=256, random_state=seed).fit(X)
+    elif method == "rq-vae":
+        from semid.quantize.rq_vae import RQVAE
+
+        quantizer = RQVAE(n_levels=3, codebook_size=256, random_state=seed).fit(X)
+    else:
+        raise SystemExit(f"unknown --ids method {method!r} (rq-kmeans or rq-vae)")
+    base = quantizer.encode(X)
+    codes = deduplicate(base, "suffix", item_ids=item_ids).codes
+    table = IdTable(item_ids, format_ids(codes, "dash"), codes, base, {"method": method})
+    write_ids(path, table)
+    unique = len(np.unique(base, axis=0)) / len(base)
+    print(
+        f"{method}: fitted in {time.perf_counter() - t:.0f}s, unique before suffix {unique:.4f}, levels {codes.shape[1]}"
+    )
+    return table
+
+
+def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or resume) one model into ``run_dir`` and evaluate its best epoch on all test users."""
+    from semid.rec.evaluate import evaluate
+    from semid.rec.train import LAST, fit, split_examples
+
+    train = {
+        "num_threads": args.threads,
+        "valid_users": args.valid_users,
+        "seed": args.seed,
+        "progress": not args.quiet,
+    }
+    if args.max_minutes:
+        train["max_minutes"] = args.max_minutes
+    if args.epochs:
+        train["epochs"] = args.epochs
+    resume = args.resume and (run_dir / LAST).exists()
+    if resume:
+        train = {k: v for k, v in train.items() if k in ("num_threads", "progress", "max_minutes", "epochs")}
+    model, result = fit(model_type, None if resume else data, run_dir, train_config=train, resume=resume)
+    test = evaluate(model, split_examples(model, data, "test"), batch_size=256, progress=not args.quiet)
+    m = test.metrics
+    return {
+        "R@5": m["recall@5"],
+        "N@5": m["ndcg@5"],
+        "R@10": m["recall@10"],
+        "N@10": m["ndcg@10"],
+        "train min": result.seconds / 60,
+        "epochs": result.epochs,
+        "best epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "users/s": test.users_per_s,
+        "invalid": test.invalid_rate,
+        "run_dir": str(run_dir),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger or both (comma-separated)")
+    p.add_argument("--ids", default="rq-kmeans", help="rq-kmeans and/or rq-vae (TIGER runs once per ID set)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="training time limit per model (0: none)")
+    p.add_argument("--epochs", type=int, default=0, help="most epochs per model (0: the default, 200)")
+    p.add_argument("--valid-users", type=int, default=5000, help="users validated each epoch (0: all)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", type=Path, default=Path("bench/out/beauty-rec"), help="run directories and ID files"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the runs in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="also print one JSON object per row")
+    args = p.parse_args()
+    if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
+        raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from semid.rec.data import RecData
+    from semid.rec.evaluate import evaluate_most_popular
+
+    t = time.perf_counter()
+    ds = load_beauty()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    methods = [m.strip() for m in args.ids.split(",") if m.strip()]
+    id_sets = (
+        {method: make_ids(method, args.out, args.seed) for method in methods} if "tiger" in models else {}
+    )
+    base = RecData.from_dataset(ds)
+    print(f"Beauty: {base.n_users:,} users, {base.n_items:,} items, loaded in {time.perf_counter() - t:.1f}s")
+
+    s = base.split
+    pop = evaluate_most_popular(s.test_history, s.test_target, base.n_items)
+    rows: list[dict[str, Any]] = [
+        *PAPER,
+        {
+            "model": "most popular (ours)",
+            **{
+                k: pop[m]
+                for k, m in (
+                    ("R@5", "recall@5"),
+                    ("N@5", "ndcg@5"),
+                    ("R@10", "recall@10"),
+                    ("N@10", "ndcg@10"),
+                )
+            },
+        },
+    ]
+    if "sasrec" in models:
+        rows.append({"model": "SASRec (ours)", **run_model("sasrec", base, args.out / "sasrec", args)})
+        print_table(rows, COLUMNS, "so far")
+    for method, table in id_sets.items():
+        data = RecData.from_dataset(ds, table, ids_name=f"ids-{method}")
+        rows.append(
+            {
+                "model": f"TIGER, {method} IDs (ours)",
+                **run_model("tiger", data, args.out / f"tiger-{method}", args),
+            }
+        )
+        print_table(rows, COLUMNS, "so far")
+    print_table(rows, COLUMNS, "Amazon Beauty, leave-one-out, full ranking (test users)")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        emit_json(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""`semid train`, `semid evaluate`, `semid recommend`: generative retrieval over Semantic IDs.
+
+semid train tiger data/beauty --ids ids.parquet -o runs/tiger       # paper config, early stopping
+semid train tiger -o runs/tiger --resume --max-minutes 60            # continue it
+semid train sasrec data/beauty -o runs/sasrec                        # the baseline (+ item embeddings)
+semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
+semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from semid.cli import app
+from semid.errors import SemidError
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+class ModelName(str, Enum):
+    sasrec = "sasrec"
+    tiger = "tiger"
+
+
+class Split(str, Enum):
+    valid = "valid"
+    test = "test"
+
+
+RunDir = Annotated[Path, typer.Argument(help="Run directory written by `semid train`.", show_default=False)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+
+
+def _metrics_row(name: str, m: dict[str, float]) -> list[str]:
+    return [name, *(f"{m[key]:.4f}" for key in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"))]
+
+
+def _metrics_table(title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    for col in ("R@5", "N@5", "R@10", "N@10"):
+        table.add_column(col, justify="right")
+    return table
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[ModelName, typer.Argument(help="sasrec or tiger.", show_default=False)],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Run directory to write.", show_default=False)
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Dataset files or directories (as for `semid data stats`).", show_default=False),
+    ] = None,
+    ids: Annotated[
+        Path | None, typer.Option("--ids", help="ids.parquet from `semid assign` (TIGER needs it).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="JSON/YAML file with 'model' and 'train' sections of options."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o RUN_DIR.")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Most epochs to train.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="Stop (validated and saved) after this long.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same run.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="Dataset format (default: detect).")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train SASRec or TIGER with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR."""
+    from semid.rec.data import RecData
+    from semid.rec.train import check_new_run_dir, fit, read_config_file
+
+    sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    if config is not None:
+        sections = read_config_file(config)
+    changes = {
+        "epochs": epochs,
+        "max_minutes": max_minutes,
+        "seed": seed,
+        "num_threads": threads,
+        "device": device,
+        "progress": False if quiet else None,
+    }
+    train_options = {**sections["train"], **{k: v for k, v in changes.items() if v is not None}}
+    if resume:
+        if data or ids is not None or sections["model"]:
+            raise SemidError(
+                "--resume continues a run with its own data, IDs and model: drop DATA, --ids, 'model'"
+            )
+        _, result = fit(model.value, None, output, train_config=train_options, resume=True)
+    else:
+        if not data:
+            raise SemidError("give DATA: the dataset's files or directories (or --resume a run)")
+        if model is ModelName.tiger and ids is None:
+            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+        check_new_run_dir(output)  # before reading any data
+        from semid.data import load_dataset
+
+        ds = load_dataset(data, format=format)
+        id_table = None
+        if ids is not None:
+            from semid.ids.table import read_ids
+
+            id_table = read_ids(ids)
+        rec = RecData.from_dataset(ds, id_table, ids_name=str(ids))
+        if rec.n_dropped_users:
+            console.print(f"left out {rec.n_dropped_users:,} users with fewer than 3 interactions")
+        console.print(f"{rec.n_users:,} users, {rec.n_items:,} items -> {output}")
+        notes = {"paths": [str(p) for p in data], "ids": str(ids) if ids else None, "name": ds.name}
+        _, result = fit(
+            model.value,
+            rec,
+            output,
+            model_config=sections["model"],
+            train_config=train_options,
+            notes=notes,
+        )
+    table = _metrics_table(
+        f"{model.value}: best epoch {result.best_epoch} of {result.epochs} ({result.stopped}), "
+        f"{result.seconds / 60:.1f} min, {result.steps:,} steps"
+    )
+    if result.best_valid:
+        table.add_row(*_metrics_row(f"{model.value} (validation)", result.best_valid))
+        out.print(table)
+    out.print(f"next: semid evaluate {output}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: RunDir,
+    split: Annotated[Split, typer.Option("--split", help="valid or test targets.")] = Split.test,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    beam_size: Annotated[
+        int | None, typer.Option("--beam-size", help="TIGER beams (default: the run's).")
+    ] = None,
+    unconstrained: Annotated[
+        bool, typer.Option("--unconstrained", help="TIGER: decode without the trie; report invalid IDs.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 256,
+    device: Device = "cpu",
+) -> None:
+    """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline."""
+    from semid.rec.train import evaluate_run
+
+    res = evaluate_run(
+        run_dir,
+        split.value,
+        device=device,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        constrained=not unconstrained,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(res, indent=2, sort_keys=True))
+        return
+    m = res["model"]
+    table = _metrics_table(f"{run_dir} on {m['n_users']:,} users ({split.value})")
+    table.add_row(*_metrics_row(res["model_type"], m))
+    table.add_row(*_metrics_row("most popular", res["most_popular"]))
+    speed = f"{m['users_per_s']:,.0f} users/s"
+    if res["model_type"] == "tiger":
+        speed += f", invalid IDs {m['invalid_rate']:.2%}"
+    table.caption = speed
+    out.print(table)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    run_dir: RunDir,
+    history: Annotated[
+        str, typer.Option("--history", help="Item ids, oldest first: ITEM,ITEM,...", show_default=False)
+    ],
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    user: Annotated[str | None, typer.Option("--user", help="User id (TIGER hashes it).")] = None,
+    beam_size: Annotated[int | None, typer.Option("--beam-size", help="TIGER beams.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Device = "cpu",
+) -> None:
+    """The next items for a history, with their Semantic IDs and titles."""
+    from semid.rec.data import RecData, histories_batch, user_keys
+    from semid.rec.tiger import TIGER
+    from semid.rec.train import load_model
+
+    if k < 1:
+        raise SemidError(f"-k {k} should be at least 1")
+    model = load_model(run_dir, device=device)
+    data = RecData.load(run_dir)
+    if k > data.n_items:
+        raise SemidError(f"-k {k} is larger than the catalogue ({data.n_items:,} items)")
+    items = data.parse_history([h.strip() for h in history.split(",") if h.strip()])
+    users = user_keys([user]) if user is not None else None
+    batch = histories_batch([items], users, device=next(model.parameters()).device)
+    options = {"beam_size": beam_size} if isinstance(model, TIGER) else {}
+    top, scores = model.recommend(batch, k, **options)
+    rows = []
+    for item, score in zip(top[0].tolist(), scores[0].tolist(), strict=True):
+        rows.append(
+            {
+                "item_id": str(data.item_ids[item]),
+                "semantic_id": None if data.semantic_ids is None else str(data.semantic_ids[item]),
+                "score": round(float(score), 4),
+                "title": None if data.titles is None else str(data.titles[item]),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"next items after {len(items)} ({model.model_type})", title_justify="left")
+    for col in ("#", "item", "semantic id", "score", "title"):
+        table.add_column(col, justify="right" if col in ("#", "score") else "left")
+    for rank, row in enumerate(rows, 1):
+        table.add_row(
+            str(rank), row["item_id"], row["semantic_id"] or "", f"{row['score']:.4f}", row["title"] or ""
+        )
+    out.print(table)

@@ -1,0 +1,56 @@
+"""The rec room: sequence models that recommend the next item, and their evaluation.
+
+- :mod:`~semid.rec.sasrec`: SASRec, causal self-attention over item sequences (the baseline);
+- :mod:`~semid.rec.tiger`: TIGER, an encoder-decoder that generates the next item's Semantic ID;
+- :mod:`~semid.rec.beam`: beam search over Semantic IDs, constrained to real items by a prefix trie;
+- :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
+- :mod:`~semid.rec.train`: the shared trainer (checkpoints, resume, early stopping) and run directories;
+- :mod:`~semid.rec.data`: :class:`RecData`, next-item examples and length-bucketed batches.
+
+Names are imported on first use, so ``import semid.rec`` stays light (torch loads with the models). The
+functions ``train`` and ``evaluate`` share their modules' names: import them from the modules::
+
+    from semid.rec import RecData, fit, evaluate_run
+    data = RecData.from_dataset(load_dataset("data/beauty"), read_ids("ids.parquet"))
+    model, result = fit("tiger", data, "runs/tiger")
+    print(evaluate_run("runs/tiger", "test"))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RecData": "semid.rec.data",
+    "SASRec": "semid.rec.sasrec",
+    "SASRecConfig": "semid.rec.sasrec",
+    "TIGER": "semid.rec.tiger",
+    "TIGERConfig": "semid.rec.tiger",
+    "BeamResult": "semid.rec.beam",
+    "CodeIndex": "semid.rec.beam",
+    "beam_search": "semid.rec.beam",
+    "evaluate_most_popular": "semid.rec.evaluate",
+    "recall_ndcg": "semid.rec.evaluate",
+    "TrainConfig": "semid.rec.train",
+    "TrainResult": "semid.rec.train",
+    "build_model": "semid.rec.train",
+    "evaluate_run": "semid.rec.train",
+    "fit": "semid.rec.train",
+    "load_model": "semid.rec.train",
+    "save_model": "semid.rec.train",
+    "train_demo_tiger": "semid.rec.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'semid.rec' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,371 @@
+"""What the sequence models read: a self-contained :class:`RecData`, next-item :class:`Examples`, batches.
+
+- :class:`RecData`: the item universe (catalogue rows, titles, Semantic IDs) and each user's full sequence;
+  its leave-one-out :attr:`~RecData.split` is what models train and are evaluated on. A run directory holds
+  one (``items.parquet`` + ``sequences.parquet``) so that evaluation and recommendation need nothing else.
+- :class:`Examples`: "history ``items[start:end]`` predicts ``target``", as index arrays into one flat item
+  array (no copy per example). :func:`prefix_examples` makes one per position of each training sequence
+  (every prefix is a target, as TIGER trains); :func:`window_examples` cuts sequences into windows for a
+  causal model that predicts at every position at once (SASRec); :func:`history_examples` makes one per user
+  for evaluation.
+- :func:`length_batches` groups examples of equal length, so a batch pads almost nothing;
+  :func:`collate` gathers a batch into a left-padded ``(B, T)`` tensor in one vectorised step.
+
+Example::
+
+    >>> seqs = Sequences(np.array([0, 4]), np.array([7, 8, 9, 5]))
+    >>> ex = prefix_examples(seqs, user_keys=np.array([0]), max_history=2)
+    >>> [ex.items[s:e].tolist() for s, e in zip(ex.start, ex.end)], ex.target.tolist()
+    ([[7], [7, 8], [8, 9]], [8, 9, 5])
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from semid._utils import atomic_path
+from semid.data import Dataset, LeaveOneOut, Sequences, leave_one_out
+from semid.errors import SemidError
+from semid.ids.table import IdTable
+
+ITEMS_NAME = "items.parquet"
+SEQUENCES_NAME = "sequences.parquet"
+PAD = -1  # item index of an empty history slot
+
+
+# --------------------------------------------------------------------------------------------------------
+# The data of a run
+# --------------------------------------------------------------------------------------------------------
+
+
+def user_keys(user_ids: np.ndarray | list[str]) -> np.ndarray:
+    """(n,) int64 stable hash (CRC-32) of each user id: TIGER hashes users into its user tokens with it."""
+    return np.fromiter((zlib.crc32(str(u).encode()) for u in user_ids), dtype=np.int64, count=len(user_ids))
+
+
+@dataclass
+class RecData:
+    """Items and per-user sequences over them: everything a model needs to train, evaluate and recommend.
+
+    Item ``i`` (an index everywhere in :mod:`semid.rec`) is row ``i`` of :attr:`item_ids`; sequences hold
+    those indices in time order. ``codes`` are the items' Semantic IDs (``(n_items, L)``), when known.
+    """
+
+    item_ids: np.ndarray  # (n_items,) object array of item id strings
+    sequences: Sequences  # each user's items in time order (indices into item_ids)
+    user_ids: np.ndarray  # (n_users,) object array of user id strings
+    titles: np.ndarray | None = None  # (n_items,) object array of titles (or None)
+    codes: np.ndarray | None = None  # (n_items, L) int64 Semantic ID codes, unique per item
+    semantic_ids: np.ndarray | None = None  # (n_items,) object array of Semantic ID strings
+    n_dropped_users: int = field(default=0, compare=False)  # users left out for having < 3 items
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @cached_property
+    def split(self) -> LeaveOneOut:
+        """Leave-one-out: last item test target, second last validation target, the rest training."""
+        return leave_one_out(self.sequences)
+
+    @cached_property
+    def user_keys(self) -> np.ndarray:
+        """(n_users,) int64 hashed user ids (see :func:`user_keys`)."""
+        return user_keys(self.user_ids)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Item id -> item index (for parsing user input such as ``--history``)."""
+        return {str(item): i for i, item in enumerate(self.item_ids)}
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, ids: IdTable | None = None, *, ids_name: str = "ids") -> RecData:
+        """Items (catalogue rows, else the interacted items) and sequences of ``dataset``.
+
+        Users with fewer than 3 interactions cannot be split leave-one-out and are left out (counted in
+        :attr:`n_dropped_users`). With ``ids``, every item needs a unique Semantic ID: a missing or shared
+        one is an error naming the item (``ids_name`` names the IDs file in messages); IDs of items that
+        are not in the dataset are ignored.
+        """
+        if dataset.interactions is None:
+            raise SemidError(f"dataset {dataset.name!r} has no interactions to train on")
+        seqs = dataset.sequences()
+        inter = dataset.interactions
+        if dataset.catalogue is not None:
+            cat = dataset.catalogue
+            item_ids = cat.item_ids
+            title_field = "title" if "title" in cat.fields else (cat.text_fields or [None])[0]
+            titles = cat.text_column(title_field).to_numpy(zero_copy_only=False) if title_field else None
+        else:
+            item_ids, titles = inter.items, None
+        keep = seqs.lengths >= 3
+        if not keep.any():
+            raise SemidError(f"dataset {dataset.name!r}: no user has the 3 interactions leave-one-out needs")
+        lengths = seqs.lengths[keep]
+        items = seqs.items[np.repeat(keep, seqs.lengths)]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        data = cls(
+            item_ids=np.asarray(item_ids, dtype=object),
+            sequences=Sequences(offsets, items),
+            user_ids=np.asarray(inter.users, dtype=object)[keep],
+            titles=None if titles is None else np.asarray(titles, dtype=object),
+            n_dropped_users=int((~keep).sum()),
+        )
+        if ids is not None:
+            data.codes, data.semantic_ids = align_ids(ids, data.item_ids, name=ids_name)
+        return data
+
+    # -- persistence -------------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``items.parquet`` (id, title, Semantic ID, codes) and ``sequences.parquet`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cols: dict[str, pa.Array] = {"item_id": pa.array(self.item_ids.tolist(), pa.string())}
+        if self.titles is not None:
+            cols["title"] = pa.array(self.titles.tolist(), pa.string())
+        if self.semantic_ids is not None:
+            cols["semantic_id"] = pa.array(self.semantic_ids.tolist(), pa.string())
+        if self.codes is not None:
+            cols["codes"] = _list_array(self.codes, np.arange(0, self.codes.size + 1, self.codes.shape[1]))
+        with atomic_path(directory / ITEMS_NAME) as tmp:
+            pq.write_table(pa.table(cols), tmp)
+        seq = pa.table(
+            {
+                "user_id": pa.array(self.user_ids.tolist(), pa.string()),
+                "items": _list_array(self.sequences.items, self.sequences.offsets),
+            }
+        )
+        with atomic_path(directory / SEQUENCES_NAME) as tmp:
+            pq.write_table(seq, tmp)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> RecData:
+        """Read what :meth:`save` wrote."""
+        directory = Path(directory)
+        for name in (ITEMS_NAME, SEQUENCES_NAME):
+            if not (directory / name).is_file():
+                raise SemidError(f"{directory / name}: no such file (is {directory} a semid run directory?)")
+        items = pq.read_table(directory / ITEMS_NAME)
+        seq = pq.read_table(directory / SEQUENCES_NAME)
+        lists = seq["items"].combine_chunks()
+        codes = None
+        if "codes" in items.column_names:
+            col = items["codes"].combine_chunks()
+            codes = col.flatten().to_numpy().astype(np.int64).reshape(len(col), -1)
+
+        def objects(name: str) -> np.ndarray | None:
+            if name not in items.column_names:
+                return None
+            return np.asarray(items[name].to_numpy(zero_copy_only=False), dtype=object)
+
+        return cls(
+            item_ids=objects("item_id"),  # type: ignore[arg-type]
+            sequences=Sequences(
+                lists.offsets.to_numpy().astype(np.int64), lists.flatten().to_numpy().astype(np.int64)
+            ),
+            user_ids=np.asarray(seq["user_id"].to_numpy(zero_copy_only=False), dtype=object),
+            titles=objects("title"),
+            codes=codes,
+            semantic_ids=objects("semantic_id"),
+        )
+
+    def parse_history(self, history: list[str]) -> np.ndarray:
+        """Item ids -> (n,) item indices; an empty history or an unknown item is an error naming it."""
+        if not history:
+            raise SemidError("the history is empty; give at least one item id")
+        unknown = [h for h in history if h not in self.index]
+        if unknown:
+            raise SemidError(
+                f"history item {unknown[0]!r} is not in this run's catalogue ({self.n_items:,} items)"
+                + (f"; {len(unknown)} unknown items in all" if len(unknown) > 1 else "")
+            )
+        return np.array([self.index[h] for h in history], dtype=np.int64)
+
+
+def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(
+        pa.array(np.asarray(offsets, dtype=np.int32)),
+        pa.array(np.ascontiguousarray(values, dtype=np.int32).ravel()),
+    )
+
+
+def align_ids(ids: IdTable, item_ids: np.ndarray, *, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+    """The Semantic IDs of ``item_ids`` in that order: ``(codes (n, L) int64, ID strings (n,))``.
+
+    Every item needs an ID, and IDs must be unique (a decoder could not tell two items with the same ID
+    apart): either problem is an error naming the first item concerned.
+    """
+    table_ids = pa.array([str(i) for i in ids.item_ids], pa.string())
+    wanted = pa.array([str(i) for i in item_ids], pa.string())
+    rows = pc.fill_null(pc.index_in(wanted, value_set=table_ids), -1).to_numpy(zero_copy_only=False)
+    rows = np.asarray(rows, dtype=np.int64)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        raise SemidError(
+            f"{name} has no Semantic ID for item {str(item_ids[missing[0]])!r} "
+            f"({len(missing):,} of {len(item_ids):,} items have none; assign IDs to the whole catalogue)"
+        )
+    codes = np.asarray(ids.codes, dtype=np.int64)[rows]
+    if codes.ndim != 2 or codes.shape[1] == 0:
+        raise SemidError(f"{name}: codes should be (n_items, levels), got shape {codes.shape}")
+    _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+    dup = np.flatnonzero(first[inverse.ravel()] != np.arange(len(codes)))
+    if len(dup):
+        a, b = int(first[inverse.ravel()[dup[0]]]), int(dup[0])
+        raise SemidError(
+            f"{name}: items {str(item_ids[a])!r} and {str(item_ids[b])!r} share the Semantic ID "
+            f"{ids.semantic_ids[rows[b]]}; generative retrieval needs unique IDs (semid assign --dedup suffix)"
+        )
+    return codes, np.asarray([ids.semantic_ids[r] for r in rows], dtype=object)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Examples
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Next-item examples: example ``j`` reads ``items[start[j]:end[j]]`` (oldest first), predicts ``target[j]``."""
+
+    items: np.ndarray  # (N,) int64 flat item array the examples point into
+    start: np.ndarray  # (n,) int64 first history position
+    end: np.ndarray  # (n,) int64 one past the last history position
+    target: np.ndarray  # (n,) int64 item to predict
+    user: np.ndarray  # (n,) int64 user key (hashed id)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(n,) history length of each example."""
+        return self.end - self.start
+
+    def take(self, idx: np.ndarray) -> Examples:
+        """The examples at ``idx`` (same flat item array)."""
+        return Examples(self.items, self.start[idx], self.end[idx], self.target[idx], self.user[idx])
+
+
+def _row_positions(seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) row of every flat position and (N,) first flat position of that row."""
+    rows = np.repeat(np.arange(len(seqs.offsets) - 1), seqs.lengths)
+    return rows, seqs.offsets[:-1][rows]
+
+
+def prefix_examples(seqs: Sequences, user_keys: np.ndarray, max_history: int) -> Examples:
+    """One example per position ``t >= 1`` of each row: the ``<= max_history`` items before ``t`` predict item ``t``."""
+    rows, row_start = _row_positions(seqs)
+    end = np.flatnonzero(np.arange(len(seqs.items)) > row_start)  # every position but a row's first
+    start = np.maximum(row_start[end], end - max_history)
+    return Examples(seqs.items, start, end, seqs.items[end], np.asarray(user_keys)[rows[end]])
+
+
+def window_examples(seqs: Sequences, user_keys: np.ndarray, max_len: int) -> Examples:
+    """Windows for a causal model that predicts at every position: each item after a row's first is a target once.
+
+    A row of ``n`` items is cut from its end into windows ``items[start:end]`` of ``<= max_len`` inputs, whose
+    in-window targets are ``items[start + 1 : end + 1]`` (the last one is :attr:`Examples.target`); consecutive
+    windows share no target. A row of ``n <= max_len + 1`` items is one window.
+    """
+    lengths = seqs.lengths
+    n_windows = np.where(lengths > 1, -(-(lengths - 1) // max_len), 0)  # ceil((n - 1) / max_len)
+    rows = np.repeat(np.arange(len(lengths)), n_windows)
+    first = np.cumsum(n_windows) - n_windows
+    k = np.arange(len(rows)) - np.repeat(first, n_windows)  # window number, counted from the row's end
+    row_start = seqs.offsets[:-1][rows]
+    end = row_start + lengths[rows] - 1 - k * max_len
+    start = np.maximum(row_start, end - max_len)
+    return Examples(seqs.items, start, end, seqs.items[end], np.asarray(user_keys)[rows])
+
+
+def history_examples(
+    history: Sequences, targets: np.ndarray, user_keys: np.ndarray, max_history: int
+) -> Examples:
+    """One example per row: its last ``<= max_history`` items predict ``targets[row]`` (evaluation)."""
+    end = history.offsets[1:]
+    start = np.maximum(history.offsets[:-1], end - max_history)
+    return Examples(history.items, start, end, np.asarray(targets, dtype=np.int64), np.asarray(user_keys))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Model input: left-padded histories, targets and user keys, as tensors on one device."""
+
+    history: torch.Tensor  # (B, T) int64 item indices, oldest first, left-padded with PAD (-1)
+    target: torch.Tensor  # (B,) int64 next item (PAD when unknown, e.g. when recommending)
+    user: torch.Tensor  # (B,) int64 user key (-1: no user)
+
+    def __len__(self) -> int:
+        return self.history.shape[0]
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.history.to(device), self.target.to(device), self.user.to(device))
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """Example indices grouped into batches of (nearly) equal length, so padding wastes almost nothing.
+
+    Examples are sorted by length (in random order within a length when ``rng`` is given) and cut into
+    batches of ``batch_size``; with ``rng`` the batches are then shuffled.
+    """
+    n = len(lengths)
+    order = np.argsort(lengths, kind="stable") if rng is None else np.lexsort((rng.random(n), lengths))
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(ex: Examples, idx: np.ndarray, device: str | torch.device = "cpu") -> Batch:
+    """Gather examples ``idx`` into a :class:`Batch` padded on the left to the batch's longest history."""
+    start, end = ex.start[idx], ex.end[idx]
+    width = max(int((end - start).max(initial=0)), 1)
+    pos = end[:, None] - width + np.arange(width)  # (B, T) flat positions, the last column the most recent
+    valid = pos >= start[:, None]
+    history = np.where(valid, ex.items[np.where(valid, pos, 0)], PAD)  # (B, T)
+    return Batch(
+        torch.from_numpy(history).to(device),
+        torch.from_numpy(np.ascontiguousarray(ex.target[idx])).to(device),
+        torch.from_numpy(np.ascontiguousarray(ex.user[idx])).to(device),
+    )
+
+
+def histories_batch(
+    histories: list[np.ndarray], users: np.ndarray | None = None, device: str | torch.device = "cpu"
+) -> Batch:
+    """A :class:`Batch` of given histories (item index arrays, oldest first); targets unknown (PAD)."""
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, np.int64)
+    n = len(histories)
+    ex = Examples(
+        items,
+        offsets[:-1],
+        offsets[1:],
+        np.full(n, PAD, dtype=np.int64),
+        np.full(n, -1, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64),
+    )
+    return collate(ex, np.arange(n), device)

@@ -1,0 +1,142 @@
+"""Constrained beam search: hand-computed beams of a fixed-logit "model", and invariants on random ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from semid.errors import SemidError
+from semid.rec.beam import CodeIndex, beam_search
+
+# Four items with 2-level IDs over 3 codes per level. Prefix 0 continues with 0 or 1, prefix 1 with 2,
+# prefix 2 with 0: so [0, 2], [1, 0], [2, 2] ... are no items.
+CODES = np.array([[0, 0], [0, 1], [1, 2], [2, 0]])
+LEVEL0 = torch.tensor([2.0, 1.0, 0.0])
+LEVEL1 = torch.tensor([[0.0, 2.0, 5.0], [4.0, 0.0, 1.0], [0.0, 0.0, 3.0]])  # row = the first code
+
+
+def fixed_model(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+    """Logits that depend only on the prefix: LEVEL0 first, then the LEVEL1 row of the first code."""
+    B, W, t = prefix.shape
+    if t == 0:
+        return LEVEL0.expand(B, W, 3)
+    return LEVEL1[prefix[:, :, 0]]
+
+
+def log_prob(codes: list[int]) -> float:
+    """The model's log-probability of an ID, by the definition: sum of per-level log-softmax."""
+    lp0 = torch.log_softmax(LEVEL0, 0)[codes[0]]
+    lp1 = torch.log_softmax(LEVEL1[codes[0]], 0)[codes[1]]
+    return float(lp0 + lp1)
+
+
+def test_constrained_beams_by_hand() -> None:
+    # log p: item 0 = -0.4076 - 5.0550 = -5.4626, item 1 = -0.4076 - 3.0550 = -3.4626,
+    #        item 2 = -1.4076 - 3.0659 = -4.4735, item 3 = -2.4076 - 3.0949 = -5.5025.
+    # The model's favourite continuation of prefix 0 is code 2, which is no item: it is masked.
+    res = beam_search(fixed_model, CodeIndex(CODES), batch_size=1, beam_size=3, k=3)
+    assert res.items.tolist() == [[1, 2, 0]]
+    assert res.codes.tolist() == [[[0, 1], [1, 2], [0, 0]]]
+    assert res.scores[0].tolist() == pytest.approx([log_prob([0, 1]), log_prob([1, 2]), log_prob([0, 0])])
+    assert res.scores[0].tolist() == pytest.approx([-3.4626, -4.4735, -5.4626], abs=1e-4)
+    assert res.invalid_rate == 0.0
+
+
+@pytest.mark.parametrize(
+    ("beam_size", "k", "items"),
+    [(1, 1, [1]), (2, 2, [1, 2]), (4, 4, [1, 2, 0, 3])],
+    ids=["greedy", "beam-2", "whole-catalogue"],
+)
+def test_beam_width_decides_which_prefixes_survive(beam_size: int, k: int, items: list[int]) -> None:
+    # Greedy: code 0 (best first level), then its best allowed code 1 -> item 1.
+    # Beam 2 keeps first codes 0 and 1, so item 3 (first code 2) can never be reached.
+    res = beam_search(fixed_model, CodeIndex(CODES), batch_size=1, beam_size=beam_size, k=k)
+    assert res.items[0].tolist() == items
+
+
+def test_unconstrained_mode_reports_ids_that_are_no_item() -> None:
+    # Unmasked, the best IDs are [0, 2] (-0.4626), [1, 0] (-0.4735), [2, 2] (-2.5025): none is an item;
+    # the fourth, [0, 1] (-3.4626), is item 1.
+    res = beam_search(fixed_model, CodeIndex(CODES), batch_size=1, beam_size=4, k=4, constrained=False)
+    assert res.codes[0].tolist() == [[0, 2], [1, 0], [2, 2], [0, 1]]
+    assert res.items.tolist() == [[-1, -1, -1, 1]]
+    assert res.invalid_rate == 0.75
+    assert res.scores[0].tolist() == pytest.approx([log_prob(c) for c in ([0, 2], [1, 0], [2, 2], [0, 1])])
+
+
+def random_catalogue(n: int, sizes: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(k) for k in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
+    return grid[rng.choice(len(grid), n, replace=False)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2], ids=["seed0", "seed1", "seed2"])
+def test_random_model_gets_valid_distinct_items_and_a_wide_beam_is_exact(seed: int) -> None:
+    sizes = (4, 5, 3)
+    codes = random_catalogue(30, sizes, seed)  # 30 of 60 possible IDs
+    index = CodeIndex(codes, sizes)
+    gen = torch.Generator().manual_seed(seed)
+    batch = 6
+    tables = [
+        torch.randn(batch, *sizes[: t + 1], generator=gen) for t in range(3)
+    ]  # logits per row and prefix
+
+    def model(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+        t = prefix.shape[2]
+        rows = torch.arange(batch)[:, None].expand(-1, prefix.shape[1])
+        return tables[t][(rows, *prefix.unbind(-1))]  # (B, W, K_t)
+
+    calls: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def recording_model(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+        calls.append((prefix, parent))
+        return model(prefix, parent)
+
+    res = beam_search(recording_model, index, batch_size=batch, beam_size=8, k=8)
+    assert calls[0][1] is None
+    for (before, _), (prefix, parent) in zip(
+        calls[:-1], calls[1:], strict=True
+    ):  # beams extend their parents
+        t = before.shape[2]
+        assert torch.equal(before.gather(1, parent[:, :, None].expand(-1, -1, t)), prefix[:, :, :t])
+    assert (res.items >= 0).all()
+    for b in range(batch):
+        items = res.items[b].tolist()
+        assert len(set(items)) == 8
+        assert np.array_equal(codes[items], res.codes[b].numpy())
+        assert (res.scores[b][:-1] >= res.scores[b][1:]).all()
+    # A beam wider than any level keeps every prefix: the result is the exact top k of all items.
+    exact = beam_search(model, index, batch_size=batch, beam_size=60, k=8)
+    logp = [torch.log_softmax(tables[t], dim=-1) for t in range(3)]
+    c = torch.from_numpy(codes)
+    for b in range(batch):
+        full = logp[0][b][c[:, 0]] + logp[1][b][c[:, 0], c[:, 1]] + logp[2][b][c[:, 0], c[:, 1], c[:, 2]]
+        assert exact.items[b].tolist() == full.topk(8).indices.tolist()
+        assert exact.scores[b].tolist() == pytest.approx(full.topk(8).values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 5, "beam_size": 5}, r"^k=5 is larger than the catalogue \(4 items\)$"),
+        ({"k": 3, "beam_size": 2}, r"^beam_size=2 should be an integer >= k=3$"),
+        ({"k": 0}, r"^k=0 should be a positive integer$"),
+    ],
+    ids=["k-beyond-catalogue", "beam-narrower-than-k", "k-zero"],
+)
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(SemidError, match=message):
+        beam_search(fixed_model, CodeIndex(CODES), batch_size=1, **kwargs)
+
+
+def test_a_step_function_with_the_wrong_shape_is_named() -> None:
+    with pytest.raises(
+        SemidError, match=r"step_fn returned logits of shape \(1, 1, 2\) at level 0, expected \(1, 1, 3\)"
+    ):
+        beam_search(lambda p, parent: torch.zeros(1, 1, 2), CodeIndex(CODES), batch_size=1, beam_size=2, k=2)
+
+
+def test_code_index_needs_unique_ids() -> None:
+    with pytest.raises(SemidError, match=r"^1 of 3 items share a Semantic ID with another"):
+        CodeIndex(np.array([[0, 1], [0, 1], [1, 0]]))

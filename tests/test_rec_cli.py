@@ -1,0 +1,241 @@
+"""`semid train`, `semid evaluate`, `semid recommend` in-process: exit codes, outputs and exact errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import semid.cli.rec  # noqa: F401  (registers the commands)
+from semid.cli import main
+from semid.ids.table import IdTable, write_ids
+
+N_ITEMS = 40
+TINY = {
+    "model": {
+        "d_model": 64,
+        "n_heads": 4,
+        "d_head": 16,
+        "d_ff": 128,
+        "n_encoder_layers": 1,
+        "n_decoder_layers": 1,
+        "dropout": 0.0,
+        "max_history": 4,
+        "n_user_tokens": 8,
+        "beam_size": 10,
+    },
+    "train": {
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 0.005,
+        "warmup_steps": 5,
+        "num_threads": 1,
+        "autocast": "off",
+        "tensorboard": False,
+        "patience": 0,
+    },
+}
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """items.csv + interactions.csv (users walk the catalogue in order), ids.parquet, config.json."""
+    root = tmp_path_factory.mktemp("shop")
+    data = root / "data"
+    data.mkdir()
+    (data / "items.csv").write_text(
+        "item_id,title\n" + "".join(f"i{i},Item number {i}\n" for i in range(N_ITEMS))
+    )
+    rng = np.random.default_rng(0)
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(120):
+        start, n = rng.integers(0, N_ITEMS), rng.integers(5, 10)
+        rows += [f"u{u},i{(start + t) % N_ITEMS},{t}" for t in range(n)]
+    rows.append("lonely,i3,0")  # one user with a single interaction: left out, and said so
+    (data / "interactions.csv").write_text("\n".join(rows) + "\n")
+    codes = np.stack([np.arange(N_ITEMS) // 5, np.arange(N_ITEMS) % 5], axis=1)
+    ids = IdTable(
+        np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object),
+        [f"{a}-{b}" for a, b in codes],
+        codes,
+        codes,
+    )
+    write_ids(root / "ids.parquet", ids)
+    partial = IdTable(ids.item_ids[:-1], ids.semantic_ids[:-1], codes[:-1], codes[:-1])
+    write_ids(root / "partial.parquet", partial)
+    (root / "config.json").write_text(json.dumps(TINY))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiger_run(shop: Path) -> Path:
+    run_dir = shop / "runs" / "tiger"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["train", "tiger", str(shop / "data"), "--ids", str(shop / "ids.parquet"), "-o", str(run_dir)]
+            + ["--config", str(shop / "config.json"), "--quiet"]
+        )
+    assert exc.value.code in (0, None)
+    return run_dir
+
+
+def test_train_writes_a_complete_run(tiger_run: Path) -> None:
+    for name in ("config.json", "model.safetensors", "items.parquet", "sequences.parquet", "metrics.jsonl"):
+        assert (tiger_run / name).is_file(), name
+    config = json.loads((tiger_run / "config.json").read_text())
+    assert config["model_type"] == "tiger"
+    assert config["model"]["codebook_sizes"] == [8, 5]  # from the IDs
+    assert config["train"]["epochs"] == 10 and config["data"]["paths"][0].endswith("data")
+    assert len((tiger_run / "metrics.jsonl").read_text().splitlines()) == 10
+
+
+def test_evaluate_json(tiger_run: Path, capsys) -> None:
+    code, out, err = run(["evaluate", str(tiger_run), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["model_type"], res["split"]) == ("tiger", "test")
+    assert res["model"]["n_users"] == 120
+    assert res["model"]["invalid_rate"] == 0.0
+    assert res["model"]["recall@10"] > res["most_popular"]["recall@10"]
+    assert set(res["most_popular"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+
+
+def test_evaluate_table_shows_the_baseline_and_decoding_speed(tiger_run: Path, capsys) -> None:
+    code, out, err = run(["evaluate", str(tiger_run), "--split", "valid", "--beam-size", "12"], capsys)
+    assert code == 0, err
+    assert "most popular" in out and "R@10" in out and "invalid IDs 0.00%" in out and "users/s" in out
+
+
+def test_recommend_prints_items_with_ids_and_titles(tiger_run: Path, capsys) -> None:
+    code, out, err = run(
+        ["recommend", str(tiger_run), "--history", "i10,i11,i12", "-k", "5", "--json"], capsys
+    )
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 5 and len({r["item_id"] for r in rows}) == 5
+    assert rows[0] == {
+        "item_id": "i13",  # the rule: i12 is followed by i13
+        "semantic_id": "2-3",
+        "score": rows[0]["score"],
+        "title": "Item number 13",
+    }
+    assert all(r["score"] <= rows[0]["score"] for r in rows)
+    code, out, err = run(["recommend", str(tiger_run), "--history", "i10", "--user", "u3"], capsys)
+    assert code == 0, err
+    assert "Item number" in out and out.count("\n") > 10
+
+
+def test_resume_trains_more_epochs(tiger_run: Path, capsys) -> None:
+    code, out, err = run(
+        ["train", "tiger", "-o", str(tiger_run), "--resume", "--epochs", "11", "--quiet"], capsys
+    )
+    assert code == 0, err
+    assert "of 11 (epochs)" in out
+    assert len((tiger_run / "metrics.jsonl").read_text().splitlines()) == 11
+
+
+def test_sasrec_trains_without_ids_and_exports_embeddings(shop: Path, capsys) -> None:
+    config = shop / "sasrec.json"
+    config.write_text(
+        json.dumps({"model": {"d_model": 16, "n_heads": 2, "n_layers": 1}, "train": TINY["train"]})
+    )
+    run_dir = shop / "runs" / "sasrec"
+    code, out, err = run(
+        [
+            "train",
+            "sasrec",
+            str(shop / "data"),
+            "-o",
+            str(run_dir),
+            "--config",
+            str(config),
+            "--epochs",
+            "2",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "left out 1 users with fewer than 3 interactions" in err
+    assert "sasrec (validation)" in out
+    assert (run_dir / "item_embeddings.parquet").is_file()
+    code, out, err = run(["recommend", str(run_dir), "--history", "i1", "-k", "3", "--json"], capsys)
+    assert code == 0, err
+    assert [r["semantic_id"] for r in json.loads(out)] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["recommend", "{run}", "--history", "i1,nope"],
+            "history item 'nope' is not in this run's catalogue (40 items)",
+        ),
+        (["recommend", "{run}", "--history", " , "], "the history is empty; give at least one item id"),
+        (
+            ["recommend", "{run}", "--history", "i1", "-k", "41"],
+            "-k 41 is larger than the catalogue (40 items)",
+        ),
+        (
+            ["evaluate", "{shop}/data"],
+            "{shop}/data/config.json: no such file (is {shop}/data a semid run directory?)",
+        ),
+        (
+            ["train", "tiger", "{shop}/data", "-o", "{shop}/runs/x"],
+            "TIGER needs the items' Semantic IDs: give --ids ids.parquet",
+        ),
+        (
+            ["train", "tiger", "{shop}/data", "--ids", "{shop}/partial.parquet", "-o", "{shop}/runs/x"],
+            "{shop}/partial.parquet has no Semantic ID for item 'i39' (1 of 40 items have none; "
+            "assign IDs to the whole catalogue)",
+        ),
+        (
+            ["train", "sasrec", "-o", "{shop}/runs/x"],
+            "give DATA: the dataset's files or directories (or --resume a run)",
+        ),
+        (
+            ["train", "tiger", "{shop}/data", "--ids", "{shop}/ids.parquet", "-o", "{run}"],
+            "{run} already holds a run; resume it (--resume) or choose another directory",
+        ),
+        (["train", "sasrec", "-o", "{run}", "--resume"], "{run} holds a tiger run, not sasrec"),
+        (["evaluate", "{run}", "--split", "valid", "--beam-size", "5", "--json"], None),
+    ],
+    ids=[
+        "unknown-item",
+        "empty-history",
+        "k-beyond-catalogue",
+        "not-a-run",
+        "tiger-without-ids",
+        "ids-missing-an-item",
+        "no-data",
+        "existing-run",
+        "resume-other-model",
+        "narrow-beam-is-fine",
+    ],
+)
+def test_user_errors(argv: list[str], message: str | None, shop: Path, tiger_run: Path, capsys) -> None:
+    argv = [a.format(run=tiger_run, shop=shop) for a in argv]
+    code, out, err = run(argv, capsys)
+    if message is None:
+        assert code == 0, err
+        return
+    assert code == 1
+    assert err == f"Error: {message.format(run=tiger_run, shop=shop)}\n"

@@ -1,0 +1,273 @@
+"""SASRec and TIGER learn a deterministic next-item rule in seconds; runs save, load and resume exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from semid.data import Sequences, make_demo_dataset
+from semid.embed.store import read_embeddings
+from semid.errors import SemidError
+from semid.ids.table import IdTable
+from semid.rec.data import RecData, collate
+from semid.rec.evaluate import evaluate, evaluate_most_popular
+from semid.rec.sasrec import SASRecConfig
+from semid.rec.train import (
+    TrainConfig,
+    build_model,
+    fit,
+    load_model,
+    read_metrics,
+    split_examples,
+    train_demo_tiger,
+)
+
+N_ITEMS = 40
+TINY_SASREC = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "dropout": 0.0, "max_len": 8}
+TINY_TIGER = {
+    "d_model": 64,
+    "n_heads": 4,
+    "d_head": 16,
+    "d_ff": 128,
+    "n_encoder_layers": 1,
+    "n_decoder_layers": 1,
+    "dropout": 0.0,
+    "max_history": 4,
+    "n_user_tokens": 8,
+    "beam_size": 10,
+    "codebook_sizes": [8, 8],  # 64 possible IDs for 40 items: decoding can go wrong without the trie
+}
+FAST = {
+    "progress": False,
+    "num_threads": 1,
+    "autocast": "off",
+    "tensorboard": False,
+    "patience": 0,
+    "warmup_steps": 5,
+}
+
+
+def ruled_data(n_users: int = 150, seed: int = 0) -> RecData:
+    """Users walk the catalogue in order: item i is always followed by item i + 1 (mod 40)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 10, n_users)
+    starts = rng.integers(0, N_ITEMS, n_users)
+    items = np.concatenate([(s + np.arange(n)) % N_ITEMS for s, n in zip(starts, lengths, strict=True)])
+    codes = np.stack([np.arange(N_ITEMS) // 5, np.arange(N_ITEMS) % 5], axis=1)
+    return RecData(
+        item_ids=np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object),
+        sequences=Sequences(np.concatenate([[0], np.cumsum(lengths)]), items),
+        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
+        codes=codes,
+        semantic_ids=np.array([f"{a}-{b}" for a, b in codes], dtype=object),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data() -> RecData:
+    return ruled_data()
+
+
+@pytest.fixture(scope="module")
+def sasrec_run(data: RecData, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("sasrec")
+    train = {**FAST, "epochs": 10, "batch_size": 16, "lr": 0.01}
+    model, result = fit("sasrec", data, run_dir, model_config=TINY_SASREC, train_config=train)
+    return model, result, run_dir
+
+
+@pytest.fixture(scope="module")
+def tiger_run(data: RecData, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("tiger")
+    train = {**FAST, "epochs": 10, "batch_size": 32, "lr": 0.005}
+    model, result = fit("tiger", data, run_dir, model_config=TINY_TIGER, train_config=train)
+    return model, result, run_dir
+
+
+@pytest.mark.parametrize(
+    ("run", "min_recall_at_1"), [("sasrec_run", 1.0), ("tiger_run", 0.95)], ids=["sasrec", "tiger"]
+)
+def test_tiny_models_learn_the_rule_and_beat_most_popular(
+    run: str, min_recall_at_1: float, data: RecData, request: pytest.FixtureRequest
+) -> None:
+    model, result, _ = request.getfixturevalue(run)
+    test = evaluate(model, split_examples(model, data, "test"), ks=(1, 10))
+    assert test.metrics["recall@1"] >= min_recall_at_1
+    assert test.invalid_rate == 0.0
+    popular = evaluate_most_popular(data.split.test_history, data.split.test_target, data.n_items, ks=(1, 10))
+    assert popular["recall@10"] < 0.35  # 40 items visited about equally: a popularity list finds few
+    assert result.best_valid["ndcg@10"] >= 0.9
+    assert result.epochs == 10 and result.stopped == "epochs"
+
+
+@pytest.mark.parametrize("run", ["sasrec_run", "tiger_run"], ids=["sasrec", "tiger"])
+def test_a_saved_model_makes_the_same_predictions(
+    run: str, data: RecData, request: pytest.FixtureRequest
+) -> None:
+    model, result, run_dir = request.getfixturevalue(run)
+    loaded = load_model(run_dir)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    ex = split_examples(model, data, "test")
+    batch = collate(ex, np.arange(len(ex)))
+    items, scores = model.recommend(batch, 10)
+    items2, scores2 = loaded.recommend(batch, 10)
+    assert torch.equal(items, items2)
+    torch.testing.assert_close(scores, scores2)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_type"] == model.model_type and config["train"]["epochs"] == 10
+    assert [r["epoch"] for r in read_metrics(run_dir)] == list(range(1, 11))
+
+
+def test_sasrec_exports_its_item_embeddings(sasrec_run, data: RecData) -> None:
+    model, _, run_dir = sasrec_run
+    ids, X = read_embeddings(run_dir / "item_embeddings.parquet")
+    assert ids.tolist() == data.item_ids.tolist()
+    np.testing.assert_array_equal(X, model.item_embeddings())
+    assert X.shape == (N_ITEMS, 32)
+
+
+def test_unconstrained_decoding_reports_invalid_ids(data: RecData) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiger", data, **TINY_TIGER).eval()  # untrained: its guesses are anywhere
+    ex = split_examples(model, data, "test")
+    free = evaluate(model, ex, constrained=False)
+    assert 0.1 < free.invalid_rate < 1.0  # 24 of the 64 possible IDs are no item
+    assert evaluate(model, ex).invalid_rate == 0.0
+
+
+def test_tiger_step_by_step_decoding_scores_ids_like_the_full_decoder(data: RecData) -> None:
+    # Beam search decodes with a key/value cache that follows each beam's parent; a returned score must
+    # equal the log-probability of that ID under one teacher-forced pass of the whole decoder.
+    torch.manual_seed(1)
+    model = build_model("tiger", data, **{**TINY_TIGER, "n_decoder_layers": 2}).eval()
+    ex = split_examples(model, data, "test")
+    batch = collate(ex, np.arange(6))
+    res = model.generate(batch, k=10)
+    with torch.no_grad():
+        memory, mask = model.encode(batch.history, batch.user)
+        codes = res.codes.reshape(60, 2)  # (B * k, L)
+        memory, mask = memory.repeat_interleave(10, 0), mask.repeat_interleave(10, 0)
+        h, _ = model.decode(model.decoder_inputs(codes[:, :-1]), model.memory_kv(memory), mask)
+        logp = sum(
+            torch.log_softmax(model.level_logits(h[:, lv], lv), -1).gather(1, codes[:, lv : lv + 1])[:, 0]
+            for lv in range(2)
+        )
+    torch.testing.assert_close(res.scores.reshape(-1), logp, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
+    # BCE with dropout: sampled negatives and dropout masks both come from the saved RNG state.
+    data = ruled_data(n_users=60)
+    model_config = {**TINY_SASREC, "loss": "bce", "n_negatives": 2, "dropout": 0.2}
+    train = {**FAST, "epochs": 3, "batch_size": 16, "lr": 0.01}
+    _, whole = fit("sasrec", data, tmp_path / "whole", model_config=model_config, train_config=train)
+    _, first = fit(
+        "sasrec", data, tmp_path / "split", model_config=model_config, train_config={**train, "max_steps": 2}
+    )
+    assert (first.steps, first.epochs, first.stopped) == (2, 0, "max_steps")
+    _, rest = fit("sasrec", None, tmp_path / "split", train_config={"max_steps": 0}, resume=True)
+    assert rest.steps == whole.steps == 3 * 4  # 60 users -> 60 windows -> 4 batches per epoch
+    assert [r["step"] for r in rest.history] == [4, 8, 12]  # the first epoch ends where it left off
+    assert [r["step"] for r in read_metrics(tmp_path / "split")] == [2, 4, 8, 12]
+    assert read_metrics(tmp_path / "split")[0]["partial"] is True
+
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / "last" / "state.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoints" / "last" / "state.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_changed_recipe(sasrec_run) -> None:
+    _, _, run_dir = sasrec_run
+    with pytest.raises(SemidError, match=r"^lr cannot change when resuming \(only .* can\)$"):
+        fit("sasrec", None, run_dir, train_config={"lr": 0.5}, resume=True)
+    with pytest.raises(SemidError, match=r"holds a sasrec run, not tiger$"):
+        fit("tiger", None, run_dir, resume=True)
+
+
+def test_resuming_a_finished_run_does_nothing(sasrec_run) -> None:
+    _, result, run_dir = sasrec_run
+    _, again = fit("sasrec", None, run_dir, train_config={"progress": False}, resume=True)
+    assert (again.steps, again.stopped, again.history) == (result.steps, "epochs", [])
+
+
+@pytest.mark.parametrize(
+    ("model_type", "model_config", "data_kind", "message"),
+    [
+        ("tiger", {}, "no-ids", r"^TIGER needs the items' Semantic IDs: give --ids ids.parquet$"),
+        ("sasrec", {"hidden": 8}, "ok", r"^sasrec config: unknown option 'hidden' \(known: .*\)$"),
+        ("sasrec", {"d_model": 30, "n_heads": 4}, "ok", r"^d_model=30 should be a multiple of n_heads=4$"),
+        ("tiger", {"codebook_sizes": [8, 4]}, "ok", r"^codebook_sizes=\[8, 4\] do not fit the IDs"),
+        ("gpt", {}, "ok", r"^model 'gpt' is not one of 'sasrec', 'tiger'$"),
+    ],
+    ids=["tiger-without-ids", "unknown-option", "heads", "narrow-codebooks", "unknown-model"],
+)
+def test_bad_models(model_type: str, model_config: dict, data_kind: str, message: str, data: RecData) -> None:
+    if data_kind == "no-ids":
+        data = RecData(data.item_ids, data.sequences, data.user_ids)
+    with pytest.raises(SemidError, match=message):
+        build_model(model_type, data, **model_config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": 0.0}, r"^lr=0.0 should be > 0$"),
+        ({"schedule": "step"}, r"^schedule='step' is not one of 'cosine', 'linear', 'constant'$"),
+        ({"epochs": 0}, r"^epochs=0 should be an integer >= 1$"),
+        ({"min_lr_ratio": 2}, r"^min_lr_ratio=2 should be a number in \[0, 1\]$"),
+    ],
+    ids=["lr", "schedule", "epochs", "min-lr-ratio"],
+)
+def test_bad_train_configs(changes: dict, message: str) -> None:
+    with pytest.raises(SemidError, match=message):
+        TrainConfig(**changes).validate()
+
+
+def test_a_run_directory_is_not_overwritten(sasrec_run, data: RecData) -> None:
+    _, _, run_dir = sasrec_run
+    with pytest.raises(
+        SemidError, match=r"already holds a run; resume it \(--resume\) or choose another directory$"
+    ):
+        fit("sasrec", data, run_dir, model_config=TINY_SASREC, train_config=FAST)
+
+
+def test_sasrec_config_defaults_follow_recbole() -> None:
+    c = SASRecConfig(n_items=10)
+    assert (c.max_len, c.d_model, c.n_layers, c.n_heads, c.loss) == (50, 64, 2, 2, "ce")
+
+
+def test_demo_training_reports_tiger_next_to_most_popular(tmp_path: Path) -> None:
+    ds = make_demo_dataset(n_items=120, n_users=100, seed=0)
+    ids = ds.catalogue.item_ids
+    codes = np.stack([np.arange(120) // 12, np.arange(120) % 12], axis=1)
+    table = IdTable(ids, [f"{a}-{b}" for a, b in codes], codes, codes)
+    res = train_demo_tiger(ds, table, tmp_path / "demo", max_minutes=0.05, num_threads=1)
+    assert set(res) >= {
+        "tiger",
+        "most_popular",
+        "beats_most_popular",
+        "epochs",
+        "train_seconds",
+        "users_per_s",
+    }
+    assert set(res["tiger"]) == set(res["most_popular"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+    assert all(0 <= v <= 1 for v in res["tiger"].values())
+    assert res["train_seconds"] < 0.05 * 60 + 2  # the time limit, plus the validation at the stop
+    assert (tmp_path / "demo" / "model.safetensors").is_file()
