@@ -45,6 +45,11 @@ def demo(
     model: Annotated[
         str | None, typer.Option("--model", help="Embedding model (default: packaged all-MiniLM-L6-v2).")
     ] = None,
+    tiger: Annotated[
+        bool,
+        typer.Option("--tiger/--no-tiger", help="Also train TIGER briefly and compare with most-popular."),
+    ] = True,
+    tiger_minutes: Annotated[float, typer.Option("--tiger-minutes", help="TIGER training budget.")] = 2.0,
 ) -> None:
     """Run the pipeline end to end on the bundled demo data and print what the Semantic IDs look like."""
     from semid.data import make_demo_dataset
@@ -120,6 +125,28 @@ def demo(
             for i in rows[:5]:
                 g.add_row(sids[i], titles[i])
             console.print(g)
+    if tiger:
+        import shutil
+
+        from semid.ids.table import read_ids
+        from semid.rec.train import train_demo_tiger
+
+        shutil.rmtree(out / "tiger", ignore_errors=True)  # a re-run trains afresh
+        with _stage(f"train TIGER on the user sequences (≤ {tiger_minutes:g} min)", timings):
+            res_t = train_demo_tiger(
+                ds, read_ids(out / "ids.parquet"), out / "tiger", max_minutes=tiger_minutes, seed=seed
+            )
+        t = Table(title=f"Next-item recommendation, test split ({res_t['epochs']} epochs of TIGER)")
+        for col in ("model", "Recall@10", "NDCG@10"):
+            t.add_column(col)
+        for name, key in (("TIGER (constrained beam search)", "tiger"), ("most popular", "most_popular")):
+            m = res_t[key]
+            t.add_row(
+                name, f"{m.get('recall@10', float('nan')):.4f}", f"{m.get('ndcg@10', float('nan')):.4f}"
+            )
+        console.print(t)
+        verdict = "beats" if res_t["beats_most_popular"] else "does not beat"
+        console.print(f"TIGER {verdict} most-popular after {res_t['train_seconds']:.0f}s of training")
     total = sum(timings.values())
     console.print(
         "time: "
