@@ -1,0 +1,54 @@
+"""The llm room: a language model that answers natural-language requests with Semantic IDs of real items.
+
+- :mod:`~semid.llm.examples`: training data (query -> ``[REC]`` + ID, attribute questions, next item).
+- :mod:`~semid.llm.model`: tokenizer with ID tokens, scratch Llama or a base model, LoRA, save/load.
+- :mod:`~semid.llm.train`: the training loop (:class:`TrainConfig`, :func:`train_llm`).
+- :mod:`~semid.llm.generate`: constrained generation (:class:`SemanticIdLogitsProcessor`) and top-k
+  recommendation (:class:`QueryRecommender`).
+
+Names are imported on first use, so ``import semid.llm`` does not load transformers.
+
+Example::
+
+    from semid.llm import QueryRecommender, load_llm
+
+    rec = QueryRecommender.from_llm(load_llm("llm_model/"))
+    rec.recommend(["a matte red lipstick under $10"], k=10).items
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "REC_TOKEN": "examples",
+    "ExampleConfig": "examples",
+    "Examples": "examples",
+    "build_examples": "examples",
+    "prepare_dataset": "examples",
+    "LLM": "model",
+    "ScratchConfig": "model",
+    "SemanticVocab": "model",
+    "add_semantic_tokens": "model",
+    "apply_lora": "model",
+    "load_base_model": "model",
+    "load_llm": "model",
+    "save_llm": "model",
+    "scratch_model": "model",
+    "train_tokenizer": "model",
+    "TrainConfig": "train",
+    "TrainResult": "train",
+    "train_llm": "train",
+    "QueryRecommender": "generate",
+    "Recommendations": "generate",
+    "SemanticIdLogitsProcessor": "generate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"semid.llm.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'semid.llm' has no attribute {name!r}")

@@ -1,0 +1,286 @@
+"""Constrained generation: after ``[REC]`` the model can only write the ID of a real item.
+
+Two ways to decode, both driven by the :class:`semid.ids.PrefixTrie` of the catalogue's IDs:
+
+- :class:`SemanticIdLogitsProcessor`, a ``transformers.LogitsProcessor`` for ``model.generate`` (greedy
+  or sampling): in every row, the tokens after the last ``[REC]`` are read back into codes, walked down
+  the trie (one vectorised step per level, never a loop over rows), and every token that does not
+  continue a real ID is set to ``-inf``; once the ID is complete only EOS is allowed, and before it EOS is
+  forbidden. Rows without ``[REC]`` may write anything but ID tokens.
+- :meth:`QueryRecommender.recommend`: beam search over IDs (:func:`semid.rec.beam.beam_search`) with
+  the language model as the step function: the top-``k`` *distinct* items with their log-probabilities.
+
+Guards against generation defaults that would silently break the constraint: ``generate`` is called with
+an explicit configuration (no sampling unless asked, no repetition penalty or suppressed tokens from the
+model's ``generation_config.json``, EOS and length set from the ID), prompts are built in token space with
+``[REC]`` appended as a token (a chat template cannot insert text after it), and every decoded ID is
+checked against the trie before it is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from semid.errors import SemidError
+from semid.ids import PrefixTrie
+from semid.llm.model import LLM, SemanticVocab, prompt_ids
+from semid.rec.beam import CodeIndex, beam_search
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+try:  # transformers is an optional dependency of semid; the processor subclasses its base when present
+    from transformers import LogitsProcessor
+except ImportError:  # pragma: no cover
+    LogitsProcessor = object  # type: ignore[misc,assignment]
+
+__all__ = ["QueryRecommender", "Recommendations", "SemanticIdLogitsProcessor"]
+
+
+class SemanticIdLogitsProcessor(LogitsProcessor):
+    """Masks the next-token scores so that the tokens after ``[REC]`` spell a valid ID, then EOS.
+
+    ``__call__(input_ids (B, T), scores (B, V)) -> scores``. A row whose prefix after ``[REC]`` is no
+    prefix of any ID (which the mask itself never produces) has no allowed token: that raises
+    :class:`SemidError` rather than letting the model write an invalid ID.
+    """
+
+    def __init__(self, trie: PrefixTrie, vocab: SemanticVocab) -> None:
+        if trie.n_levels != vocab.n_levels:
+            raise SemidError(f"the trie has {trie.n_levels} levels but the vocabulary {vocab.n_levels}")
+        for level, (k_trie, k_vocab) in enumerate(zip(trie.vocab_sizes, vocab.codebook_sizes, strict=True)):
+            if k_trie > k_vocab:
+                raise SemidError(f"level {level}: the trie has {k_trie} codes but the vocabulary {k_vocab}")
+        self.trie = trie
+        self.vocab = vocab
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device not in self._tables:
+            level_of, code_of = self.vocab.level_and_code(device)
+            token_ids = self.vocab.token_ids.to(device)
+            id_tokens = token_ids[token_ids >= 0]
+            self._tables[device] = (level_of, code_of, token_ids, id_tokens)
+        return self._tables[device]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch, length = input_ids.shape
+        device, n_levels = input_ids.device, self.trie.n_levels
+        level_of, code_of, token_ids, id_tokens = self._on(device)
+        is_rec = input_ids == self.vocab.rec_id
+        has_rec = is_rec.any(dim=1)  # (B,)
+        last_rec = torch.where(is_rec, torch.arange(length, device=device), -1).amax(dim=1)  # (B,)
+        written = length - 1 - last_rec  # (B,) tokens after the last [REC]
+        nodes = self.trie.root(batch, device=device)  # (B,) trie node of the ID written so far
+        for level in range(n_levels):  # walk the written codes down the trie, all rows at once
+            pos = (last_rec + 1 + level).clamp(max=length - 1)
+            token = input_ids.gather(1, pos[:, None]).squeeze(1).clamp(max=level_of.numel() - 1)
+            code = torch.where(level_of[token] == level, code_of[token], -1)
+            stepped = self.trie.step(nodes, level, code)
+            nodes = torch.where(has_rec & (written > level), stepped, nodes)
+        if scores.shape[1] < int(token_ids.max()) + 1:
+            raise SemidError(
+                f"scores have {scores.shape[1]} columns but the ID tokens reach {int(token_ids.max())}"
+            )
+        allowed = torch.zeros_like(scores, dtype=torch.bool)  # (B, V)
+        for level in range(n_levels):
+            rows = (has_rec & (written == level)).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            k = self.trie.vocab_sizes[level]
+            mask = self.trie.allowed_mask_nodes(nodes[rows], level)  # (R, K)
+            empty = ~mask.any(dim=1)
+            if empty.any():
+                row = int(rows[empty.nonzero()[0, 0]])
+                raise SemidError(
+                    f"row {row}: no Semantic ID continues the {level} code(s) written after [REC]; "
+                    "that prefix is in no catalogue item's ID"
+                )
+            allowed[rows[:, None], token_ids[level, :k][None, :]] = mask
+        done = has_rec & (written >= n_levels)
+        allowed[done, self.vocab.eos_id] = True  # a complete ID: only EOS (and EOS again after it)
+        constrained = has_rec
+        out = torch.where(constrained[:, None] & ~allowed, float("-inf"), scores)
+        free = (~constrained).nonzero(as_tuple=True)[0]
+        if free.numel():  # no [REC] yet: anything but ID tokens
+            out[free[:, None], id_tokens[None, :]] = float("-inf")
+        return out
+
+
+@dataclass
+class Recommendations:
+    """Top-``k`` items per query, best first."""
+
+    items: np.ndarray  # (Q, k) int64 item rows
+    scores: np.ndarray  # (Q, k) float32 log-probability of each item's ID given the query
+
+    def hits(self, targets: Sequence[int] | np.ndarray, k: int | None = None) -> np.ndarray:
+        """``(Q,)`` bool: whether each query's target item is in its top ``k`` (default: all returned)."""
+        top = self.items[:, : (k or self.items.shape[1])]
+        return (top == np.asarray(targets)[:, None]).any(axis=1)
+
+
+class QueryRecommender:
+    """Answers natural-language queries with catalogue items through a language model.
+
+    ``codes`` is the ``(n_items, L)`` table of unique IDs (row ``i`` is item ``i``). ``recommend`` returns
+    the ``k`` most likely distinct items; ``generate`` runs ``model.generate`` with the constraint (for
+    sampling or greedy answers).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab: SemanticVocab,
+        codes: np.ndarray,
+        *,
+        system_prompt: str,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.index = CodeIndex(np.asarray(codes, dtype=np.int64), vocab.codebook_sizes)
+        self.system_prompt = system_prompt
+        self.processor = SemanticIdLogitsProcessor(self.index.trie, vocab)
+
+    @classmethod
+    def from_llm(cls, llm: LLM) -> QueryRecommender:
+        return cls(llm.model, llm.tokenizer, llm.vocab, llm.codes, system_prompt=llm.system_prompt)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prompts(self, queries: Sequence[str]) -> list[list[int]]:
+        """Token ids of each query's prompt, ending with ``[REC]``."""
+        if isinstance(queries, str):
+            raise SemidError(f"queries should be a list of strings, got the single string {queries!r}")
+        out = []
+        for q, query in enumerate(queries):
+            if not isinstance(query, str) or not query.strip():
+                raise SemidError(f"query {q} is empty: ask for something, e.g. 'a matte red lipstick'")
+            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": query}]
+            out.append(prompt_ids(self.tokenizer, messages) + [self.vocab.rec_id])
+        return out
+
+    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.vocab.eos_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _step_fn(self, ids: torch.Tensor, mask: torch.Tensor, table: torch.Tensor):
+        """The language model as a beam-search step: next-code logits of each beam of left-padded prompts."""
+
+        def step(prefix: torch.Tensor, parent: torch.Tensor | None = None) -> torch.Tensor:
+            b, n_beams, t = prefix.shape  # (B, W, t) codes; the whole prefix is re-read, so parent is unused
+            levels = torch.arange(t, device=self.device).expand_as(prefix)
+            tokens = table[levels, prefix].reshape(b * n_beams, t)  # (B * W, t)
+            full = torch.cat([ids.repeat_interleave(n_beams, 0), tokens], dim=1)  # (B * W, P + t)
+            att = torch.cat([mask.repeat_interleave(n_beams, 0), torch.ones_like(tokens)], dim=1)
+            positions = (att.cumsum(1) - 1).clamp(min=0)  # as in training, whatever the padding
+            out = self.model(input_ids=full, attention_mask=att, position_ids=positions, logits_to_keep=1)
+            k_t = self.index.vocab_sizes[t]
+            return out.logits[:, -1, table[t, :k_t]].view(b, n_beams, k_t)  # (B, W, K_t)
+
+        return step
+
+    @torch.no_grad()
+    def recommend(
+        self, queries: Sequence[str], *, k: int = 10, beam_size: int | None = None, batch_size: int = 32
+    ) -> Recommendations:
+        """The ``k`` most likely distinct items for each query (beam search over IDs, ``beam_size >= k``)."""
+        beam_size = max(k, 20) if beam_size is None else beam_size
+        prompts = self.prompts(queries)
+        was_training = self.model.training
+        self.model.eval()
+        items, scores = [], []
+        table = self.vocab.token_ids.to(self.device)
+        try:
+            for start in range(0, len(prompts), batch_size):
+                ids, mask = self._left_pad(prompts[start : start + batch_size])
+                b = ids.shape[0]
+
+                step = self._step_fn(ids, mask, table)
+                res = beam_search(step, self.index, b, beam_size=beam_size, k=k, device=self.device)
+                items.append(res.items.cpu().numpy())
+                scores.append(res.scores.cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return Recommendations(items=np.concatenate(items), scores=np.concatenate(scores))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        queries: Sequence[str],
+        *,
+        do_sample: bool = False,
+        num_return_sequences: int = 1,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """``(Q, num_return_sequences)`` item rows from ``model.generate`` under the constraint.
+
+        Every setting that could defeat the constraint is passed explicitly, so the model's own
+        ``generation_config.json`` (sampling on, repetition penalty, extra EOS ids, suppressed tokens)
+        cannot override it; each decoded ID is checked against the trie.
+        """
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        if not do_sample and num_return_sequences != 1:
+            raise SemidError(
+                f"num_return_sequences={num_return_sequences} needs do_sample=True (greedy gives one answer; "
+                "use recommend() for the top k)"
+            )
+        ids, mask = self._left_pad(self.prompts(queries))
+        n_levels = self.vocab.n_levels
+        config = GenerationConfig(
+            do_sample=do_sample,
+            num_beams=1,
+            num_return_sequences=num_return_sequences,
+            max_new_tokens=n_levels + 1,  # the ID, then EOS
+            min_new_tokens=0,
+            temperature=temperature if do_sample else None,
+            top_k=None,
+            top_p=None,
+            repetition_penalty=None,
+            eos_token_id=self.vocab.eos_id,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.vocab.eos_id,
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([self.processor]),
+            )
+        finally:
+            self.model.train(was_training)
+        new = out[:, ids.shape[1] : ids.shape[1] + n_levels].cpu()  # (Q * n, <= L)
+        if new.shape[1] < n_levels:
+            raise SemidError(f"generation stopped after {new.shape[1]} of {n_levels} ID tokens")
+        level_of, code_of = self.vocab.level_and_code()
+        new = new.clamp(max=level_of.numel() - 1)
+        if (level_of[new] != torch.arange(n_levels)).any():
+            raise SemidError("the model wrote a token that is not an ID token of its level after [REC]")
+        nodes = self.index.trie.walk(code_of[new])
+        items = self.index.items_of_leaves(nodes)
+        if (items < 0).any():
+            raise SemidError("the model wrote an ID that is not in the catalogue")
+        return items.numpy().reshape(len(queries), num_return_sequences)

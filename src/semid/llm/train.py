@@ -1,0 +1,312 @@
+"""Fine-tune a causal LM on the examples of ``semid llm prepare``: AdamW, warmup + cosine, seeded.
+
+:func:`train_llm` reads a prepared directory, builds the model (the offline scratch Llama, or a base
+model by path/name, optionally with LoRA), trains on the assistant answers only (prompt tokens carry no
+loss), logs one JSON object per line to ``metrics.jsonl`` (loss, learning rate, validation loss and
+Hit@1/Hit@10 of constrained beam search on held-out query templates), keeps a checkpoint of the latest
+weights (safetensors via ``save_pretrained``), and writes the final model with :func:`semid.llm.model.save_llm`.
+
+Example::
+
+    result = train_llm("llm_data/", "llm_model/", TrainConfig(max_minutes=10))
+    print(result.metrics["hit@10"])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from semid._utils import resolve_device
+from semid.errors import SemidError
+from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
+from semid.llm.model import (
+    ScratchConfig,
+    SemanticVocab,
+    add_semantic_tokens,
+    apply_lora,
+    encode_examples,
+    load_base_model,
+    save_llm,
+    scratch_model,
+    train_tokenizer,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "train_llm"]
+
+_ID_TOKEN_RE = re.compile(r"<[a-z]_\d+>|\[REC\]")
+
+
+@dataclass
+class TrainConfig:
+    """What to train and for how long; the defaults suit the scratch model on a CPU."""
+
+    base_model: str | None = None  # local path or hub name; None: the offline scratch Llama
+    lora: bool = False
+    lora_r: int = 16
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    epochs: float = 10.0
+    max_steps: int | None = None  # stops at whichever of epochs / max_steps / max_minutes comes first
+    max_minutes: float | None = None
+    batch_size: int = 64
+    lr: float = 2e-3  # scratch models like a high rate; use ~1e-4 (full) or ~2e-4 (LoRA) for base models
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_length: int = 128
+    eval_every: int = 500  # steps between validation passes (0: only at the end)
+    eval_queries: int = 256  # held-out recommendation queries scored at each validation pass
+    save_every: int = 1000  # steps between checkpoints (0: none)
+    log_every: int = 20
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("batch_size", "max_length", "lora_r"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SemidError(f"{name}={v!r} should be a positive integer")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SemidError(f"lr={self.lr!r} should be a positive number")
+        if self.epochs <= 0:
+            raise SemidError(f"epochs={self.epochs!r} should be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise SemidError(f"max_steps={self.max_steps!r} should be a positive integer")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise SemidError(f"max_minutes={self.max_minutes!r} should be positive")
+
+
+@dataclass
+class TrainResult:
+    """Where the model went, how long it took and its last validation numbers."""
+
+    directory: Path
+    steps: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+def _load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dict], Any]:
+    if not data_dir.is_dir():
+        raise SemidError(f"{data_dir}: no such directory")
+    meta_path = data_dir / DATA_META
+    if not meta_path.is_file():
+        raise SemidError(f"{data_dir}: not a prepared directory (no {DATA_META}; run semid llm prepare)")
+    meta = json.loads(meta_path.read_text())
+    train = read_jsonl(data_dir / "train.jsonl")
+    valid = read_jsonl(data_dir / "valid.jsonl")
+    if not train:
+        raise SemidError(f"{data_dir / 'train.jsonl'}: no examples")
+    return meta, train, valid, pq.read_table(data_dir / ITEMS_FILE)
+
+
+def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for r, (ids, n_prompt) in enumerate(encoded):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, n_prompt : len(ids)] = input_ids[r, n_prompt : len(ids)]
+        mask[r, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the answer tokens; the output layer runs only where there is a label (the prompt
+    is most of each sequence, so this saves most of the vocabulary projection)."""
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]  # (B, T - 1): token t + 1 is predicted at position t
+    where = targets != -100
+    logits = head(hidden[:, :-1][where])  # (N, V)
+    return F.cross_entropy(logits.float(), targets[where])
+
+
+def _lr_lambda(warmup: int, total: int, floor: float):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def train_llm(
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig | None = None
+) -> TrainResult:
+    """Train on ``data_dir`` (from ``semid llm prepare``) and write the model to ``out_dir``."""
+    from semid.llm.generate import QueryRecommender
+
+    config = config or TrainConfig()
+    config.check()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    meta, train, valid, items = _load_prepared(data_dir)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    sizes = [int(k) for k in meta["codebook_sizes"]]
+    system_prompt = meta.get("system_prompt", "")
+
+    if config.base_model is None:
+        texts = [_ID_TOKEN_RE.sub(" ", m["content"]) for ex in train for m in ex["messages"][1:]]
+        texts += [system_prompt, *items["title"].to_pylist()]
+        tokenizer = train_tokenizer((t for t in texts if t), config.scratch.vocab_size)
+        vocab = add_semantic_tokens(tokenizer, sizes)
+        model = scratch_model(tokenizer, config.scratch, seed=config.seed)
+    else:
+        model, tokenizer = load_base_model(config.base_model)
+        vocab = add_semantic_tokens(tokenizer, sizes, model)
+    if config.lora:
+        model = apply_lora(model, vocab, r=config.lora_r)
+    model.to(device).train()
+
+    encoded = encode_examples(tokenizer, train, config.max_length)
+    rec_valid = [ex for ex in valid if ex["task"] != "predict_attribute" and ex["item"] >= 0]
+    if len(rec_valid) > config.eval_queries:
+        rec_valid = [
+            rec_valid[i] for i in np.sort(rng.choice(len(rec_valid), config.eval_queries, replace=False))
+        ]
+    valid_encoded = encode_examples(tokenizer, valid[: config.eval_queries * 4], config.max_length)
+    codes = np.asarray(items["codes"].to_pylist(), dtype=np.int64).reshape(items.num_rows, -1)
+
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total = math.ceil(config.epochs * steps_per_epoch)
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(min(config.warmup_steps, max(1, total // 10)), total, config.min_lr_ratio)
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.eos_id
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = out_dir.parent / f".{out_dir.name}.training"  # metrics and checkpoints while training
+    work.mkdir(exist_ok=True)
+    metrics_path = work / "metrics.jsonl"
+    metrics_path.write_text("")
+
+    def log(row: dict[str, Any]) -> None:
+        with open(metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            losses = [
+                float(_answer_loss(model, {k: v.to(device) for k, v in _batch(chunk, pad_id).items()}))
+                for chunk in (
+                    valid_encoded[i : i + config.batch_size]
+                    for i in range(0, len(valid_encoded), config.batch_size)
+                )
+            ]
+        out: dict[str, float] = {"val_loss": float(np.mean(losses))} if losses else {}
+        if rec_valid:
+            rec = QueryRecommender(model, tokenizer, vocab, codes, system_prompt=system_prompt)
+            res = rec.recommend([ex["messages"][1]["content"] for ex in rec_valid], k=min(10, len(codes)))
+            targets = np.array([ex["item"] for ex in rec_valid])
+            out["hit@1"] = float(res.hits(targets, 1).mean())
+            out["hit@10"] = float(res.hits(targets, 10).mean())
+        model.train()
+        return out
+
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    step, last_eval = 0, {}
+    bar = tqdm(total=total, disable=not config.progress, desc="train", unit="step")
+    deadline = start + 60 * config.max_minutes if config.max_minutes else math.inf
+    while step < total and time.perf_counter() < deadline:
+        order = rng.permutation(len(encoded))
+        for b in range(0, len(order), config.batch_size):
+            batch = _batch([encoded[i] for i in order[b : b + config.batch_size]], pad_id)
+            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == 1:
+                row = {"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+                log({**row, "seconds": round(time.perf_counter() - start, 2)})
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if config.eval_every and step % config.eval_every == 0:
+                last_eval = evaluate()
+                log({"step": step, **last_eval, "seconds": round(time.perf_counter() - start, 2)})
+            if config.save_every and step % config.save_every == 0:
+                _checkpoint(work / "checkpoint", model, tokenizer, vocab, items, system_prompt, config, step)
+            if step >= total or time.perf_counter() >= deadline:
+                break
+    bar.close()
+    seconds = time.perf_counter() - start
+    last_eval = evaluate()
+    log({"step": step, **last_eval, "seconds": round(seconds, 2), "final": True})
+    save_llm(
+        out_dir,
+        model,
+        tokenizer,
+        vocab,
+        items,
+        system_prompt=system_prompt,
+        extra={"train": asdict(config), "step": step, "train_seconds": seconds, "metrics": last_eval},
+        extra_files={"metrics.jsonl": metrics_path},
+    )
+    _remove_tree(work)
+    return TrainResult(directory=out_dir, steps=step, seconds=seconds, metrics=last_eval)
+
+
+def _checkpoint(
+    directory: Path,
+    model: Any,
+    tokenizer: Any,
+    vocab: SemanticVocab,
+    items: Any,
+    system_prompt: str,
+    config: TrainConfig,
+    step: int,
+) -> None:
+    """The latest weights, loadable with :func:`semid.llm.model.load_llm` (LoRA stays unmerged in training)."""
+    to_save = model
+    if hasattr(model, "merge_and_unload"):  # merging would modify the training model in place
+        import copy
+
+        to_save = copy.deepcopy(model)
+    save_llm(
+        directory,
+        to_save,
+        tokenizer,
+        vocab,
+        items,
+        system_prompt=system_prompt,
+        extra={"train": asdict(config), "step": step},
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

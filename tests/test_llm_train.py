@@ -1,0 +1,203 @@
+"""Training: a tiny Llama learns its catalogue's queries; save/load, LoRA and the CLI work end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import semid.cli.llm  # noqa: F401  (registers `semid llm` until the lead adds it to the CLI's list)
+from semid.cli import main
+from semid.data import make_demo_dataset
+from semid.errors import SemidError
+from semid.ids.table import IdTable, write_ids
+from semid.llm.examples import ExampleConfig, prepare_dataset, read_jsonl
+from semid.llm.generate import QueryRecommender
+from semid.llm.model import ScratchConfig, load_base_model, load_llm
+from semid.llm.train import TrainConfig, train_llm
+
+N_ITEMS = 40
+TINY = ScratchConfig(vocab_size=400, hidden_size=64, n_layers=2, n_heads=2, intermediate_size=128)
+
+
+def tiny_ids(item_ids: np.ndarray) -> IdTable:
+    n = len(item_ids)
+    codes = np.stack([np.arange(n) // 16, (np.arange(n) // 4) % 4, np.arange(n) % 4], axis=1)
+    return IdTable(
+        item_ids, [f"{a}-{b}-{c}" for a, b, c in codes], codes, codes, {"codebook_sizes": [4, 4, 4]}
+    )
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    cat = make_demo_dataset(n_items=N_ITEMS, n_users=5, seed=0).catalogue
+    out = tmp_path_factory.mktemp("llm_data")
+    prepare_dataset(
+        cat, tiny_ids(cat.item_ids), out, ExampleConfig(n_per_item=3, attribute_examples=False, seed=0)
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("llm") / "model"
+    config = TrainConfig(
+        scratch=TINY, epochs=1000, max_steps=300, batch_size=16, lr=3e-3, warmup_steps=20, eval_every=0, eval_queries=32,
+        save_every=100, progress=False, seed=0,
+    )  # fmt: skip
+    result = train_llm(prepared, out, config)
+    return out, result
+
+
+def training_queries(prepared, n=60):
+    recs = [e for e in read_jsonl(prepared / "train.jsonl") if e["task"] == "predict_semantic_id"][:n]
+    return [e["messages"][1]["content"] for e in recs], np.array([e["item"] for e in recs])
+
+
+@pytest.mark.slow  # ~300 small training steps: 30 s on an idle 2-core machine, minutes on a loaded one
+def test_tiny_model_learns_its_training_queries(prepared, trained):
+    out, result = trained
+    assert result.steps == 300
+    queries, targets = training_queries(prepared)
+    res = QueryRecommender.from_llm(load_llm(out)).recommend(queries, k=10)
+    h1, h10 = res.hits(targets, 1).mean(), res.hits(targets, 10).mean()
+    assert h10 >= 0.6, h10  # 10 / 40 = 0.25 by chance (measured: 0.77)
+    assert h1 >= 0.1, h1  # 1 / 40 = 0.025 by chance (measured: 0.18)
+
+
+@pytest.mark.slow  # ~300 small training steps: 30 s on an idle 2-core machine, minutes on a loaded one
+def test_saved_model_reproduces_answers_and_logs_metrics(prepared, trained):
+    out, _ = trained
+    queries, _ = training_queries(prepared, 8)
+    a = QueryRecommender.from_llm(load_llm(out)).recommend(queries, k=5)
+    b = QueryRecommender.from_llm(load_llm(out)).recommend(queries, k=5)
+    assert (a.items == b.items).all() and np.allclose(a.scores, b.scores)
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0] / 2
+    assert rows[-1]["final"] and {"val_loss", "hit@1", "hit@10"} <= set(rows[-1])
+    assert not (out.parent / ".model.training").exists()  # checkpoints and work files cleaned up
+
+
+def test_same_seed_same_model(prepared, tmp_path):
+    config = TrainConfig(
+        scratch=TINY, max_steps=3, batch_size=8, eval_every=0, eval_queries=4, save_every=0, progress=False
+    )
+    train_llm(prepared, tmp_path / "a", config)
+    train_llm(prepared, tmp_path / "b", config)
+    wa = load_llm(tmp_path / "a").model.state_dict()
+    wb = load_llm(tmp_path / "b").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow  # ~300 small training steps: 30 s on an idle 2-core machine, minutes on a loaded one
+def test_lora_fine_tunes_a_base_model_by_path(prepared, trained, tmp_path):
+    pytest.importorskip("peft")
+    base_dir, _ = trained
+    config = TrainConfig(
+        base_model=str(base_dir), lora=True, lora_r=4, max_steps=5, batch_size=8, lr=1e-2, eval_every=0,
+        eval_queries=4, save_every=0, progress=False,
+    )  # fmt: skip
+    train_llm(prepared, tmp_path / "lora", config)
+    base, tuned = load_llm(base_dir), load_llm(tmp_path / "lora")
+    assert len(tuned.tokenizer) == len(base.tokenizer)  # ID tokens were there already: nothing added
+    wb, wt = base.model.state_dict(), tuned.model.state_dict()
+    assert set(wb) == set(wt)  # adapters merged: a plain model, loadable without peft
+    changed = [k for k in wb if not torch.equal(wb[k], wt[k])]
+    assert any("q_proj" in k for k in changed)
+    res = QueryRecommender.from_llm(tuned).recommend(["lipstick"], k=5)
+    assert len(set(res.items[0].tolist())) == 5
+
+
+def test_missing_base_model_path_is_an_error(tmp_path):
+    with pytest.raises(SemidError, match=rf"^base model {tmp_path}/nope: no such directory$"):
+        load_base_model(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def run_cli(capsys, *args):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def files(tmp_path):
+    cat = make_demo_dataset(n_items=20, n_users=5, seed=1).catalogue
+    cat.to_parquet(tmp_path / "items.parquet")
+    write_ids(tmp_path / "ids.parquet", tiny_ids(cat.item_ids))
+    write_ids(tmp_path / "short.parquet", tiny_ids(cat.item_ids[:19]))
+    return tmp_path, cat
+
+
+def test_cli_prepare_train_ask(files, capsys):
+    d, cat = files
+    code, out, err = run_cli(
+        capsys, "llm", "prepare", d / "items.parquet", "--ids", d / "ids.parquet", "-o", d / "data"
+    )
+    assert code == 0, err
+    assert "training and 60 validation examples" in out  # 20 items x 3 held-out templates
+    code, out, err = run_cli(
+        capsys,
+        "llm",
+        "train",
+        d / "data",
+        "-o",
+        d / "model",
+        "--hidden-size",
+        "32",
+        "--layers",
+        "1",
+        "--max-steps",
+        "3",
+    )
+    assert code == 0, err
+    assert "3 steps" in out
+    code, out, err = run_cli(capsys, "llm", "ask", d / "model", "a matte red lipstick", "-k", "3")
+    assert code == 0, err
+    shown = [i for i in cat.item_ids if i in out]
+    assert len(shown) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["llm", "prepare", "{d}/items.parquet", "--ids", "{d}/short.parquet", "-o", "{d}/data"],
+            "Error: {d}/short.parquet: 1 of 20 catalogue items have no Semantic ID (first: 'D00019')",
+        ),
+        (["llm", "ask", "{d}/nowhere", "lipstick"], "Error: {d}/nowhere: no such directory"),
+        (
+            ["llm", "ask", "{d}", "lipstick"],
+            "Error: {d}: not a semid language model (no semid_llm.json; train one with semid llm train)",
+        ),
+        (
+            ["llm", "ask", "{d}", "  "],
+            "Error: the query is empty: ask for something, e.g. 'a matte red lipstick'",
+        ),
+        (["llm", "train", "{d}/data", "-o", "{d}/m"], "Error: {d}/data: no such directory"),
+    ],
+    ids=["ids-do-not-cover", "ask-missing-dir", "ask-not-a-model", "empty-query", "train-missing-data"],
+)
+def test_cli_errors_are_one_line(files, capsys, args, message):
+    d, _ = files
+    code, _, err = run_cli(capsys, *[a.format(d=d) for a in args])
+    assert code == 1
+    assert err.strip() == message.format(d=d)
+
+
+def test_cli_missing_base_model_is_an_error(files, capsys):
+    d, _ = files
+    run_cli(capsys, "llm", "prepare", d / "items.parquet", "--ids", d / "ids.parquet", "-o", d / "data")
+    code, _, err = run_cli(capsys, "llm", "train", d / "data", "-o", d / "m", "--base-model", d / "no-model")
+    assert code == 1
+    assert err.strip() == f"Error: base model {d}/no-model: no such directory"
+    assert not (d / "m").exists()
