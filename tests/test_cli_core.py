@@ -207,3 +207,50 @@ def test_registry_bound_to_model(tmp_path, capsys, emb):
         "--new-version",
     )
     assert code in (0, None), err
+
+
+def test_rq_vae_fit_then_assign_stats_report_unchanged(tmp_path, capsys, emb):
+    cfg = tmp_path / "rqvae.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "n_levels": 2,
+                "codebook_size": 8,
+                "latent_dim": 4,
+                "hidden_dims": [32, 16],
+                "epochs": 4,
+                "batch_size": 100,
+                "random_state": 0,
+            }
+        )
+    )
+    code, out, err = run(
+        capsys, "fit", str(emb), "--method", "rq-vae", "--config", str(cfg), "-o", str(tmp_path / "vae")
+    )
+    assert code in (0, None), err
+    assert "RQ-VAE trained" in out and (tmp_path / "vae" / "metrics.jsonl").is_file()
+    assert (tmp_path / "vae.run" / "checkpoints").is_dir()  # resumable run beside the model
+    code, _, err = run(capsys, "assign", str(tmp_path / "vae"), str(emb), "-o", str(tmp_path / "ids.parquet"))
+    assert code in (0, None), err
+    t = read_ids(tmp_path / "ids.parquet")
+    assert t.meta["model_type"] == "rq-vae" and t.codes.shape == (500, 3) and len(set(t.semantic_ids)) == 500
+    code, out, _ = run(capsys, "stats", str(tmp_path / "vae"), "--emb", str(emb), "--json")
+    assert json.loads(out)["model_type"] == "rq-vae"
+
+
+def test_rq_vae_bad_config_rejected_before_reading_data(tmp_path, capsys):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"latent_dim": 0}))
+    code, _, err = run(
+        capsys,
+        "fit",
+        str(tmp_path / "missing.parquet"),
+        "--method",
+        "rq-vae",
+        "--config",
+        str(cfg),
+        "-o",
+        str(tmp_path / "m"),
+    )
+    assert code == 1 and "latent_dim" in error_line(err) and "0" in error_line(err)
+    assert not (tmp_path / "m").exists()

@@ -133,7 +133,10 @@ def fit(
             f"--codebook-size {codebook_size!r} should be an integer or a comma-separated list"
         ) from None
     if method is Method.rq_vae:
-        raise SemidError("--method rq-vae is not available in this version; use --method rq-kmeans")
+        _fit_rq_vae(
+            emb, output, levels, sizes, seed, device, config, resume, id_column, embedding_column, ids
+        )
+        return
     if config is not None or resume is not None:
         raise SemidError("--config/--resume apply to --method rq-vae only")
     from semid.quantize import RQKMeans
@@ -166,6 +169,52 @@ def fit(
         codebooks=model.codebooks_,
     )
     out.print(_report_table(rep.to_dict(), f"RQ-KMeans fitted in {fit_s:.1f}s -> {output}"))
+
+
+def _fit_rq_vae(
+    emb: Path,
+    output: Path,
+    levels: int,
+    sizes: list[int],
+    seed: int,
+    device: str,
+    config: Path | None,
+    resume: Path | None,
+    id_column: str,
+    embedding_column: str,
+    ids: Path | None,
+) -> None:
+    """RQ-VAE: metrics and checkpoints go to ``<output>.run/`` (resumable); the model to ``output``."""
+    import shutil
+
+    from semid.quantize.metrics import quality_report
+    from semid.quantize.rq_vae import RQVAE
+
+    run_dir = Path(f"{output}.run") if resume is None else resume
+    if config is not None:
+        model = RQVAE(config, verbose=True, device=device, run_dir=str(run_dir))
+    else:
+        model = RQVAE(
+            verbose=True,
+            n_levels=levels,
+            codebook_size=sizes[0] if len(sizes) == 1 else sizes,
+            random_state=seed,
+            device=device,
+            run_dir=str(run_dir),
+        )
+    model._validate_params()  # bad values fail before any data is read
+    _, X = _read(emb, id_column, embedding_column, ids)
+    model._validate_params(X.shape[1])
+    t = time.perf_counter()
+    model.fit(X, resume=resume)
+    fit_s = time.perf_counter() - t
+    model.save_pretrained(output)
+    metrics = Path(model.config.train.run_dir or run_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        shutil.copyfile(metrics, output / "metrics.jsonl")  # training curves for `semid report`
+    codes = model.encode(X)
+    rep = quality_report(codes, codebook_sizes=model.codebook_sizes_, X=X, X_hat=model.decode(codes))
+    out.print(_report_table(rep.to_dict(), f"RQ-VAE trained in {fit_s:.1f}s -> {output} (run: {run_dir})"))
 
 
 @app.command()

@@ -22,6 +22,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 _MODEL_TYPES: dict[str, type[BaseQuantizer]] = {}
+# Where each model type is defined: imported on demand by `from_pretrained`, so loading needs no import.
+_MODEL_MODULES = {"rq-kmeans": "semid.quantize.rq_kmeans", "rq-vae": "semid.quantize.rq_vae"}
 
 
 def as_float_matrix(X: Any, *, name: str = "X") -> np.ndarray:
@@ -111,6 +113,10 @@ class BaseQuantizer:
 
         config, path = _read_config(directory)
         model_type = config.get("model_type")
+        if model_type not in _MODEL_TYPES and model_type in _MODEL_MODULES:
+            import importlib
+
+            importlib.import_module(_MODEL_MODULES[model_type])
         klass = _MODEL_TYPES.get(model_type)
         if klass is None:
             raise SemidError(f"{path / CONFIG_NAME}: unknown model_type {model_type!r}")
