@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,3 +88,34 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON (``.json``) or YAML (``.yaml``/``.yml``) file holding one mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise SemidError(f"{path}: no such config file")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SemidError(
+                f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use a .json config"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise SemidError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SemidError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
+    return data

@@ -87,6 +87,24 @@ class BaseQuantizer:
     def codebook_sizes_(self) -> list[int]:
         raise NotImplementedError
 
+    def _check_codes(self, codes: Any) -> np.ndarray:
+        """Validate codes for ``decode``: (n, >= L) integers inside each level's codebook; drops a suffix level."""
+        codes = np.asarray(codes)
+        sizes = self.codebook_sizes_
+        L = len(sizes)
+        if codes.ndim != 2 or codes.shape[1] < L or not np.issubdtype(codes.dtype, np.integer):
+            raise SemidError(
+                f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})"
+            )
+        codes = codes[:, :L]  # a dedup suffix level, if any, carries no vector
+        for level, K in enumerate(sizes):
+            col = codes[:, level]
+            bad = (col < 0) | (col >= K)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise SemidError(f"codes row {row}: level {level} code {int(col[row])} is outside [0, {K})")
+        return codes
+
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory`` atomically."""

@@ -216,24 +216,6 @@ class RQKMeans(BaseQuantizer):
             out += C[codes[:, level]]
         return out
 
-    def _check_codes(self, codes: Any) -> np.ndarray:
-        codes = np.asarray(codes)
-        L = len(self.codebooks_)
-        if codes.ndim != 2 or codes.shape[1] < L or not np.issubdtype(codes.dtype, np.integer):
-            raise SemidError(
-                f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})"
-            )
-        codes = codes[:, :L]  # a dedup suffix level, if any, carries no vector
-        for level, C in enumerate(self.codebooks_):
-            col = codes[:, level]
-            bad = (col < 0) | (col >= C.shape[0])
-            if bad.any():
-                row = int(np.argmax(bad))
-                raise SemidError(
-                    f"codes row {row}: level {level} code {int(col[row])} is outside [0, {C.shape[0]})"
-                )
-        return codes
-
     def rank_last_level(self, X: Any) -> np.ndarray:
         """For each row, the last level's codes ordered nearest first (drives ``dedup="remap"``).
 

@@ -551,24 +551,6 @@ class RQVAE(BaseQuantizer):
         d = torch.cdist(r, cbs[-1])  # (n, K_last)
         return torch.argsort(d, dim=1, stable=True).numpy().astype(np.int32)
 
-    def _check_codes(self, codes: Any) -> np.ndarray:
-        codes = np.asarray(codes)
-        L = len(self.latent_codebooks_)
-        if codes.ndim != 2 or codes.shape[1] < L or not np.issubdtype(codes.dtype, np.integer):
-            raise SemidError(
-                f"codes have shape {codes.shape} and dtype {codes.dtype}, expected integers (n, {L})"
-            )
-        codes = codes[:, :L]  # a dedup suffix level, if any, carries no vector
-        for level, C in enumerate(self.latent_codebooks_):
-            col = codes[:, level]
-            bad = (col < 0) | (col >= C.shape[0])
-            if bad.any():
-                row = int(np.argmax(bad))
-                raise SemidError(
-                    f"codes row {row}: level {level} code {int(col[row])} is outside [0, {C.shape[0]})"
-                )
-        return codes
-
     # -- persistence hooks ------------------------------------------------------------------------------
     _NET_PREFIXES = ("encoder.", "decoder.", "input_mean", "input_scale")
 

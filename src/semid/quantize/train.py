@@ -40,7 +40,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._utils import atomic_path, fingerprint_arrays
+from semid._utils import (
+    atomic_path,
+    fingerprint_arrays,
+    read_config_file,  # noqa: F401  (re-exported: JSON/YAML config mapping)
+)
 from semid.errors import SemidError
 
 OPTIMIZERS = ("adamw", "adagrad")
@@ -152,37 +156,6 @@ def coerce_fields(cls: type, data: dict[str, Any], *, source: str) -> dict[str, 
                 raise SemidError(f"{source}: {key}={value!r} should be a number") from None
         out[key] = value
     return out
-
-
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON (``.json``) or YAML (``.yaml``/``.yml``) file holding one mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemidError(f"{path}: no such config file")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SemidError(
-                f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use a .json config"
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise SemidError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SemidError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
-    return data
 
 
 # -- run state --------------------------------------------------------------------------------------------

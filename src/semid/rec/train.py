@@ -176,27 +176,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     ``model`` holds :class:`~semid.rec.sasrec.SASRecConfig` / :class:`~semid.rec.tiger.TIGERConfig` options,
     ``train`` :class:`TrainConfig` options; anything else is an error naming it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SemidError(f"{path}: no such config file")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SemidError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise SemidError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
-    data = {} if data is None else data
+    from semid._utils import read_config_file as read_mapping
+
+    data = read_mapping(path)
     if not isinstance(data, dict):
         raise SemidError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
     unknown = sorted(set(data) - {"model", "train"})
