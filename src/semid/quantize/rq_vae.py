@@ -455,7 +455,7 @@ class RQVAE(BaseQuantizer):
             torch.manual_seed(_init_seed(cfg.random_state))
             net = RQVAENet(cfg, D, C.shape[1] if C is not None else None).to(device)
             trainer = Trainer(net, train_cfg, seed=cfg.random_state, device=device, run_config=cfg.to_dict())
-            Xt = torch.from_numpy(X).to(device)
+            Xt = torch.from_numpy(X if X.flags.writeable else X.copy()).to(device)
             Ct = torch.from_numpy(C).to(device) if C is not None else None
             state = trainer.fit(Xt, Ct, resume=resume, stop_after_epochs=stop_after_epochs)
         self._set_fitted(net, D, device)
