@@ -10,33 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import clustered
+from conftest import TINY_RQVAE, clustered
 from semid.errors import NotFittedError, SemidError
 from semid.quantize import RQKMeans, load_quantizer
 from semid.quantize.metrics import codebook_usage, collision_stats
 from semid.quantize.rq_vae import RQVAE, RQVAEConfig
 from semid.quantize.train import TrainConfig
 
-TINY = dict(
-    n_levels=2,
-    codebook_size=8,
-    latent_dim=4,
-    hidden_dims=[32, 16],
-    epochs=6,
-    batch_size=100,
-    lr=3e-3,
-    random_state=0,
-    device="cpu",
-)
+TINY = TINY_RQVAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy neighbour core cannot stall them)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> RQVAE:

@@ -14,22 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import clustered
+from conftest import TINY_RQVAE, clustered
 from semid.errors import SemidError
 from semid.quantize.rq_vae import RQVAE
 from semid.quantize.train import TrainConfig, Trainer, read_checkpoint_meta, read_metrics
 
-TINY = dict(
-    n_levels=2,
-    codebook_size=8,
-    latent_dim=4,
-    hidden_dims=[32, 16],
-    epochs=6,
-    batch_size=100,
-    lr=3e-3,
-    random_state=0,
-    device="cpu",
-)
+TINY = TINY_RQVAE
 TIMING = ("train_s", "eval_s")
 
 
@@ -41,13 +31,7 @@ def untimed(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in history]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy neighbour core cannot stall them)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,7 @@ from conftest import clustered
 from semid.errors import SemidError
 from semid.quantize.vq import ResidualVQ, VectorQuantizer, rotate_to, sinkhorn_assign
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a busy neighbour core cannot stall them)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rotation_trick_returns_the_target_and_a_scaled_rotation_as_gradient():
