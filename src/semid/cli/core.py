@@ -31,6 +31,11 @@ class Dedup(str, Enum):
     none = "none"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Format(str, Enum):
     dash = "dash"
     angle = "angle"
@@ -56,6 +61,32 @@ def _read(
     item_ids, X = read_embeddings(emb, id_column=id_column, embedding_column=embedding_column, ids_path=ids)
     console.print(
         f"read {X.shape[0]:,} x {X.shape[1]} embeddings from {emb} in {time.perf_counter() - t:.1f}s"
+    )
+    return item_ids, X
+
+
+FIT_READ_LIMIT = 2_000_000  # rows `semid fit` reads at most unless --sample-size says otherwise
+
+
+def _read_for_fit(
+    emb: Path, sample_size: int | None, seed: int, id_column: str, embedding_column: str, ids: Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All rows, or for a large Parquet input a seeded sample read batch by batch (never all of it)."""
+    if sample_size == 0 or ids is not None or not (emb.is_dir() or emb.suffix == ".parquet"):
+        return _read(emb, id_column, embedding_column, ids)
+    from semid.scale.parts import list_parts, sample_embeddings
+
+    total = list_parts(emb, (id_column, embedding_column)).n_rows
+    limit = FIT_READ_LIMIT if sample_size is None else sample_size
+    if total <= limit:
+        return _read(emb, id_column, embedding_column, ids)
+    t = time.perf_counter()
+    item_ids, X, _ = sample_embeddings(
+        emb, limit, random_state=seed, id_column=id_column, embedding_column=embedding_column
+    )
+    console.print(
+        f"sampled {X.shape[0]:,} of {total:,} embeddings (seed {seed}) from {emb} in "
+        f"{time.perf_counter() - t:.1f}s"
     )
     return item_ids, X
 
@@ -111,7 +142,11 @@ def fit(
     n_iter: Annotated[int, typer.Option("--n-iter", help="Max k-means iterations per level.")] = 20,
     sample_size: Annotated[
         int | None,
-        typer.Option("--sample-size", help="Rows to train each level on (0 = all; default 256*K)."),
+        typer.Option(
+            "--sample-size",
+            help="Rows to train on: a seeded sample read batch by batch from a large Parquet input, and "
+            "RQ-KMeans' rows per level (0 = all; default 256*K per level, at most 2M rows read).",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same codes.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -134,7 +169,18 @@ def fit(
         ) from None
     if method is Method.rq_vae:
         _fit_rq_vae(
-            emb, output, levels, sizes, seed, device, config, resume, id_column, embedding_column, ids
+            emb,
+            output,
+            levels,
+            sizes,
+            seed,
+            device,
+            config,
+            resume,
+            id_column,
+            embedding_column,
+            ids,
+            sample_size,
         )
         return
     if config is not None or resume is not None:
@@ -142,7 +188,7 @@ def fit(
     from semid.quantize import RQKMeans
     from semid.quantize.metrics import quality_report
 
-    _, X = _read(emb, id_column, embedding_column, ids)
+    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
     if X.shape[0] < max(sizes):
         raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
     model = RQKMeans(
@@ -183,6 +229,7 @@ def _fit_rq_vae(
     id_column: str,
     embedding_column: str,
     ids: Path | None,
+    sample_size: int | None = None,
 ) -> None:
     """RQ-VAE: metrics and checkpoints go to ``<output>.run/`` (resumable); the model to ``output``."""
     import shutil
@@ -203,7 +250,7 @@ def _fit_rq_vae(
             run_dir=str(run_dir),
         )
     model._validate_params()  # bad values fail before any data is read
-    _, X = _read(emb, id_column, embedding_column, ids)
+    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
     model._validate_params(X.shape[1])
     t = time.perf_counter()
     model.fit(X, resume=resume)
@@ -238,8 +285,53 @@ def assign(
     id_column: IdCol = "item_id",
     embedding_column: EmbCol = "embedding",
     ids: IdsFile = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            help="local: stream record batches (bounded memory); ray: Ray Data. Default: in memory for an "
+            "-o ending in .parquet, else local.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one.")
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", help="Ray encoder workers (default: the cluster's CPUs).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per streamed batch.")] = 65536,
 ) -> None:
-    """Encode embeddings with a fitted quantizer and write unique Semantic IDs (ids.parquet)."""
+    """Encode embeddings with a fitted quantizer and write unique Semantic IDs.
+
+    -o ids.parquet: one file, in memory. -o ids/ (or --engine): a directory of part files, streamed in
+    batches with flat memory, or on a Ray cluster with --engine ray; the IDs are the same item for item.
+    """
+    if engine is not None or output.suffix != ".parquet":
+        if balanced:
+            raise SemidError(
+                "--balanced needs the whole set in memory; a streamed assign encodes each item on its own "
+                "(write -o ids.parquet for a balanced assignment)"
+            )
+        if ids is not None or emb.suffix == ".npy":
+            raise SemidError(f"{emb}: a streamed assign reads Parquet (a file or a directory of part files)")
+        if engine is None and output.suffix:
+            raise SemidError(f"{output}: write ids.parquet (in memory) or a directory (streamed)")
+        _assign_stream(
+            model_dir,
+            emb,
+            output,
+            registry,
+            new_version,
+            dedup,
+            fmt,
+            engine or Engine.local,
+            address,
+            num_workers,
+            batch_size,
+            id_column,
+            embedding_column,
+            device,
+        )
+        return
     from semid.ids import deduplicate, format_ids
     from semid.ids.table import IdTable, write_ids
     from semid.quantize import load_quantizer
@@ -294,6 +386,54 @@ def assign(
     out.print(msg)
 
 
+def _assign_stream(
+    model_dir: Path,
+    emb: Path,
+    output: Path,
+    registry: Path | None,
+    new_version: bool,
+    dedup: Dedup,
+    fmt: Format,
+    engine: Engine,
+    address: str | None,
+    num_workers: int | None,
+    batch_size: int,
+    id_column: str,
+    embedding_column: str,
+    device: str,
+) -> None:
+    from semid.scale.assign import assign_dataset
+
+    res = assign_dataset(
+        model_dir,
+        emb,
+        output,
+        dedup=dedup.value,
+        fmt=fmt.value,
+        registry=registry,
+        new_version=new_version,
+        engine=engine.value,
+        address=address,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        id_column=id_column,
+        embedding_column=embedding_column,
+        device="cpu" if device == "auto" else device,
+    )
+    secs = sum(res.seconds.values())
+    msg = (
+        f"{res.n_items:,} Semantic IDs -> {output}/ ({res.n_buckets} part files, engine {res.engine}) in "
+        f"{secs:.1f}s, {res.rows_per_s:,.0f} rows/s"
+    )
+    if res.n_new is not None:
+        msg += f"; registry {registry} (version {res.registry_version}): {res.n_new:,} new, {res.n_existing:,} known"
+    else:
+        msg += f"; {res.n_collided:,} items shared codes before dedup"
+    if dedup is Dedup.remap:
+        msg += f"; {res.n_moved:,} items remapped"
+    out.print(msg)
+
+
 @app.command()
 def stats(
     path: Annotated[Path, typer.Argument(help="ids.parquet or a model directory.", show_default=False)],
@@ -308,7 +448,7 @@ def stats(
     """Quality of Semantic IDs: usage and perplexity per level, collisions, reconstruction error."""
     from semid.quantize.metrics import collision_stats, quality_report
 
-    if path.is_dir():
+    if path.is_dir() and (path / "config.json").exists():
         from semid.quantize import load_quantizer
 
         model = load_quantizer(path, device="cpu")
@@ -330,7 +470,7 @@ def stats(
                 codebooks=getattr(model, "codebooks_", None),
             )
             result.update(rep.to_dict())
-    elif path.suffix == ".parquet" or path.is_file():
+    elif path.suffix == ".parquet" or path.is_file() or any(path.glob("*.parquet")):
         from semid.ids.table import read_ids
 
         t = read_ids(path)
@@ -340,7 +480,7 @@ def stats(
         result["unique_share_after_dedup"] = collision_stats(t.codes)["unique_share"]
         title = f"{path}: {len(t):,} items, unique after dedup {result['unique_share_after_dedup']:.4f}"
     else:
-        raise SemidError(f"{path}: no such file or model directory")
+        raise SemidError(f"{path}: no such file, IDs directory or model directory")
     if as_json:
         print(json.dumps(result, sort_keys=True))
     elif "levels" in result:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from semid.cli import app
+from semid.cli.core import Engine
 from semid.errors import SemidError
 
 if TYPE_CHECKING:
@@ -107,10 +108,29 @@ def embed(
             "--cache-dir", help="Cache directory (default: $SEMID_CACHE_DIR or ~/.cache/semid/embeddings)."
         ),
     ] = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            help="local: stream record batches to part files (bounded memory); ray: Ray Data workers. "
+            "Default: in memory for an -o ending in .parquet, else local.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start one.")
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", help="Ray embedding workers (default: the cluster's CPUs).")
+    ] = None,
+    rows_per_part: Annotated[
+        int, typer.Option("--rows-per-part", help="Streamed: catalogue rows per batch and part file.")
+    ] = 8192,
 ) -> None:
-    """Embed every item's text and write item_id + embedding to a Parquet file.
+    """Embed every item's text and write item_id + embedding to Parquet.
 
     Example: semid embed data/amazon-beauty/recbole_item -o beauty.parquet
+
+    -o beauty.parquet: one file, in memory. -o beauty/ (or --engine): part files, streamed from a Parquet
+    catalogue in record batches with flat memory, or on a Ray cluster with --engine ray.
     """
     from semid.data import load_dataset
     from semid.embed.cache import EmbeddingCache
@@ -118,8 +138,34 @@ def embed(
     from semid.embed.store import write_embeddings
     from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
 
-    if output.suffix != ".parquet":
-        raise SemidError(f"{output}: the output should be a .parquet file")
+    if engine is not None or output.suffix != ".parquet":
+        if engine is None and output.suffix:
+            raise SemidError(f"{output}: write embeddings.parquet (in memory) or a directory (streamed)")
+        from semid.embed.cache import default_cache_dir
+        from semid.scale.embed import embed_dataset
+
+        t0 = time.perf_counter()
+        res = embed_dataset(
+            catalogue,
+            output,
+            model=model,
+            template=template,
+            strip_quotes=quotes.value,
+            id_column=item_id or "item_id",
+            format=format,
+            engine=(engine or Engine.local).value,
+            address=address,
+            num_workers=num_workers,
+            rows_per_part=rows_per_part,
+            cache_dir=(cache_dir or default_cache_dir()) if cache and engine is not Engine.ray else None,
+            **_embedder_options(model, backend.value, dim, instruction, pooling, device, dtype, batch_size),
+        )
+        secs = time.perf_counter() - t0
+        console.print(
+            f"embedded {res.n_items:,} items -> {output}/ ({res.n_parts} part files, engine {res.engine}) "
+            f"in {secs:.1f}s, {res.n_items / max(secs, 1e-9):,.0f} items/s"
+        )
+        return
     t0 = time.perf_counter()
     ds = load_dataset(catalogue, format=format, item_id=item_id)
     if ds.catalogue is None:
@@ -161,9 +207,32 @@ def _load(
     dtype: str | None,
     batch_size: int,
 ) -> Embedder:
-    from semid.embed.backends import load_embedder, resolve_backend
+    from semid.embed.backends import load_embedder
 
-    options: dict = {"dim": dim, "device": device, "dtype": dtype, "batch_size": batch_size}
+    options = _embedder_options(model, backend, dim, instruction, pooling, device, dtype, batch_size)
+    return load_embedder(model, **options)  # type: ignore[arg-type]
+
+
+def _embedder_options(
+    model: str | None,
+    backend: str,
+    dim: int | None,
+    instruction: str | None,
+    pooling: str,
+    device: str,
+    dtype: str | None,
+    batch_size: int,
+) -> dict:
+    """Keyword arguments of :func:`semid.embed.load_embedder` for the command's options."""
+    from semid.embed.backends import resolve_backend
+
+    options: dict = {
+        "backend": backend,
+        "dim": dim,
+        "device": device,
+        "dtype": dtype,
+        "batch_size": batch_size,
+    }
     if resolve_backend(model, backend) == "hf":
         options.update(pooling=pooling, instruction=instruction)
     else:
@@ -172,4 +241,4 @@ def _load(
                 "--pooling applies to --backend hf (sentence-transformers models pool themselves)"
             )
         options["prompt"] = instruction
-    return load_embedder(model, backend=backend, **options)  # type: ignore[arg-type]
+    return options

@@ -163,7 +163,7 @@ def build_report(
     sids: list[str] = []
     metrics_path = None
     name = path.name
-    if path.is_dir():
+    if path.is_dir() and (path / "config.json").exists():
         from semid.quantize import load_quantizer
 
         model = load_quantizer(path, device="cpu")
@@ -180,7 +180,7 @@ def build_report(
         sids = format_ids(codes, "dash")
         X_hat = model.decode(codes)
         title = f"{model.model_type} model {name}"
-    elif path.is_file():
+    elif path.is_file() or path.is_dir():  # ids.parquet, or the part files of a streamed assign
         t = read_ids(path)
         codes, item_ids, sids = t.base_codes, t.item_ids, t.semantic_ids
         sizes = list(t.meta.get("codebook_sizes", []))

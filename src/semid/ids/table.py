@@ -81,12 +81,19 @@ def _codes_from_list(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
 
 
 def read_ids(path: str | os.PathLike) -> IdTable:
-    """Read an ``ids.parquet`` written by ``semid assign`` (validates the columns)."""
+    """Read an ``ids.parquet`` written by ``semid assign``, or the directory of ``part-*.parquet`` files a
+    streamed or distributed ``semid assign`` writes (validates the columns)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        if not files:
+            raise SemidError(f"{path}: no .parquet part files in this directory")
+    elif path.is_file():
+        files = [path]
+    else:
         raise SemidError(f"{path}: no such file")
     try:
-        t = pq.read_table(path)
+        t = pa.concat_tables([pq.read_table(f) for f in files]) if len(files) > 1 else pq.read_table(files[0])
     except (pa.ArrowInvalid, OSError) as e:
         raise SemidError(f"{path}: not a readable Parquet file ({e})") from None
     missing = [c for c in ("item_id", "semantic_id", "codes") if c not in t.column_names]

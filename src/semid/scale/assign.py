@@ -1,0 +1,442 @@
+"""Semantic IDs for catalogues of any size: encode in a stream (or on Ray), deduplicate per code bucket.
+
+Collisions only happen between items whose codes share a prefix, so the job runs in two passes:
+
+1. **encode**: embedding batches -> base codes, each row tagged with the hash bucket of its code prefix and
+   spilled to ``bucket=K/`` files (one process streaming record batches, or Ray Data ``map_batches`` with a
+   quantizer loaded once per worker and ``write_parquet(partition_cols=["bucket"])``);
+2. **finish**: each bucket alone -> dedup (or a registry transaction) -> ``part-K.parquet``. Buckets are
+   independent, so they run as parallel Ray tasks; with a registry they are merged one transaction each.
+
+The output is a directory of ``part-*.parquet`` files with the columns of ``ids.parquet`` (read it back
+with :func:`semid.ids.table.read_ids`). Rows are grouped by bucket, not in input order; item for item the
+result equals the in-memory ``semid assign``, because dedup orders each collision group by item id.
+Everything is written beside the output and renamed into place at the end: a failed job leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from semid._utils import atomic_path
+from semid.errors import SemidError
+from semid.scale.batches import EncodeBatch, matrix_from_column
+from semid.scale.parts import Parts, check_unique_ids, list_parts
+
+__all__ = ["AssignJobResult", "assign_dataset", "bucket_count"]
+
+ROWS_PER_BUCKET = 1_000_000  # ids + codes of one bucket in memory at the finish step (~100 MB)
+ROWS_PER_BUCKET_REMAP = 150_000  # remap also keeps the embeddings (150k x 384 floats = 230 MB)
+MANIFEST = "_semid.json"
+# One encoder actor per CPU would leave no CPU for the read and write tasks and Ray would wait forever:
+# actors reserve a share of a CPU and I/O tasks a smaller one (the OS shares the cores in practice).
+_ENCODER_CPUS = 0.5
+_IO_CPUS = 0.25
+
+
+@dataclass
+class AssignJobResult:
+    """What :func:`assign_dataset` did."""
+
+    n_items: int
+    n_buckets: int
+    n_collided: int = 0
+    n_moved: int = 0
+    n_new: int | None = None  # with a registry
+    n_existing: int | None = None
+    registry_version: int | None = None
+    engine: str = "local"
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.n_items / max(sum(self.seconds.values()), 1e-9)
+
+
+def bucket_count(n_rows: int, dedup: str, at_least: int = 1) -> int:
+    per = ROWS_PER_BUCKET_REMAP if dedup == "remap" else ROWS_PER_BUCKET
+    return max(at_least, -(-n_rows // per))
+
+
+def assign_dataset(
+    model_dir: str | os.PathLike,
+    embeddings: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    dedup: str = "suffix",
+    fmt: str = "dash",
+    registry: str | os.PathLike | None = None,
+    new_version: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int | None = None,
+    n_buckets: int | None = None,
+    batch_size: int = 65536,
+    id_column: str = "item_id",
+    embedding_column: str = "embedding",
+    device: str = "cpu",
+    progress: bool = True,
+) -> AssignJobResult:
+    """Encode a Parquet dataset (file or directory of parts) and write unique Semantic IDs as part files.
+
+    Args:
+        model_dir: a quantizer directory from ``semid fit``.
+        embeddings: ``item_id`` + ``embedding`` Parquet (a file or a directory of part files).
+        output: the directory of ``part-*.parquet`` to write (replaced atomically if it exists).
+        dedup, fmt: as for ``semid assign``.
+        registry: a SQLite registry: known items keep their IDs; one transaction per bucket.
+        engine: ``"local"`` (stream in this process) or ``"ray"`` (Ray Data; a local cluster is started
+            unless ``address`` names one, e.g. ``"auto"`` or ``"ray://head:10001"``).
+        num_workers: encoder actors on Ray (default: the cluster's CPUs).
+        n_buckets: dedup buckets (default: one per million rows, at least one per Ray worker).
+    """
+    from semid.ids.dedup import check_strategy
+    from semid.ids.formats import _check_format
+    from semid.quantize import load_quantizer
+
+    check_strategy(dedup)
+    _check_format(fmt)
+    if engine not in ("local", "ray"):
+        raise SemidError(f"engine={engine!r} should be 'local' or 'ray'")
+    if batch_size < 1:
+        raise SemidError(f"batch_size={batch_size} should be >= 1")
+    output = Path(output)
+    if output.suffix == ".parquet":
+        raise SemidError(f"{output}: a streamed assign writes a directory of part files; drop '.parquet'")
+    if output.exists() and not (output / MANIFEST).exists():
+        raise SemidError(f"{output}: exists and was not written by semid assign; choose another output")
+    model = load_quantizer(model_dir, device="cpu")
+    parts = list_parts(embeddings, (id_column, embedding_column))
+    result = AssignJobResult(n_items=parts.n_rows, n_buckets=0, engine=engine)
+    t0 = time.perf_counter()
+    check_unique_ids(parts, id_column)
+    result.seconds["check_ids"] = time.perf_counter() - t0
+    meta = {
+        "format": fmt,
+        "dedup": dedup,
+        "model_type": model.model_type,
+        "fingerprint": model.fingerprint_,
+        "codebook_sizes": model.codebook_sizes_,
+        "model_dir": str(model_dir),
+    }
+    keep = dedup == "remap"
+    with (
+        atomic_path(output, is_dir=True) as tmp,
+        _ray_session(engine, address, num_workers, progress) as workers,
+    ):
+        buckets = n_buckets or bucket_count(parts.n_rows, dedup, at_least=workers)
+        result.n_buckets = buckets
+        spill = tmp / "_spill"
+        t0 = time.perf_counter()
+        encoder_args = dict(
+            model_dir=str(model_dir),
+            n_buckets=buckets,
+            id_column=id_column,
+            embedding_column=embedding_column,
+            keep_embeddings=keep,
+            device=device,
+        )
+        if engine == "ray":
+            _encode_ray(parts, spill, encoder_args, workers, batch_size)
+        else:
+            _encode_local(parts, spill, encoder_args, batch_size, progress)
+        result.seconds["encode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        jobs = [
+            (sorted((spill / f"bucket={b}").iterdir()), tmp / f"part-{b:05d}.parquet", b)
+            for b in range(buckets)
+            if (spill / f"bucket={b}").is_dir()
+        ]
+        finish_args = dict(dedup=dedup, fmt=fmt, meta=meta, model_dir=str(model_dir) if keep else None)
+        if registry is not None:
+            stats = _finish_with_registry(jobs, registry, model, new_version, finish_args, progress)
+        elif engine == "ray":
+            stats = _finish_ray(jobs, finish_args)
+        else:
+            stats = [finish_bucket(files, out, **finish_args) for files, out, _ in _bar(jobs, progress)]
+        result.seconds["finish"] = time.perf_counter() - t0
+        shutil.rmtree(spill)
+        n_out = sum(s["n"] for s in stats)
+        if n_out != parts.n_rows:  # every item exactly once, or nothing is written
+            raise SemidError(f"internal error: {n_out:,} IDs written for {parts.n_rows:,} input rows")
+        result.n_collided = sum(s["n_collided"] for s in stats)
+        result.n_moved = sum(s["n_moved"] for s in stats)
+        if registry is not None:
+            result.n_new = sum(s["n_new"] for s in stats)
+            result.n_existing = sum(s["n_existing"] for s in stats)
+            result.registry_version = stats[0]["version"] if stats else None
+        import json
+
+        manifest = {"n_items": parts.n_rows, "input": str(embeddings), **meta, "job": asdict(result)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return result
+
+
+# --- pass 1: encode ---------------------------------------------------------------------------------------
+
+
+def _encode_local(
+    parts: Parts, spill: Path, encoder_args: dict[str, Any], batch_size: int, progress: bool
+) -> None:
+    from tqdm.auto import tqdm
+
+    from semid.embed.store import iter_embedding_batches
+
+    encoder = EncodeBatch(**encoder_args)
+    writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+    try:
+        with tqdm(
+            total=parts.n_rows, unit="rows", unit_scale=True, desc="encode", disable=not progress
+        ) as bar:
+            for ids, X in iter_embedding_batches(
+                parts.root,
+                batch_size,
+                id_column=encoder_args["id_column"],
+                embedding_column=encoder_args["embedding_column"],
+                check_unique=False,
+            ):
+                if X.shape[1] != encoder.dim:
+                    raise SemidError(
+                        f"{parts.root.name}: {X.shape[1]} values per embedding, but the model expects {encoder.dim}"
+                    )
+                table = encoder.encode_arrays(ids, X)
+                for b, piece in _split_by_bucket(table):
+                    if b not in writers:
+                        (spill / f"bucket={b}").mkdir(parents=True, exist_ok=True)
+                        schema = piece.schema
+                        writers[b] = ipc.new_stream(str(spill / f"bucket={b}" / "part-0.arrow"), schema)
+                    writers[b].write_table(piece)
+                bar.update(len(ids))
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _split_by_bucket(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    bucket = table.column("bucket").to_numpy()
+    order = np.argsort(bucket, kind="stable")
+    uniq, starts = np.unique(bucket[order], return_index=True)
+    ends = np.r_[starts[1:], len(order)]
+    rest = table.drop_columns(["bucket"])
+    for b, s, e in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        yield b, rest.take(pa.array(order[s:e]))
+
+
+def _encode_ray(
+    parts: Parts, spill: Path, encoder_args: dict[str, Any], workers: int, batch_size: int
+) -> None:
+    import pyarrow.fs
+    import ray.data
+
+    local = pyarrow.fs.LocalFileSystem()
+    try:
+        ds = ray.data.read_parquet(
+            [str(f.resolve()) for f in parts.files],
+            columns=[encoder_args["id_column"], encoder_args["embedding_column"]],
+            include_paths=True,
+            filesystem=local,
+            num_cpus=_IO_CPUS,
+            override_num_blocks=ray_blocks(parts, workers),
+        )
+        ds = ds.map_batches(
+            EncodeBatch,
+            fn_constructor_kwargs=encoder_args,
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=_ENCODER_CPUS,
+        )
+        ds.write_parquet(
+            str(spill.resolve()),
+            partition_cols=["bucket"],
+            filesystem=local,
+            ray_remote_args={"num_cpus": _IO_CPUS},
+        )
+    except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours as one line
+        raise _unwrap_ray_error(e) from None
+
+
+def ray_blocks(parts: Parts, workers: int) -> int:
+    """Read blocks: about 64 MB of Parquet each, and enough that every worker gets several."""
+    size = sum(f.stat().st_size for f in parts.files)
+    return max(len(parts.files), 4 * workers, -(-size // (64 << 20)))
+
+
+# --- pass 2: finish ---------------------------------------------------------------------------------------
+
+
+def _read_bucket(files: list[Path]) -> pa.Table:
+    tables = []
+    for f in files:
+        if f.suffix == ".arrow":
+            with ipc.open_stream(str(f)) as reader:
+                tables.append(reader.read_all())
+        elif f.suffix == ".parquet":
+            tables.append(pq.read_table(f))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.combine_chunks()
+
+
+def _bucket_arrays(files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(item_ids, base_codes, embeddings or None)`` of one bucket; rows a retried task wrote twice are
+    dropped (the input was checked for duplicate ids, so a repeat can only be the same row again)."""
+    import pyarrow.compute as pc
+
+    table = _read_bucket(files)
+    ids = table.column("item_id")
+    if pc.count_distinct(ids, mode="all").as_py() != table.num_rows:
+        codes = pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy(zero_copy_only=False)
+        _, first = np.unique(codes, return_index=True)
+        table = table.take(pa.array(np.sort(first)))
+        ids = table.column("item_id")
+    col = table.column("base_codes").combine_chunks()
+    width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else len(col[0].as_py())
+    base = matrix_from_column(col, width, np.int64)
+    X = None
+    if "embedding" in table.column_names:
+        emb = table.column("embedding").combine_chunks()
+        X = matrix_from_column(emb, emb.type.list_size, np.float32)
+    return ids.to_numpy(zero_copy_only=False), base, X
+
+
+def finish_bucket(
+    files: list[Path],
+    out: Path,
+    *,
+    dedup: str,
+    fmt: str,
+    meta: dict[str, Any],
+    model_dir: str | None = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """Deduplicate one bucket (or assign it through ``registry``) and write ``out`` atomically."""
+    from semid.ids import deduplicate, format_ids
+    from semid.ids.table import IdTable, write_ids
+
+    ids, base, X = _bucket_arrays(files)
+    rank = None
+    if dedup == "remap":
+        from semid.quantize import load_quantizer
+
+        model = load_quantizer(model_dir, device="cpu")
+        rank = lambda rows: model.rank_last_level(X[rows])  # noqa: E731
+    stats: dict[str, Any] = {"n": len(ids), "n_collided": 0, "n_moved": 0}
+    if registry is not None:
+        res = registry.assign(ids, base, dedup=dedup, rank_last_level=rank)
+        codes = res.codes
+        stats.update(n_moved=res.n_moved, n_new=res.n_new, n_existing=res.n_existing, version=res.version)
+    else:
+        d = deduplicate(base, dedup, item_ids=ids, rank_last_level=rank)
+        codes = d.codes
+        stats.update(n_collided=d.n_collided, n_moved=d.n_moved)
+    write_ids(out, IdTable(ids, format_ids(codes, fmt), codes, base, meta))
+    return stats
+
+
+def _finish_with_registry(
+    jobs: list, registry: str | os.PathLike, model: Any, new_version: bool, args: dict, progress: bool
+) -> list[dict[str, Any]]:
+    from semid.ids.registry import Registry
+
+    with Registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg:
+        return [finish_bucket(files, out, registry=reg, **args) for files, out, _ in _bar(jobs, progress)]
+
+
+def _finish_ray(jobs: list, args: dict) -> list[dict[str, Any]]:
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=3)(finish_bucket)
+    try:
+        return ray.get([task.remote(files, out, **args) for files, out, _ in jobs])
+    except Exception as e:  # noqa: BLE001
+        raise _unwrap_ray_error(e) from None
+
+
+def _bar(jobs: list, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(jobs, desc="dedup", unit="bucket", disable=not progress or len(jobs) < 2)
+
+
+# --- Ray plumbing -----------------------------------------------------------------------------------------
+
+
+class _ray_session:
+    """``with _ray_session(engine, address, n) as workers``: the Ray cluster to use (started and stopped
+    here unless one is already running in this process or ``address`` names one); 1 for the local engine."""
+
+    def __init__(
+        self, engine: str, address: str | None, num_workers: int | None, progress: bool = True
+    ) -> None:
+        self.engine, self.address, self.num_workers, self.progress = engine, address, num_workers, progress
+        self.started = False
+
+    def __enter__(self) -> int:
+        if self.engine != "ray":
+            return 1
+        try:
+            import ray
+        except ImportError:
+            raise SemidError("--engine ray needs Ray: pip install 'semid[ray]'") from None
+        import logging
+
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = self.progress
+        ctx.print_on_execution_start = False
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+            }
+            if self.address:
+                options["address"] = self.address
+            else:
+                options["num_cpus"] = self.num_workers or os.cpu_count() or 1
+            try:
+                ray.init(**options)
+            except Exception as e:  # noqa: BLE001 - connection errors come in many types
+                raise SemidError(
+                    f"cannot start or reach a Ray cluster ({self.address or 'local'}): {e}"
+                ) from None
+            self.started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return max(1, min(self.num_workers or cpus, cpus))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
+def _unwrap_ray_error(e: BaseException) -> BaseException:
+    """The SemidError a worker raised, out of Ray's wrappers; else one line naming what failed."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, SemidError) and not type(cur).__module__.startswith("ray"):
+            return SemidError(str(cur))
+        todo.extend([cur.__context__, cur.__cause__, getattr(cur, "cause", None)])
+    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return SemidError(f"Ray job failed: {first[:500]}")

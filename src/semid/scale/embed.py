@@ -1,0 +1,178 @@
+"""Embed a catalogue of any size: Parquet record batches in, part files of ``item_id`` + ``embedding`` out.
+
+The local engine streams record batches through one :class:`~semid.scale.batches.EmbedBatch` (with the
+embedding cache) and writes one part per batch; the Ray engine runs the same callable class in Ray Data
+``map_batches`` actors that load the model once each. Memory is bounded by the batch size either way.
+Catalogues in other formats (RecBole, Amazon, MovieLens, JSONL/CSV) are read by :mod:`semid.data` and then
+embedded batch by batch the same way. Output goes to a temporary directory renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from semid._utils import atomic_path
+from semid.errors import SemidError
+from semid.scale.assign import MANIFEST, _ray_session, _unwrap_ray_error, ray_blocks
+from semid.scale.batches import EmbedBatch
+from semid.scale.parts import check_unique_ids, list_parts
+
+__all__ = ["EmbedJobResult", "embed_dataset"]
+
+
+@dataclass
+class EmbedJobResult:
+    n_items: int
+    n_parts: int
+    dim: int | None = None
+    engine: str = "local"
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _is_parquet_table(paths: list[Path]) -> bool:
+    return len(paths) == 1 and (
+        paths[0].suffix == ".parquet" or (paths[0].is_dir() and any(paths[0].glob("*.parquet")))
+    )
+
+
+def embed_dataset(
+    catalogue: list[str | os.PathLike] | str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model: str | None = None,
+    template: str | None = None,
+    strip_quotes: str = "tokens",
+    id_column: str = "item_id",
+    format: str = "auto",
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int | None = None,
+    rows_per_part: int = 8192,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **embedder_options: Any,
+) -> EmbedJobResult:
+    """Embed every item and write ``output/part-*.parquet`` (``item_id`` + ``embedding``).
+
+    A Parquet catalogue (a file or a directory of parts, with ``id_column`` and text columns) is streamed
+    in record batches of ``rows_per_part`` rows (one part file each); any other catalogue format is loaded with
+    :func:`semid.data.load_dataset` first. ``engine="ray"`` needs a Parquet catalogue.
+    """
+    paths = [Path(p) for p in (catalogue if isinstance(catalogue, (list, tuple)) else [catalogue])]
+    output = Path(output)
+    if engine not in ("local", "ray"):
+        raise SemidError(f"engine={engine!r} should be 'local' or 'ray'")
+    if output.suffix == ".parquet":
+        raise SemidError(f"{output}: a streamed embed writes a directory of part files; drop '.parquet'")
+    if output.exists() and not (output / MANIFEST).exists():
+        raise SemidError(f"{output}: exists and was not written by semid; choose another output")
+    if rows_per_part < 1:
+        raise SemidError(f"rows_per_part={rows_per_part} should be >= 1")
+    parquet = _is_parquet_table(paths)
+    if engine == "ray" and not parquet:
+        raise SemidError("--engine ray reads a Parquet catalogue (a file or a directory of part files)")
+    result = EmbedJobResult(n_items=0, n_parts=0, engine=engine)
+    t0 = time.perf_counter()
+    n_total = None
+    if parquet:
+        parts = list_parts(paths[0], (id_column,))
+        check_unique_ids(parts, id_column)
+        n_total = parts.n_rows
+    args = dict(model=model, template=template, strip_quotes=strip_quotes, id_column=id_column)
+    with (
+        atomic_path(output, is_dir=True) as tmp,
+        _ray_session(engine, address, num_workers, progress) as workers,
+    ):
+        if engine == "ray":
+            _embed_ray(parts, tmp, args, embedder_options, workers, rows_per_part)
+            files = sorted(tmp.glob("*.parquet"))
+            result.n_items = sum(pq.read_metadata(f).num_rows for f in files)
+            result.n_parts = len(files)
+            if result.n_items != n_total:
+                raise SemidError(f"internal error: {result.n_items:,} embeddings for {n_total:,} items")
+        else:
+            fn = EmbedBatch(**args, cache_dir=cache_dir, **embedder_options)
+            batches = (
+                _parquet_batches(paths[0], rows_per_part)
+                if parquet
+                else _loaded_batches(paths, format, id_column, rows_per_part)
+            )
+            from tqdm.auto import tqdm
+
+            with tqdm(
+                total=n_total, unit="items", unit_scale=True, desc="embed", disable=not progress
+            ) as bar:
+                for i, batch in enumerate(batches):
+                    out = fn(batch)
+                    pq.write_table(out, tmp / f"part-{i:05d}.parquet")
+                    result.n_items += out.num_rows
+                    result.n_parts += 1
+                    bar.update(out.num_rows)
+            result.dim = fn.embedder.dim
+        result.seconds["embed"] = time.perf_counter() - t0
+        manifest = {"n_items": result.n_items, "input": [str(p) for p in paths], "model": model}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return result
+
+
+def _parquet_batches(path: Path, batch_size: int) -> Iterator[pa.Table]:
+    files = (
+        sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        if path.is_dir()
+        else [path]
+    )
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([batch]).append_column("path", pa.array([f.name] * batch.num_rows))
+
+
+def _loaded_batches(paths: list[Path], format: str, id_column: str, batch_size: int) -> Iterator[pa.Table]:
+    from semid.data import load_dataset
+
+    ds = load_dataset(paths, format=format, item_id=None if id_column == "item_id" else id_column)
+    if ds.catalogue is None:
+        raise SemidError(f"{', '.join(map(str, paths))}: no item catalogue found (only interactions)")
+    table = ds.catalogue.table
+    if id_column != "item_id":  # load_dataset already mapped it to item_id
+        table = table.rename_columns([id_column if c == "item_id" else c for c in table.column_names])
+    for start in range(0, table.num_rows, batch_size):
+        yield table.slice(start, batch_size)
+
+
+def _embed_ray(
+    parts: Any, out: Path, args: dict, embedder_options: dict, workers: int, batch_size: int
+) -> None:
+    import pyarrow.fs
+    import ray.data
+
+    from semid.scale.assign import _ENCODER_CPUS, _IO_CPUS
+
+    local = pyarrow.fs.LocalFileSystem()
+    try:
+        ds = ray.data.read_parquet(
+            [str(f.resolve()) for f in parts.files],
+            include_paths=True,
+            filesystem=local,
+            num_cpus=_IO_CPUS,
+            override_num_blocks=ray_blocks(parts, workers),
+        )
+        ds = ds.map_batches(
+            EmbedBatch,
+            fn_constructor_kwargs={**args, **embedder_options},
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=_ENCODER_CPUS,
+        )
+        ds.write_parquet(str(out.resolve()), filesystem=local, ray_remote_args={"num_cpus": _IO_CPUS})
+    except Exception as e:  # noqa: BLE001
+        raise _unwrap_ray_error(e) from None
