@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from semid._utils import atomic_path
 from semid.errors import SemidError
-from semid.scale.batches import EncodeBatch, matrix_from_column
+from semid.scale.batches import PATH_COLUMN, EncodeBatch, matrix_from_column
 from semid.scale.parts import Parts, check_unique_ids, list_parts
 
 __all__ = ["AssignJobResult", "assign_dataset", "bucket_count"]
@@ -244,12 +244,11 @@ def _encode_ray(
     try:
         ds = ray.data.read_parquet(
             [str(f.resolve()) for f in parts.files],
-            columns=[encoder_args["id_column"], encoder_args["embedding_column"]],
             include_paths=True,
             filesystem=local,
             num_cpus=_IO_CPUS,
             override_num_blocks=ray_blocks(parts, workers),
-        )
+        ).select_columns([encoder_args["id_column"], encoder_args["embedding_column"], PATH_COLUMN])
         ds = ds.map_batches(
             EncodeBatch,
             fn_constructor_kwargs=encoder_args,
@@ -427,9 +426,16 @@ class _ray_session:
 
 
 def _unwrap_ray_error(e: BaseException) -> BaseException:
-    """The SemidError a worker raised, out of Ray's wrappers; else one line naming what failed."""
+    """The SemidError a worker raised, out of Ray's wrappers; else one line naming what failed.
+
+    Ray Data re-raises worker errors as ``UserCodeException``/``RayTaskError`` whose text holds the
+    worker's traceback, so our error is found by its ``semid.errors.SemidError: ...`` line.
+    """
+    import re
+
     seen: set[int] = set()
     todo: list[BaseException | None] = [e]
+    texts = []
     while todo:
         cur = todo.pop()
         if cur is None or id(cur) in seen:
@@ -437,6 +443,11 @@ def _unwrap_ray_error(e: BaseException) -> BaseException:
         seen.add(id(cur))
         if isinstance(cur, SemidError) and not type(cur).__module__.startswith("ray"):
             return SemidError(str(cur))
+        texts.append(str(cur))
         todo.extend([cur.__context__, cur.__cause__, getattr(cur, "cause", None)])
+    for text in texts:
+        found = re.findall(r"semid\.errors\.SemidError: (.+)", text)
+        if found:
+            return SemidError(found[-1].strip())
     first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
     return SemidError(f"Ray job failed: {first[:500]}")
