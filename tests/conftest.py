@@ -42,3 +42,91 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# The tiny TIGER that trains in a couple of seconds (model and train sections of `semid train --config`).
+TINY_TIGER = {
+    "model": {
+        "d_model": 64,
+        "n_heads": 4,
+        "d_head": 16,
+        "d_ff": 128,
+        "n_encoder_layers": 1,
+        "n_decoder_layers": 1,
+        "dropout": 0.0,
+        "max_history": 4,
+        "n_user_tokens": 8,
+        "beam_size": 10,
+    },
+    "train": {
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.005,
+        "warmup_steps": 5,
+        "num_threads": 1,
+        "autocast": "off",
+        "tensorboard": False,
+        "patience": 0,
+        "progress": False,
+    },
+}
+
+
+class WordHashEmbedder:
+    """A tiny deterministic text embedder for tests: each lower-cased word hashed into ``dim`` signed slots.
+
+    Texts that share words get close vectors, so "matte lipstick" finds the matte lipsticks by title.
+    """
+
+    dim = 64
+
+    def encode(self, texts):
+        import re
+        import zlib
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", str(text).lower()):
+                h = zlib.crc32(word.encode())
+                out[row, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+@pytest.fixture(scope="session")
+def serve_dir(tmp_path_factory):
+    """A small `semid demo --out` layout: data/, embeddings.parquet (word hashes of the titles), ids.parquet
+    (2-level RQ-KMeans + suffix), tiger/ (a tiny TIGER trained for 3 epochs). About 5 s."""
+    from semid.data import make_demo_dataset
+    from semid.embed.store import write_embeddings
+    from semid.ids import format_ids
+    from semid.ids.dedup import deduplicate
+    from semid.ids.table import IdTable, write_ids
+    from semid.quantize import RQKMeans
+    from semid.rec.data import RecData
+    from semid.rec.train import fit
+
+    root = tmp_path_factory.mktemp("serve")
+    ds = make_demo_dataset(n_items=150, n_users=200, seed=0)
+    ds.save(root / "data")
+    item_ids = np.asarray([str(i) for i in ds.catalogue.item_ids], dtype=object)
+    X = WordHashEmbedder().encode(ds.catalogue.text_column("title").to_pylist())
+    write_embeddings(root / "embeddings.parquet", item_ids, X)
+    base = RQKMeans(n_levels=2, codebook_size=6, random_state=0).fit(X).encode(X)
+    codes = deduplicate(base, "suffix", item_ids=item_ids).codes
+    ids = IdTable(
+        item_ids, format_ids(codes, "dash"), codes, base, {"format": "dash", "codebook_sizes": [6, 6]}
+    )
+    write_ids(root / "ids.parquet", ids)
+    n = torch.get_num_threads()
+    try:
+        fit(
+            "tiger",
+            RecData.from_dataset(ds, ids),
+            root / "tiger",
+            model_config=TINY_TIGER["model"],
+            train_config={**TINY_TIGER["train"], "seed": 0},
+        )
+    finally:
+        torch.set_num_threads(n)
+    return root

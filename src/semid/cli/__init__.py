@@ -27,7 +27,7 @@ def _register() -> None:
     # Importing a module registers its commands on `app`.
     from semid.cli import core  # noqa: F401
 
-    for optional in ("data", "embed", "demo", "rec", "llm"):
+    for optional in ("data", "embed", "demo", "rec", "llm", "serve"):
         try:
             __import__(f"semid.cli.{optional}")
         except ModuleNotFoundError as e:  # a command group whose module is not there yet

@@ -50,6 +50,10 @@ def demo(
         typer.Option("--tiger/--no-tiger", help="Also train TIGER briefly and compare with most-popular."),
     ] = True,
     tiger_minutes: Annotated[float, typer.Option("--tiger-minutes", help="TIGER training budget.")] = 2.0,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the result (API and web UI) on 127.0.0.1.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Port for --serve.")] = 8000,
 ) -> None:
     """Run the pipeline end to end on the bundled demo data and print what the Semantic IDs look like."""
     from semid.data import make_demo_dataset
@@ -155,3 +159,7 @@ def demo(
     )
     console.print(f"wrote {out}/: data/, embeddings.parquet, model/, ids.db, ids.parquet")
     console.print(f"next: semid report {out}/ids.parquet --emb {out}/embeddings.parquet -o {out}/report.html")
+    if serve:
+        from semid.cli.serve import run_server
+
+        run_server(out, port=port)

@@ -1,0 +1,762 @@
+"""What a server answers with, loaded once: the catalogue, a recommender and a search method (no web code).
+
+A :class:`Service` reads a *serving directory* once, at start-up, and then answers in memory:
+
+- the **catalogue** (:class:`Catalogue`): item ids, titles and Semantic IDs, both directions (item id ->
+  ID, ID -> item) and the items under an ID prefix;
+- **recommend** (:class:`Recommender`): the next items after a history, by the trained TIGER model's beam
+  search constrained to real IDs (a SASRec run works too);
+- **search** (:class:`LMSearch` or :class:`DenseSearch`): items for a text query, by the query -> item
+  language model when one is trained (``method = "lm"``), else by dense retrieval over the item embeddings
+  with the query embedded by the same sentence model (``method = "dense"``).
+
+Layouts :meth:`Service.load` understands (options override what it finds):
+
+- ``semid demo --out DIR``: ``DIR/tiger/`` (TIGER run), ``DIR/ids.parquet``, ``DIR/embeddings.parquet``,
+  ``DIR/data/`` (titles when there is no TIGER run) and, when there is one, ``DIR/llm/``;
+- a run directory of ``semid train`` (``config.json`` + ``model.safetensors`` + ``items.parquet``), with
+  ``ids=``, ``embeddings=`` and ``llm=`` given separately.
+
+Every file is read with safe loaders: model weights from ``.safetensors`` only (a language model directory
+without them is refused rather than unpickled), tables from Parquet, settings from JSON. Request problems
+raise :class:`RequestError` subclasses whose ``status_code`` is the HTTP status the API answers with.
+
+Example::
+
+    service = Service.load("semid-demo")
+    service.recommend(history=["B0001", "B0002"], k=5)       # [ItemScore(item_id=..., score=...), ...]
+    service.search("a matte red lipstick", k=5).method        # "dense" (no language model trained)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from semid.errors import SemidError
+
+__all__ = [
+    "Catalogue",
+    "DenseSearch",
+    "ItemScore",
+    "LMSearch",
+    "NotFoundError",
+    "Recommender",
+    "RequestError",
+    "SearchResult",
+    "ServeConfig",
+    "Service",
+    "UnavailableError",
+]
+
+MAX_ID_CHARS = 256  # longest item id, user id or Semantic ID string a request may name
+
+
+# --------------------------------------------------------------------------------------------------------
+# Errors with an HTTP status
+# --------------------------------------------------------------------------------------------------------
+
+
+class RequestError(SemidError):
+    """A request the service cannot answer as asked; ``status_code`` is the HTTP status (422: invalid)."""
+
+    status_code = 422
+
+
+class NotFoundError(RequestError):
+    """The request names an item, user or Semantic ID that is not there (HTTP 404)."""
+
+    status_code = 404
+
+
+class UnavailableError(RequestError):
+    """The serving directory has no model for this (e.g. no TIGER run for recommendations; HTTP 503)."""
+
+    status_code = 503
+
+
+# --------------------------------------------------------------------------------------------------------
+# Settings and results
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServeConfig:
+    """Limits and batching of a :class:`Service` (the API validates requests against the limits)."""
+
+    max_k: int = 100  # most items one request may ask for
+    max_history: int = 200  # most items in a request's history (the model reads its last max_history)
+    max_query_chars: int = 500  # longest search query
+    beam_size: int | None = None  # TIGER beams (default: the run's; always at least k)
+    batching: bool = True  # gather concurrent requests into one model call
+    max_batch: int = 64  # most requests in one model call
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        for name in ("max_k", "max_history", "max_query_chars", "max_batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SemidError(f"{name}={v!r} should be a positive integer")
+        if self.beam_size is not None and (not isinstance(self.beam_size, int) or self.beam_size < 1):
+            raise SemidError(f"beam_size={self.beam_size!r} should be a positive integer")
+        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
+            raise SemidError(f"max_wait_ms={self.max_wait_ms!r} should be between 0 and 1000")
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One result: an item, its Semantic ID and title, and the score that ranked it (higher is better)."""
+
+    item_id: str
+    semantic_id: str | None
+    title: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Items for one query and the method that found them (``"lm"`` or ``"dense"``)."""
+
+    items: list[ItemScore]
+    method: str
+
+
+# --------------------------------------------------------------------------------------------------------
+# The catalogue: item id <-> Semantic ID
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Catalogue:
+    """Items with their titles and Semantic IDs; row ``i`` is item index ``i`` of the recommender."""
+
+    item_ids: np.ndarray  # (n,) object array of str
+    titles: np.ndarray | None  # (n,) object array of str (or None)
+    semantic_ids: np.ndarray | None  # (n,) object array of str (or None)
+    codes: np.ndarray | None  # (n, L) int64 (or None)
+    index: dict[str, int] = field(init=False, repr=False)
+    by_semantic_id: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.item_ids = np.asarray([str(i) for i in self.item_ids], dtype=object)
+        self.index = {item: i for i, item in enumerate(self.item_ids)}
+        if len(self.index) != len(self.item_ids):
+            raise SemidError("the catalogue repeats an item id")
+        sids = [] if self.semantic_ids is None else self.semantic_ids
+        self.by_semantic_id = {str(s): i for i, s in enumerate(sids) if s is not None}
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_levels(self) -> int:
+        return 0 if self.codes is None else int(self.codes.shape[1])
+
+    def title(self, row: int) -> str | None:
+        return None if self.titles is None or self.titles[row] is None else str(self.titles[row])
+
+    def semantic_id(self, row: int) -> str | None:
+        if self.semantic_ids is None or self.semantic_ids[row] is None:
+            return None
+        return str(self.semantic_ids[row])
+
+    def result(self, row: int, score: float) -> ItemScore:
+        return ItemScore(
+            str(self.item_ids[row]), self.semantic_id(row), self.title(row), round(float(score), 6)
+        )
+
+    def row_of(self, item_id: str) -> int:
+        """Row of ``item_id``; :class:`NotFoundError` when the catalogue has no such item."""
+        row = self.index.get(item_id)
+        if row is None:
+            raise NotFoundError(f"item {_show(item_id)} is not in the catalogue ({len(self):,} items)")
+        return row
+
+    def describe_short(self, row: int) -> dict[str, Any]:
+        """Id, Semantic ID and title of an item."""
+        return {
+            "item_id": str(self.item_ids[row]),
+            "semantic_id": self.semantic_id(row),
+            "title": self.title(row),
+        }
+
+    def describe(self, row: int) -> dict[str, Any]:
+        """An item as the API shows it: id, Semantic ID, codes, title and the size of each ID prefix."""
+        codes = None if self.codes is None else [int(c) for c in self.codes[row]]
+        prefixes = []
+        if codes is not None:
+            for depth in range(1, len(codes)):
+                prefix = codes[:depth]
+                prefixes.append(
+                    {"prefix": "-".join(map(str, prefix)), "n_items": len(self.rows_under(prefix))}
+                )
+        return {
+            "item_id": str(self.item_ids[row]),
+            "semantic_id": self.semantic_id(row),
+            "codes": codes,
+            "title": self.title(row),
+            "prefixes": prefixes,
+        }
+
+    def parse_semantic_id(self, text: str, *, prefix: bool = False) -> list[int]:
+        """Codes of a Semantic ID (or, with ``prefix=True``, of its first levels) in any known spelling."""
+        from semid.ids.formats import detect_format, parse_id
+
+        what = "Semantic ID prefix" if prefix else "Semantic ID"
+        if len(text) > MAX_ID_CHARS:
+            raise RequestError(f"the {what} is {len(text):,} characters long; the most is {MAX_ID_CHARS}")
+        if self.codes is None:
+            raise UnavailableError("this catalogue has no Semantic IDs")
+        try:
+            codes = list(parse_id(text, detect_format(text)))
+        except SemidError as e:
+            raise RequestError(str(e)) from None
+        L = self.n_levels
+        if prefix and not 1 <= len(codes) <= L:
+            raise RequestError(f"the prefix {_show(text)} has {len(codes)} levels; IDs here have {L}")
+        if not prefix and len(codes) != L:
+            raise RequestError(f"{_show(text)} has {len(codes)} levels; Semantic IDs here have {L}")
+        return codes
+
+    def row_of_codes(self, codes: Sequence[int], text: str) -> int:
+        """Row of the item whose full Semantic ID is ``codes``; :class:`NotFoundError` if none has it."""
+        rows = self.rows_under(codes)
+        if len(rows) != 1 or len(codes) != self.n_levels:
+            raise NotFoundError(f"no item has the Semantic ID {_show(text)}")
+        return int(rows[0])
+
+    def rows_under(self, prefix: Sequence[int]) -> np.ndarray:
+        """Rows of the items whose ID starts with ``prefix`` (codes), in ID order."""
+        if self.codes is None or not len(prefix):
+            return np.zeros(0, dtype=np.int64)
+        top = int(np.iinfo(np.int64).max)
+        if any(c > top for c in prefix):
+            return np.zeros(0, dtype=np.int64)
+        match = (self.codes[:, : len(prefix)] == np.asarray(prefix, dtype=np.int64)).all(axis=1)
+        rows = np.flatnonzero(match)
+        return rows[np.lexsort(self.codes[rows].T[::-1])] if len(rows) else rows
+
+    def find_titles(self, text: str, limit: int = 20) -> list[int]:
+        """Rows whose title or item id contains ``text`` (case-insensitive), titles that start with it first."""
+        needle = text.strip().lower()
+        if not needle:
+            return []
+        starts, inside = [], []
+        for row, item in enumerate(self.item_ids):
+            title = (self.title(row) or "").lower()
+            if title.startswith(needle) or item.lower() == needle:
+                starts.append(row)
+            elif needle in title or needle in item.lower():
+                inside.append(row)
+            if len(starts) >= limit:
+                break
+        return (starts + inside)[:limit]
+
+
+def _show(text: str, width: int = 60) -> str:
+    """``repr`` of user input, shortened, for messages."""
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recommend and search
+# --------------------------------------------------------------------------------------------------------
+
+
+class Recommender:
+    """Next items after histories, many histories per model call.
+
+    ``model`` is a loaded TIGER (or SASRec) and ``data`` its run's :class:`~semid.rec.data.RecData`. A TIGER
+    call decodes with constrained beam search of width ``max(beam_size, k)``; rows of one call that ask
+    for different widths are split by width, so a batched answer is the answer the row would get alone.
+    """
+
+    def __init__(self, model: Any, data: Any, *, beam_size: int | None = None) -> None:
+        self.model = model
+        self.data = data
+        self.model_type: str = getattr(model, "model_type", type(model).__name__.lower())
+        self.default_beam = getattr(getattr(model, "config", None), "beam_size", None)
+        self.beam_size = beam_size or self.default_beam
+        self.users = {str(u): i for i, u in enumerate(data.user_ids)}
+        self.lock = threading.Lock()  # one model call at a time (torch already uses every core)
+
+    def user_history(self, user_id: str) -> np.ndarray:
+        """The stored sequence of ``user_id`` (item rows, oldest first)."""
+        row = self.users.get(user_id)
+        if row is None:
+            raise NotFoundError(f"user {_show(user_id)} is not in this run ({len(self.users):,} users)")
+        seqs = self.data.sequences
+        return seqs.items[seqs.offsets[row] : seqs.offsets[row + 1]]
+
+    def _width(self, k: int) -> int:
+        return max(self.beam_size or k, k)
+
+    def recommend(
+        self, histories: Sequence[np.ndarray], users: Sequence[str | None], ks: Sequence[int]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(item rows (k,), scores (k,))`` per history, best first."""
+        import torch
+
+        from semid.rec.data import histories_batch, user_keys
+
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(histories)
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(ks):
+            groups.setdefault(self._width(k) if self.model_type == "tiger" else 0, []).append(i)
+        device = next(self.model.parameters()).device
+        for width, rows in groups.items():
+            k_max = max(ks[i] for i in rows)
+            keys = np.array(
+                [-1 if users[i] is None else int(user_keys([users[i]])[0]) for i in rows], dtype=np.int64
+            )
+            batch = histories_batch([histories[i] for i in rows], keys, device=device)
+            options = {"beam_size": width} if self.model_type == "tiger" else {}
+            with self.lock, torch.inference_mode():
+                top, scores = self.model.recommend(batch, k_max, **options)
+            top, scores = top.cpu().numpy(), scores.float().cpu().numpy()
+            for j, i in enumerate(rows):
+                out[i] = (top[j, : ks[i]], scores[j, : ks[i]])
+        return out  # type: ignore[return-value]
+
+
+class Embedder(Protocol):
+    """What dense search needs of an embedder: texts -> ``(n, dim)`` float32 vectors."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class DenseSearch:
+    """Nearest items to the query's embedding by cosine similarity (normalised dot product)."""
+
+    method = "dense"
+
+    def __init__(self, embedder: Embedder, rows: np.ndarray, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float32)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        self.X = X / np.maximum(norms, 1e-12)
+        self.rows = np.asarray(rows, dtype=np.int64)  # catalogue row of each embedding
+        self.embedder = embedder
+        self.lock = threading.Lock()
+
+    def search(self, queries: Sequence[str], ks: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        with self.lock:
+            Q = np.asarray(self.embedder.encode(list(queries)), dtype=np.float32)
+        if Q.ndim != 2 or Q.shape[1] != self.X.shape[1]:
+            raise SemidError(
+                f"the query embedder gives {Q.shape[-1]} values per text but the items have {self.X.shape[1]}"
+            )
+        Q /= np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+        sims = Q @ self.X.T  # (q, n)
+        out = []
+        for row, k in zip(sims, ks, strict=True):
+            k = min(k, len(row))
+            top = np.argpartition(-row, k - 1)[:k]
+            top = top[np.lexsort((top, -row[top]))]  # best first; ties by row, so answers are stable
+            out.append((self.rows[top], row[top]))
+        return out
+
+
+class LMSearch:
+    """Items a query -> Semantic ID language model writes, by constrained beam search over the catalogue."""
+
+    method = "lm"
+
+    def __init__(self, llm: Any, catalogue: Catalogue) -> None:
+        from semid.llm.generate import QueryRecommender
+
+        self.llm = llm
+        self.recommender = QueryRecommender.from_llm(llm)
+        # LM item row -> catalogue row (-1: an item the catalogue does not know)
+        self.rows = np.array([catalogue.index.get(str(i), -1) for i in llm.item_ids], dtype=np.int64)
+        self.lock = threading.Lock()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.llm.item_ids)
+
+    def search(self, queries: Sequence[str], ks: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(ks):  # beam width max(k, 20) depends on k: one call per k
+            groups.setdefault(min(k, self.n_items), []).append(i)
+        for k, rows in groups.items():
+            with self.lock:
+                res = self.recommender.recommend([queries[i] for i in rows], k=k)
+            for j, i in enumerate(rows):
+                out[i] = (res.items[j], res.scores[j])
+        return out  # type: ignore[return-value]
+
+    def result(self, catalogue: Catalogue, lm_row: int, score: float) -> ItemScore:
+        row = self.rows[lm_row]
+        if row >= 0:
+            return catalogue.result(int(row), score)
+        llm = self.llm
+        return ItemScore(
+            str(llm.item_ids[lm_row]),
+            llm.semantic_ids[lm_row],
+            llm.titles[lm_row] or None,
+            round(float(score), 6),
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sources:
+    """Where a :class:`Service` read its parts from (for ``/version`` and the report); ``None``: absent."""
+
+    root: Path
+    run: Path | None = None
+    ids: Path | None = None
+    embeddings: Path | None = None
+    llm: Path | None = None
+    data: Path | None = None
+
+
+class Service:
+    """A catalogue plus the models that answer recommend and search requests; see the module docstring.
+
+    Build one with :meth:`load` (reads files) or directly from parts (tests, notebooks).
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        recommender: Recommender | None = None,
+        searcher: LMSearch | DenseSearch | None = None,
+        *,
+        config: ServeConfig | None = None,
+        sources: Sources | None = None,
+    ) -> None:
+        self.config = config or ServeConfig()
+        self.config.validate()
+        self.catalogue = catalogue
+        self.recommender = recommender
+        self.searcher = searcher
+        self.sources = sources
+        self.loaded_at = time.time()
+        self._report: str | None = None
+        self._report_lock = threading.Lock()
+
+    # -- loading ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        ids: str | os.PathLike | None = None,
+        embeddings: str | os.PathLike | None = None,
+        llm: str | os.PathLike | None = None,
+        embedder: Embedder | str | None = None,
+        config: ServeConfig | None = None,
+    ) -> Service:
+        """Read a serving directory (see the module docstring); ``embedder``: an object or a model name.
+
+        The query embedder defaults to the packaged all-MiniLM-L6-v2, which made the demo's embeddings.
+        """
+        config = config or ServeConfig()
+        config.validate()
+        root = Path(path)
+        if not root.is_dir():
+            raise SemidError(f"{root}: no such directory")
+        run = _find_run(root)
+        data_dir = root / "data" if (root / "data").is_dir() else None
+        src = Sources(
+            root=root,
+            run=run,
+            ids=Path(ids) if ids is not None else _existing(root / "ids.parquet"),
+            embeddings=Path(embeddings) if embeddings is not None else _existing(root / "embeddings.parquet"),
+            llm=Path(llm) if llm is not None else _llm_dir(root / "llm"),
+            data=data_dir,
+        )
+        if run is None and src.ids is None:
+            raise SemidError(
+                f"{root}: found neither a run of `semid train` (config.json + model.safetensors) nor "
+                "ids.parquet; serve the output of `semid demo` or a run directory"
+            )
+        recommender = None
+        if run is not None:
+            from semid.rec.data import RecData
+            from semid.rec.train import load_model
+
+            data = RecData.load(run)
+            model = load_model(run, device=config.device)
+            recommender = Recommender(model, data, beam_size=config.beam_size)
+            catalogue = Catalogue(data.item_ids, data.titles, data.semantic_ids, data.codes)
+        else:
+            catalogue = _catalogue_from_ids(src.ids, data_dir)  # type: ignore[arg-type]
+
+        searcher: LMSearch | DenseSearch | None = None
+        if src.llm is not None:
+            searcher = LMSearch(_load_llm(src.llm, config.device), catalogue)
+        elif src.embeddings is not None:
+            searcher = _dense_search(src.embeddings, catalogue, embedder, config.device)
+        return cls(catalogue, recommender, searcher, config=config, sources=src)
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    @property
+    def search_method(self) -> str | None:
+        return None if self.searcher is None else self.searcher.method
+
+    def check_k(self, k: int) -> int:
+        limit = min(self.config.max_k, len(self.catalogue))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limit:
+            more = (
+                f" (the catalogue has {len(self.catalogue):,} items)"
+                if len(self.catalogue) < self.config.max_k
+                else ""
+            )
+            raise RequestError(f"k={k!r} should be between 1 and {limit}{more}")
+        return k
+
+    def prepare_recommend(
+        self, history: Sequence[str] | None, user_id: str | None, k: int
+    ) -> tuple[np.ndarray, str | None, int]:
+        """Validate a recommend request: ``(history item rows, user id or None, k)``; raises RequestError."""
+        if self.recommender is None:
+            raise UnavailableError("no recommendation model is loaded (serve a directory with a TIGER run)")
+        k = self.check_k(k)
+        if history is None and user_id is None:
+            raise RequestError("give a history (item ids, oldest first) or a user_id")
+        if user_id is not None and not user_id.strip():
+            raise RequestError("user_id is empty")
+        if history is not None:
+            if not history:
+                raise RequestError("the history is empty; give at least one item id")
+            if len(history) > self.config.max_history:
+                raise RequestError(
+                    f"the history has {len(history):,} items; the most is {self.config.max_history}"
+                )
+            rows = np.array([self.catalogue.row_of(h) for h in history], dtype=np.int64)
+        else:
+            rows = self.recommender.user_history(user_id)  # type: ignore[arg-type]
+        return rows, user_id, k
+
+    def recommend_many(self, requests: Sequence[tuple[np.ndarray, str | None, int]]) -> list[list[ItemScore]]:
+        """Answers to prepared requests (see :meth:`prepare_recommend`), one model call for all of them."""
+        assert self.recommender is not None
+        res = self.recommender.recommend(
+            [r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]
+        )
+        return [
+            [self.catalogue.result(int(i), s) for i, s in zip(items, scores, strict=True) if i >= 0]
+            for items, scores in res
+        ]
+
+    def recommend(
+        self, history: Sequence[str] | None = None, *, user_id: str | None = None, k: int = 10
+    ) -> list[ItemScore]:
+        """The ``k`` next items after ``history`` (item ids, oldest first) or after ``user_id``'s sequence."""
+        return self.recommend_many([self.prepare_recommend(history, user_id, k)])[0]
+
+    def prepare_search(self, query: str, k: int) -> tuple[str, int]:
+        """Validate a search request: ``(query, k)``; raises RequestError."""
+        if self.searcher is None:
+            raise UnavailableError(
+                "no search method is loaded (serve a directory with embeddings.parquet or a language model)"
+            )
+        if not isinstance(query, str) or not query.strip():
+            raise RequestError("the query is empty: ask for something, e.g. 'a matte red lipstick'")
+        if len(query) > self.config.max_query_chars:
+            raise RequestError(
+                f"the query is {len(query):,} characters long; the most is {self.config.max_query_chars}"
+            )
+        return query.strip(), self.check_k(k)
+
+    def search_many(self, requests: Sequence[tuple[str, int]]) -> list[SearchResult]:
+        """Answers to prepared searches (see :meth:`prepare_search`), batched in one call where possible."""
+        assert self.searcher is not None
+        res = self.searcher.search([q for q, _ in requests], [k for _, k in requests])
+        out = []
+        for items, scores in res:
+            if isinstance(self.searcher, LMSearch):
+                rows = [
+                    self.searcher.result(self.catalogue, int(i), s)
+                    for i, s in zip(items, scores, strict=True)
+                ]
+            else:
+                rows = [self.catalogue.result(int(i), s) for i, s in zip(items, scores, strict=True)]
+            out.append(SearchResult(rows, self.searcher.method))
+        return out
+
+    def search(self, query: str, k: int = 10) -> SearchResult:
+        """The ``k`` items that best answer ``query`` (language model if trained, else dense retrieval)."""
+        return self.search_many([self.prepare_search(query, k)])[0]
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        """``/items/{item_id}``: the item, its Semantic ID and its prefixes."""
+        if len(item_id) > MAX_ID_CHARS:
+            raise RequestError(f"the item id is {len(item_id):,} characters long; the most is {MAX_ID_CHARS}")
+        return self.catalogue.describe(self.catalogue.row_of(item_id))
+
+    def by_semantic_id(self, semantic_id: str) -> dict[str, Any]:
+        """``/ids/{semantic_id}``: the item that has this Semantic ID (any spelling)."""
+        row = self.catalogue.by_semantic_id.get(semantic_id)
+        if row is None:
+            codes = self.catalogue.parse_semantic_id(semantic_id)
+            row = self.catalogue.row_of_codes(codes, semantic_id)
+        return self.catalogue.describe(row)
+
+    def prefix(self, prefix: str, limit: int = 50) -> dict[str, Any]:
+        """``/prefixes/{prefix}``: how many items share an ID prefix, and the first ``limit`` of them."""
+        codes = self.catalogue.parse_semantic_id(prefix, prefix=True)
+        rows = self.catalogue.rows_under(codes)
+        if not len(rows):
+            raise NotFoundError(f"no item's Semantic ID starts with {_show(prefix)}")
+        return {
+            "prefix": "-".join(map(str, codes)),
+            "depth": len(codes),
+            "n_items": len(rows),
+            "items": [self.catalogue.describe_short(int(r)) for r in rows[:limit]],
+        }
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded (names only, no paths): for ``/health`` and ``/version``."""
+        rec = self.recommender
+        src = self.sources
+        return {
+            "items": len(self.catalogue),
+            "levels": self.catalogue.n_levels,
+            "recommend": None if rec is None else rec.model_type,
+            "users": None if rec is None else len(rec.users),
+            "beam_size": None if rec is None else rec.beam_size,
+            "search": self.search_method,
+            "serving": None if src is None else src.root.resolve().name,
+        }
+
+    # -- the report ---------------------------------------------------------------------------------------
+
+    def report_html(self) -> str:
+        """The ``semid report`` page of the IDs (plus the TIGER training curves), built once and kept."""
+        with self._report_lock:
+            if self._report is None:
+                self._report = self._build_report()
+            return self._report
+
+    def _build_report(self) -> str:
+        import tempfile
+
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UnavailableError("the report needs matplotlib: pip install 'semid[report]'") from None
+        from semid.ids.report import _curves_figure, build_report
+        from semid.ids.table import IdTable, write_ids
+
+        cat = self.catalogue
+        if cat.codes is None:
+            raise UnavailableError("this catalogue has no Semantic IDs to report on")
+        src = self.sources
+        titles = {str(i): cat.title(r) or "" for r, i in enumerate(cat.item_ids)}
+        with tempfile.TemporaryDirectory(prefix="semid-report-") as tmp:
+            ids = src.ids if src is not None and src.ids is not None else None
+            if ids is None:  # a run without ids.parquet: report the IDs the run trained on
+                ids = Path(tmp) / "ids.parquet"
+                write_ids(ids, IdTable(cat.item_ids, list(cat.semantic_ids), cat.codes, cat.codes, {}))
+            emb = src.embeddings if src is not None else None
+            page = build_report(ids, Path(tmp) / "report.html", emb=emb, titles=titles).read_text()
+        run = None if src is None else src.run
+        if run is not None and (run / "metrics.jsonl").is_file():
+            curves = _curves_figure(run / "metrics.jsonl")
+            if curves:
+                section = f"<h2>Recommender training ({self.recommender.model_type})</h2>" + curves  # type: ignore[union-attr]
+                page = page.replace("</body>", section + "\n</body>", 1)
+        return page
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "items.parquet").is_file()
+
+
+def _find_run(root: Path) -> Path | None:
+    """The recommender run: ``root`` itself, or ``root/tiger`` (demo layout)."""
+    for candidate in (root, root / "tiger"):
+        if _is_run(candidate):
+            return candidate
+    return None
+
+
+def _llm_dir(path: Path) -> Path | None:
+    from semid.llm.model import META_FILE
+
+    return path if (path / META_FILE).is_file() else None
+
+
+def _load_llm(path: Path, device: str) -> Any:
+    """A trained language model, from safetensors weights only (a pickled checkpoint is refused)."""
+    if not path.is_dir():
+        raise SemidError(f"{path}: no such directory")
+    if not any(path.glob("*.safetensors")):
+        raise SemidError(
+            f"{path}: no .safetensors weights; the server loads no pickled checkpoints (*.bin, *.pt)"
+        )
+    from semid.llm.model import load_llm
+
+    return load_llm(path, device=device)
+
+
+def _catalogue_from_ids(ids_path: Path, data_dir: Path | None) -> Catalogue:
+    """Catalogue of an ``ids.parquet`` (titles from the dataset in ``data_dir`` when there is one)."""
+    from semid.ids.table import read_ids
+
+    table = read_ids(ids_path)
+    titles = None
+    if data_dir is not None:
+        from semid.data import load_dataset
+
+        cat = load_dataset([data_dir]).catalogue
+        if cat is not None and "title" in cat.fields:
+            by_id = dict(zip(map(str, cat.item_ids), cat.text_column("title").to_pylist(), strict=True))
+            titles = np.asarray([by_id.get(str(i)) for i in table.item_ids], dtype=object)
+    return Catalogue(
+        np.asarray(table.item_ids, dtype=object),
+        titles,
+        np.asarray(table.semantic_ids, dtype=object),
+        np.asarray(table.codes, dtype=np.int64),
+    )
+
+
+def _dense_search(
+    path: Path, catalogue: Catalogue, embedder: Embedder | str | None, device: str
+) -> DenseSearch:
+    """Dense retrieval over the catalogue items that have an embedding in ``path``."""
+    from semid.embed.store import read_embeddings
+
+    item_ids, X = read_embeddings(path)
+    rows = np.array([catalogue.index.get(str(i), -1) for i in item_ids], dtype=np.int64)
+    keep = rows >= 0
+    if not keep.any():
+        raise SemidError(f"{path}: none of its item ids is in the catalogue")
+    if embedder is None or isinstance(embedder, str):
+        from semid.embed import load_embedder
+
+        embedder = load_embedder(embedder, device=device).load()
+    dim = getattr(embedder, "dim", X.shape[1])
+    if dim != X.shape[1]:
+        raise SemidError(f"{path}: {X.shape[1]} values per embedding, but the query embedder gives {dim}")
+    return DenseSearch(embedder, rows[keep], X[keep])
