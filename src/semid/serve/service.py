@@ -247,22 +247,6 @@ class Catalogue:
         rows = np.flatnonzero(match)
         return rows[np.lexsort(self.codes[rows].T[::-1])] if len(rows) else rows
 
-    def find_titles(self, text: str, limit: int = 20) -> list[int]:
-        """Rows whose title or item id contains ``text`` (case-insensitive), titles that start with it first."""
-        needle = text.strip().lower()
-        if not needle:
-            return []
-        starts, inside = [], []
-        for row, item in enumerate(self.item_ids):
-            title = (self.title(row) or "").lower()
-            if title.startswith(needle) or item.lower() == needle:
-                starts.append(row)
-            elif needle in title or needle in item.lower():
-                inside.append(row)
-            if len(starts) >= limit:
-                break
-        return (starts + inside)[:limit]
-
 
 def _show(text: str, width: int = 60) -> str:
     """``repr`` of user input, shortened, for messages."""
