@@ -453,3 +453,14 @@ def test_demo_has_a_serve_flag(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "--serve" in capsys.readouterr().out
+
+
+def test_the_ui_is_mounted_and_serves_no_files_from_disk(service, serve_dir):
+    with TestClient(create_app(service, ui=True)) as c:
+        root = c.get("/", follow_redirects=False)
+        assert root.status_code == 307 and root.headers["location"] == "/ui/"
+        page = c.get("/ui/")
+        assert page.status_code == 200 and "semid" in page.text
+        for path in ("/etc/passwd", str(serve_dir / "ids.parquet"), "../../../../etc/passwd"):
+            r = c.get(f"/ui/gradio_api/file={path}")
+            assert r.status_code in (403, 404), path
