@@ -117,3 +117,36 @@ def test_a_corrupt_part_fails_before_the_cluster_does_any_work(cluster, data, tm
     with pytest.raises(SemidError, match=r"^part-1.parquet: not a readable Parquet file"):
         assign_dataset(root / "model", src, tmp_path / "ids", engine="ray", progress=False)
     assert not (tmp_path / "ids").exists()
+
+
+def test_the_cli_joins_an_existing_cluster_by_address(data, tmp_path):
+    """A cluster started elsewhere (here: another process), `semid assign --engine ray --address GCS`."""
+    import subprocess
+    import sys
+
+    root = data[0]
+    head = subprocess.Popen(
+        [sys.executable, "-c", "import ray, sys, time; ray.init(num_cpus=2, include_dashboard=False); "
+         "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the head process did not start a cluster"
+        src = tmp_path / "parts"
+        src.mkdir()
+        X = clustered(3000, DIM, seed=7)
+        for p in range(3):
+            rows = slice(p * 1000, (p + 1) * 1000)
+            write_embeddings(src / f"p{p}.parquet", [f"x{p}-{i}" for i in range(1000)], X[rows])
+        proc = subprocess.run(
+            [sys.executable, "-m", "semid", "assign", str(root / "model"), str(src), "-o", str(tmp_path / "ids"),
+             "--engine", "ray", "--address", address],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "3,000 Semantic IDs" in proc.stdout and "engine ray" in proc.stdout
+        assert len(read_ids(tmp_path / "ids")) == 3000
+    finally:
+        head.stdin.close()  # the head's driver exits and takes its cluster down
+        head.wait(timeout=120)
