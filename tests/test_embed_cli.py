@@ -90,7 +90,7 @@ def test_the_template_decides_the_text(tmp_path, capsys, tiny, catalogue):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["-o", "emb.csv"], "emb.csv: the output should be a .parquet file"),
+        (["-o", "emb.csv"], "emb.csv: write embeddings.parquet (in memory) or a directory (streamed)"),
         (["-o", "e.parquet", "--template", "{colour}"],
          "template field {colour} is not in the catalogue (fields: title, brand, categories, price)"),
         (["-o", "e.parquet", "--pooling", "mean"],

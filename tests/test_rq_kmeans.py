@@ -4,11 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import clustered
 from semid.errors import NotFittedError, SemidError
 from semid.quantize import RQKMeans, load_quantizer
-from semid.quantize.kmeans import balanced_assign, nearest_centroid
+from semid.quantize.kmeans import balanced_assign, kmeans_parallel, kmeans_plusplus, nearest_centroid
 from semid.quantize.metrics import relative_reconstruction_error
 
 
@@ -190,3 +191,56 @@ def test_load_errors(tmp_path, X):
     (tmp_path / "m" / "config.json").write_text("{not json")
     with pytest.raises(SemidError, match=r"config.json line 1: invalid JSON"):
         load_quantizer(tmp_path / "m")
+
+
+# --- seeding ----------------------------------------------------------------------------------------------
+
+
+def _separated(n_per=40, k=24, dim=8, seed=0):
+    """k tight, far-apart blobs: a good seeding puts one centre in each."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim)) * 10
+    X = np.repeat(centres, n_per, axis=0) + 0.01 * rng.normal(size=(k * n_per, dim))
+    return torch.from_numpy(X.astype(np.float32)), np.repeat(np.arange(k), n_per)
+
+
+@pytest.mark.parametrize("seeder", [kmeans_parallel, kmeans_plusplus])
+def test_seeding_puts_one_centre_in_every_separated_blob(seeder):
+    X, blob = _separated()
+    C = seeder(X, 24, np.random.default_rng(0))
+    codes, _ = nearest_centroid(X, C)
+    owner = [set(blob[codes.numpy() == j].tolist()) for j in range(24)]
+    assert C.shape == (24, 8) and all(len(o) == 1 for o in owner)
+    assert len(set().union(*owner)) == 24  # every blob has its own centre
+
+
+def test_kmeans_parallel_is_deterministic_and_handles_tiny_inputs():
+    X, _ = _separated(n_per=3, k=10)
+    a = kmeans_parallel(X, 10, np.random.default_rng(5))
+    b = kmeans_parallel(X, 10, np.random.default_rng(5))
+    assert torch.equal(a, b)
+    few = kmeans_parallel(X[:12], 12, np.random.default_rng(0))  # as many centres as rows: every row
+    assert sorted(map(tuple, few.numpy().tolist())) == sorted(map(tuple, X[:12].numpy().tolist()))
+
+
+def test_weighted_kmeans_plusplus_follows_the_weights():
+    """Draws go by d^2 x weight: the heavy point first, then the near-but-weighted one, never the weightless."""
+    X = torch.tensor([[0.0, 0.0], [10.0, 0.0], [-10.0, 0.0]])
+    w = np.array([1.0, 1000.0, 1e-9])
+    for seed in range(5):
+        C = kmeans_plusplus(X, 2, np.random.default_rng(seed), sample_weight=w)
+        assert C.tolist() == [[10.0, 0.0], [0.0, 0.0]]
+    unweighted = {
+        tuple(map(tuple, kmeans_plusplus(X, 2, np.random.default_rng(s)).tolist())) for s in range(20)
+    }
+    assert any((-10.0, 0.0) in c for c in unweighted)  # without weights the far point is drawn too
+
+
+def test_kmeans_parallel_default_fits_as_well_as_kmeans_plusplus():
+    X = clustered(3000, 16, centres=60, noise=0.3, seed=4)
+    errs = {}
+    for init in ("k-means||", "k-means++"):
+        models = [RQKMeans(n_levels=2, codebook_size=32, init=init, random_state=s).fit(X) for s in range(5)]
+        errs[init] = np.mean([relative_reconstruction_error(X, m.decode(m.encode(X))) for m in models])
+    assert RQKMeans().init == "k-means||"
+    assert errs["k-means||"] <= 1.02 * errs["k-means++"]  # 0.1218 vs 0.1219 when written

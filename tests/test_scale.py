@@ -40,7 +40,7 @@ def data(tmp_path_factory):
     (root / "parts").mkdir()
     for p, rows in enumerate(np.array_split(np.arange(N), 4)):
         write_embeddings(root / "parts" / f"part-{p}.parquet", ids[rows], X[rows])
-    model = RQKMeans(n_levels=3, codebook_size=[16, 16, 64], random_state=0).fit(X)
+    model = RQKMeans(n_levels=3, codebook_size=[32, 16, 64], random_state=0).fit(X)
     model.save_pretrained(root / "model")
     return root, ids, X, model
 

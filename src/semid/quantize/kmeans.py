@@ -87,23 +87,30 @@ def _exact_argmin(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return torch.argmin(d, dim=1).to(x.device)
 
 
-def kmeans_plusplus(X: torch.Tensor, n_clusters: int, rng: np.random.Generator) -> torch.Tensor:
+def kmeans_plusplus(
+    X: torch.Tensor, n_clusters: int, rng: np.random.Generator, sample_weight: np.ndarray | None = None
+) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; ``2 + ln K`` local trials as scikit-learn).
 
     X: (n, D) -> centres (K, D). Deterministic for a given ``rng`` state. The K sequential steps are
     small (n x T) operations, so on the CPU they run in numpy (no thread-pool start-up per tiny op), and
-    only the (n, D) x (D, T) products use torch.
+    only the (n, D) x (D, T) products use torch. ``sample_weight`` (n,) counts each row that many times.
     """
     n = X.shape[0]
     n_trials = 2 + int(math.log(n_clusters))
     Xc_all = X.detach().cpu().float().contiguous()
     Xn = Xc_all.numpy()
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     x_sq = np.einsum("ij,ij->i", Xn, Xn)  # (n,)
     chosen = np.empty(n_clusters, dtype=np.int64)
-    chosen[0] = int(rng.integers(n))
+    if sample_weight is None:
+        chosen[0] = int(rng.integers(n))
+    else:
+        cum_w = np.cumsum(w)
+        chosen[0] = min(int(np.searchsorted(cum_w, rng.random() * cum_w[-1], side="right")), n - 1)
     closest = np.maximum(x_sq - 2.0 * (Xn @ Xn[chosen[0]]) + x_sq[chosen[0]], 0.0)  # (n,)
     for k in range(1, n_clusters):
-        cum = np.cumsum(closest, dtype=np.float64)
+        cum = np.cumsum(closest if sample_weight is None else closest * w, dtype=np.float64)
         if not cum[-1] > 0:  # every point sits on a centre: draw uniformly
             cand = rng.integers(n, size=n_trials)
         else:
@@ -113,10 +120,71 @@ def kmeans_plusplus(X: torch.Tensor, n_clusters: int, rng: np.random.Generator) 
         d += x_sq[cand][None, :]
         np.maximum(d, 0.0, out=d)
         np.minimum(d, closest[:, None], out=d)
-        best = int(np.argmin(d.sum(0, dtype=np.float64)))
+        best = int(np.argmin(w @ d if sample_weight is not None else d.sum(0, dtype=np.float64)))
         chosen[k] = cand[best]
         closest = np.ascontiguousarray(d[:, best])
     return X[torch.from_numpy(chosen).to(X.device)].clone()
+
+
+def kmeans_parallel(
+    X: torch.Tensor,
+    n_clusters: int,
+    rng: np.random.Generator,
+    *,
+    n_rounds: int = 5,
+    oversampling: float = 1.0,
+) -> torch.Tensor:
+    """k-means|| seeding (Bahmani et al., VLDB 2012): k-means++ quality at a few GEMMs' cost.
+
+    ``n_rounds`` rounds each keep every row independently with probability ``min(1, l * d^2(x) / sum d^2)``
+    (``l = oversampling * K``), so about ``l`` candidates a round, and update ``d^2`` with one ``(n, D) x
+    (D, ~l)`` product. The ~``n_rounds * l`` candidates are weighted by how many rows they are nearest to
+    and reduced to K centres by weighted greedy k-means++. Versus greedy k-means++ this replaces K
+    sequential passes over the rows with ``n_rounds`` batched ones. X: (n, D) -> centres (K, D).
+    """
+    n = X.shape[0]
+    Xc = X.detach().cpu().float().contiguous()
+    Xn = Xc.numpy()
+    x_sq = np.einsum("ij,ij->i", Xn, Xn)  # (n,)
+    first = int(rng.integers(n))
+    picked = [np.array([first])]
+    n_picked = 1
+    closest = np.maximum(x_sq - 2.0 * (Xn @ Xn[first]) + x_sq[first], 0.0)  # (n,) d^2 to the candidates
+    owner = np.zeros(n, dtype=np.int64)  # (n,) index of each row's nearest candidate so far
+    ell = oversampling * n_clusters
+    step = _chunk_rows(int(ell) + 1, None)
+    for _ in range(n_rounds):
+        psi = float(closest.sum(dtype=np.float64))
+        if not psi > 0:
+            break
+        # A candidate has d^2 = 0, so it is never drawn again: candidates stay distinct.
+        new = np.flatnonzero(rng.random(n) < np.minimum(1.0, ell * closest / psi))
+        if new.size == 0:
+            continue
+        Cn = Xc[torch.from_numpy(new)]  # (m, D)
+        c_sq = x_sq[new]
+        for start in range(0, n, step):  # (b, m) distances, chunked over rows
+            rows = slice(start, start + step)
+            d = torch.mm(Xc[rows], Cn.T).numpy()
+            d *= -2.0
+            d += x_sq[rows, None]
+            d += c_sq[None, :]
+            j = d.argmin(1)
+            dmin = np.maximum(d[np.arange(d.shape[0]), j], 0.0)
+            nearer = dmin < closest[rows]
+            closest[rows] = np.where(nearer, dmin, closest[rows])
+            owner[rows] = np.where(nearer, n_picked + j, owner[rows])
+        picked.append(new)
+        n_picked += new.size
+    cand = np.concatenate(picked)
+    if cand.size < n_clusters:  # too few (tiny or degenerate data): top up with unpicked rows
+        rest = np.setdiff1d(np.arange(n), cand)
+        cand = np.concatenate([cand, rng.choice(rest, n_clusters - cand.size, replace=False)])
+        owner, _ = nearest_centroid(Xc, Xc[torch.from_numpy(cand)], exact_ties=False, return_dist=False)
+        owner = owner.numpy()
+    weight = np.bincount(owner, minlength=cand.size).astype(np.float64)  # rows each candidate stands for
+    C = kmeans_plusplus(Xc[torch.from_numpy(cand)], n_clusters, rng, sample_weight=weight)
+    return C.to(X.device)
 
 
 def balanced_assign(
@@ -199,7 +267,7 @@ def lloyd(
     n_iter: int,
     tol: float,
     rng: np.random.Generator,
-    init: str = "k-means++",
+    init: str = "k-means||",
     n_balanced_iter: int = 0,
     compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, int, float]:
@@ -212,15 +280,16 @@ def lloyd(
     n, D = X.shape
     if n < n_clusters:
         raise SemidError(f"n_samples={n} should be >= n_clusters={n_clusters}")
-    if init == "k-means++":
+    if init in ("k-means++", "k-means||"):
         # Seeding on a sample keeps the K sequential passes cheap; 64 points per centre is plenty.
         m = min(n, max(_KPP_POINTS_PER_CENTROID * n_clusters, 4096))
         sample = X[torch.as_tensor(np.sort(rng.choice(n, m, replace=False)), device=X.device)] if m < n else X
-        C = kmeans_plusplus(sample, n_clusters, rng)
+        seed = kmeans_plusplus if init == "k-means++" else kmeans_parallel
+        C = seed(sample, n_clusters, rng)
     elif init == "random":
         C = X[torch.as_tensor(np.sort(rng.choice(n, n_clusters, replace=False)), device=X.device)].clone()
     else:
-        raise SemidError(f"init={init!r} is not one of 'k-means++', 'random'")
+        raise SemidError(f"init={init!r} is not one of 'k-means||', 'k-means++', 'random'")
 
     prev = math.inf
     inertia = math.inf
