@@ -29,6 +29,44 @@ from semid.errors import SemidError
 from semid.quantize.base import BaseQuantizer, as_float_matrix
 from semid.quantize.kmeans import balanced_assign, lloyd, nearest_centroid
 
+_REFINE_ROWS_PER_CENTROID = 512  # rows codebook refinement uses (a seeded sample beyond this)
+
+
+def refine_codebooks(X: torch.Tensor, codebooks: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+    """One round of residual-codebook refinement over ``X`` (n, D).
+
+    Greedy-encode ``X`` with ``codebooks``, then, level by level, replace each centroid by the mean of what
+    its level should explain (``x`` minus the other levels' centroids) over the rows coded to it; centroids
+    with no rows stay. With the codes fixed each update is the least-squares optimum. Returns the squared
+    error of the greedy codes of the *given* codebooks, and the refined codebooks (whose own greedy codes
+    may differ, so callers compare errors before keeping them).
+    """
+    R = X.clone()  # (n, D): X minus the greedy reconstruction
+    codes = []
+    for C in codebooks:
+        c = nearest_centroid(R, C, exact_ties=False, return_dist=False)[0]
+        R -= C[c]
+        codes.append(c)
+    error = float(torch.linalg.vector_norm(R, dtype=torch.float64) ** 2)
+    # Level l's update is C_l[k] += (sum of the current residual over its rows) / count. The residual moves
+    # when an earlier level moves its centroids, and only through which codes rows share, so one scatter
+    # of R per level and code co-occurrence counts (K_l x K_j) give every update without touching R again.
+    counts = [
+        torch.bincount(c, minlength=C.shape[0]).to(R.dtype) for C, c in zip(codebooks, codes, strict=True)
+    ]
+    out: list[torch.Tensor] = []
+    deltas: list[torch.Tensor] = []
+    for level, (C, c) in enumerate(zip(codebooks, codes, strict=True)):
+        S = torch.zeros_like(C).index_add_(0, c, R)  # (K_l, D): residual summed per code
+        for j in range(level):  # rows' residuals already shifted by -delta_j[c_j]
+            K_l, K_j = C.shape[0], codebooks[j].shape[0]
+            pair = torch.bincount(c * K_j + codes[j], minlength=K_l * K_j).to(R.dtype).view(K_l, K_j)
+            S -= pair @ deltas[j]
+        delta = torch.where(counts[level][:, None] > 0, S / counts[level].clamp_min(1.0)[:, None], 0.0)
+        out.append(C + delta)
+        deltas.append(delta)
+    return error, out
+
 
 class RQKMeans(BaseQuantizer):
     """Residual k-means quantizer with the sklearn estimator surface.
@@ -48,6 +86,11 @@ class RQKMeans(BaseQuantizer):
         ``min(n, 256 * K)`` rows like faiss' ``max_points_per_centroid``; ``0`` uses every row.
         The final assignment of every row (and residuals) always uses all rows.
     n_balanced_iter : Lloyd iterations run with the balanced assignment when ``balanced=True``.
+    n_refine : rounds of codebook refinement after the greedy levels (not with ``balanced=True``): encode,
+        then set each level's centroids to the mean of what that level should explain given the other
+        levels' codes (block coordinate descent on the reconstruction error), and keep whichever round's
+        codebooks give the lowest error under greedy encoding (so never worse than none). Costs
+        ``n_refine + 1`` encoding passes over at most ``512 * K`` rows. ``0`` turns it off.
     random_state : seed; the same seed gives identical codes.
     device : ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
     verbose : show a progress bar over levels.
@@ -74,6 +117,7 @@ class RQKMeans(BaseQuantizer):
         balanced: bool = False,
         sample_size: int | None = None,
         n_balanced_iter: int = 3,
+        n_refine: int = 2,
         random_state: int | None = 0,
         device: str = "auto",
         verbose: bool = False,
@@ -86,6 +130,7 @@ class RQKMeans(BaseQuantizer):
         self.balanced = balanced
         self.sample_size = sample_size
         self.n_balanced_iter = n_balanced_iter
+        self.n_refine = n_refine
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -113,6 +158,8 @@ class RQKMeans(BaseQuantizer):
 
     def _validate_params(self) -> list[int]:
         sizes = self._sizes()
+        if not isinstance(self.n_refine, (int, np.integer)) or self.n_refine < 0:
+            raise SemidError(f"n_refine={self.n_refine!r} should be an integer >= 0")
         if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 1:
             raise SemidError(f"n_iter={self.n_iter!r} should be an integer >= 1")
         if not self.tol >= 0:
@@ -164,12 +211,31 @@ class RQKMeans(BaseQuantizer):
             )
             codes = self._assign(R, C, balanced=self.balanced)
             R -= C[codes]
-            codebooks.append(C.cpu().numpy().astype(np.float32, copy=False))
+            codebooks.append(C)
             n_iters.append(it)
+        if self.n_refine and not self.balanced:
+            m = min(n, _REFINE_ROWS_PER_CENTROID * max(sizes))
+            rows = np.sort(rng.choice(n, m, replace=False)) if m < n else slice(None)
+            Xr = torch.from_numpy(np.ascontiguousarray(X[rows])).to(device)  # (m, D)
+            best_error, current = float("inf"), codebooks
+            for _ in range(int(self.n_refine) + 1):  # keep the codebooks whose greedy codes fit best
+                error, refined = refine_codebooks(Xr, current)
+                if error < best_error:
+                    best_error, codebooks = error, current
+                current = refined
+            del Xr
+            if m < n:  # the residual of every row, with the final codebooks (for inertia_)
+                R = torch.from_numpy(X.copy()).to(device)
+                for C in codebooks:
+                    R -= C[self._assign(R, C, balanced=False)]
+            else:
+                R = None
+                inertia = best_error
+        codebooks = [C.cpu().numpy().astype(np.float32, copy=False) for C in codebooks]
         self.codebooks_ = codebooks
         self.n_iter_ = n_iters
         self.n_features_in_ = D
-        self.inertia_ = float((R.double() ** 2).sum())
+        self.inertia_ = float((R.double() ** 2).sum()) if R is not None else inertia
         self._device = device
         return self
 
@@ -247,6 +313,7 @@ class RQKMeans(BaseQuantizer):
             "balanced": bool(self.balanced),
             "sample_size": self.sample_size,
             "n_balanced_iter": int(self.n_balanced_iter),
+            "n_refine": int(self.n_refine),
             "random_state": self.random_state,
             "n_features_in": int(self.n_features_in_),
             "inertia": getattr(self, "inertia_", None),
@@ -267,6 +334,7 @@ class RQKMeans(BaseQuantizer):
             "balanced",
             "sample_size",
             "n_balanced_iter",
+            "n_refine",
         )
         kwargs = {k: config[k] for k in keys if k in config}
         return cls(random_state=config.get("random_state"), device=device, **kwargs)
