@@ -26,6 +26,8 @@ _CHUNK_FLOATS = 1 << 24
 _TIE_RTOL = 1e-5
 # k-means++ seeds on a sample of this many rows per centre (the K sequential steps dominate otherwise).
 _KPP_POINTS_PER_CENTROID = 64
+# k-means++ over at most this many rows precomputes their Gram matrix (4096^2 floats = 64 MiB).
+_GRAM_MAX_ROWS = 4096
 
 
 def _chunk_rows(n_centroids: int, chunk_rows: int | None) -> int:
@@ -102,6 +104,8 @@ def kmeans_plusplus(
     Xn = Xc_all.numpy()
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     x_sq = np.einsum("ij,ij->i", Xn, Xn)  # (n,)
+    # Few rows (k-means|| candidates): one Gram matrix replaces K small GEMMs.
+    gram = torch.mm(Xc_all, Xc_all.T).numpy() if n <= _GRAM_MAX_ROWS else None  # (n, n)
     chosen = np.empty(n_clusters, dtype=np.int64)
     if sample_weight is None:
         chosen[0] = int(rng.integers(n))
@@ -115,7 +119,10 @@ def kmeans_plusplus(
             cand = rng.integers(n, size=n_trials)
         else:
             cand = np.minimum(np.searchsorted(cum, rng.random(n_trials) * cum[-1], side="right"), n - 1)
-        dots = torch.mm(Xc_all, Xc_all[torch.from_numpy(cand)].T).numpy()  # (n, T)
+        if gram is not None:
+            dots = gram[:, cand]  # (n, T)
+        else:
+            dots = torch.mm(Xc_all, Xc_all[torch.from_numpy(cand)].T).numpy()  # (n, T)
         d = x_sq[:, None] - 2.0 * dots
         d += x_sq[cand][None, :]
         np.maximum(d, 0.0, out=d)
