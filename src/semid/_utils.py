@@ -54,6 +54,21 @@ def _rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
+def bf16_is_fast(device: str) -> bool:
+    """True where bfloat16 matrix products beat float32: CUDA with bf16, CPUs with AVX512-BF16 or AMX."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` picks CUDA, then MPS, then CPU; anything else is validated and returned."""
     import torch

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._utils import atomic_path, fingerprint_arrays, resolve_device
+from semid._utils import atomic_path, bf16_is_fast, fingerprint_arrays, resolve_device
 from semid.errors import SemidError
 from semid.rec.data import (
     Examples,
@@ -310,18 +310,6 @@ class TrainResult:
     history: list[dict[str, Any]]  # this session's metrics records
 
 
-def _bf16_is_fast(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    if device == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices and embeddings; leave biases, norms and single vectors alone (as nanoGPT does)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -399,7 +387,7 @@ def _train(
     device = resolve_device(config.device)
     if device == "cpu":
         torch.set_num_threads(config.num_threads)
-    use_bf16 = config.autocast == "bf16" or (config.autocast == "auto" and _bf16_is_fast(device))
+    use_bf16 = config.autocast == "bf16" or (config.autocast == "auto" and bf16_is_fast(device))
     autocast = (
         (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16))
         if use_bf16
