@@ -10,34 +10,12 @@ import pytest
 import torch
 
 import semid.cli.rec  # noqa: F401  (registers the commands)
+from conftest import TINY_TIGER
 from semid.cli import main
 from semid.ids.table import IdTable, write_ids
 
 N_ITEMS = 40
-TINY = {
-    "model": {
-        "d_model": 64,
-        "n_heads": 4,
-        "d_head": 16,
-        "d_ff": 128,
-        "n_encoder_layers": 1,
-        "n_decoder_layers": 1,
-        "dropout": 0.0,
-        "max_history": 4,
-        "n_user_tokens": 8,
-        "beam_size": 10,
-    },
-    "train": {
-        "epochs": 10,
-        "batch_size": 32,
-        "lr": 0.005,
-        "warmup_steps": 5,
-        "num_threads": 1,
-        "autocast": "off",
-        "tensorboard": False,
-        "patience": 0,
-    },
-}
+TINY = {"model": TINY_TIGER["model"], "train": {**TINY_TIGER["train"], "epochs": 10, "batch_size": 32}}
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_TIGER as TINY_TIGER_CONFIG
 from semid.data import Sequences, make_demo_dataset
 from semid.embed.store import read_embeddings
 from semid.errors import SemidError
@@ -28,19 +29,8 @@ from semid.rec.train import (
 
 N_ITEMS = 40
 TINY_SASREC = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "dropout": 0.0, "max_len": 8}
-TINY_TIGER = {
-    "d_model": 64,
-    "n_heads": 4,
-    "d_head": 16,
-    "d_ff": 128,
-    "n_encoder_layers": 1,
-    "n_decoder_layers": 1,
-    "dropout": 0.0,
-    "max_history": 4,
-    "n_user_tokens": 8,
-    "beam_size": 10,
-    "codebook_sizes": [8, 8],  # 64 possible IDs for 40 items: decoding can go wrong without the trie
-}
+# 64 possible IDs for 40 items: decoding can go wrong without the trie.
+TINY_TIGER = {**TINY_TIGER_CONFIG["model"], "codebook_sizes": [8, 8]}
 FAST = {
     "progress": False,
     "num_threads": 1,

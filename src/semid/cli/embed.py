@@ -175,7 +175,10 @@ def embed(
     texts = render_texts(cat, tpl)
     console.print(f"read {len(cat):,} items from {', '.join(map(str, catalogue))}; e.g. {texts[0]!r}")
 
-    embedder = _load(model, backend.value, dim, instruction, pooling, device, dtype, batch_size)
+    from semid.embed.backends import load_embedder
+
+    options = _embedder_options(model, backend.value, dim, instruction, pooling, device, dtype, batch_size)
+    embedder: Embedder = load_embedder(model, **options)
     stats = EmbedStats()
     store = EmbeddingCache(cache_dir) if cache else None
     try:
@@ -195,22 +198,6 @@ def embed(
         f"-> {X.shape[0]:,} x {X.shape[1]} with {embedder.name} in {time.perf_counter() - t0:.1f}s; "
         f"wrote {output}"
     )
-
-
-def _load(
-    model: str | None,
-    backend: str,
-    dim: int | None,
-    instruction: str | None,
-    pooling: str,
-    device: str,
-    dtype: str | None,
-    batch_size: int,
-) -> Embedder:
-    from semid.embed.backends import load_embedder
-
-    options = _embedder_options(model, backend, dim, instruction, pooling, device, dtype, batch_size)
-    return load_embedder(model, **options)  # type: ignore[arg-type]
 
 
 def _embedder_options(

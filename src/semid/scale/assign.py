@@ -237,6 +237,22 @@ def _split_by_bucket(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
 def _encode_ray(
     parts: Parts, spill: Path, encoder_args: dict[str, Any], workers: int, batch_size: int
 ) -> None:
+    columns = [encoder_args["id_column"], encoder_args["embedding_column"], PATH_COLUMN]
+    ray_map_parts(parts, EncodeBatch, encoder_args, spill, workers, batch_size, columns, ["bucket"])
+
+
+def ray_map_parts(
+    parts: Parts,
+    fn: type,
+    fn_kwargs: dict[str, Any],
+    out: Path,
+    workers: int,
+    batch_size: int,
+    columns: list[str] | None = None,
+    partition_cols: list[str] | None = None,
+) -> None:
+    """Ray Data: read ``parts`` (with a ``path`` column) -> ``map_batches(fn)`` on ``workers`` actors that
+    build ``fn(**fn_kwargs)`` once each -> ``write_parquet(out)``. Worker errors come back as one line."""
     import pyarrow.fs
     import ray.data
 
@@ -248,18 +264,20 @@ def _encode_ray(
             filesystem=local,
             num_cpus=_IO_CPUS,
             override_num_blocks=ray_blocks(parts, workers),
-        ).select_columns([encoder_args["id_column"], encoder_args["embedding_column"], PATH_COLUMN])
+        )
+        if columns is not None:
+            ds = ds.select_columns(columns)
         ds = ds.map_batches(
-            EncodeBatch,
-            fn_constructor_kwargs=encoder_args,
+            fn,
+            fn_constructor_kwargs=fn_kwargs,
             batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=_ENCODER_CPUS,
         )
         ds.write_parquet(
-            str(spill.resolve()),
-            partition_cols=["bucket"],
+            str(out.resolve()),
+            partition_cols=partition_cols,
             filesystem=local,
             ray_remote_args={"num_cpus": _IO_CPUS},
         )

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from semid._utils import atomic_path
 from semid.errors import SemidError
-from semid.scale.assign import MANIFEST, _ray_session, _unwrap_ray_error, ray_blocks
+from semid.scale.assign import MANIFEST, _ray_session, ray_map_parts
 from semid.scale.batches import EmbedBatch
 from semid.scale.parts import check_unique_ids, list_parts
 
@@ -93,7 +93,7 @@ def embed_dataset(
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
         if engine == "ray":
-            _embed_ray(parts, tmp, args, embedder_options, workers, rows_per_part)
+            ray_map_parts(parts, EmbedBatch, {**args, **embedder_options}, tmp, workers, rows_per_part)
             files = sorted(tmp.glob("*.parquet"))
             result.n_items = sum(pq.read_metadata(f).num_rows for f in files)
             result.n_parts = len(files)
@@ -146,33 +146,3 @@ def _loaded_batches(paths: list[Path], format: str, id_column: str, batch_size: 
         table = table.rename_columns([id_column if c == "item_id" else c for c in table.column_names])
     for start in range(0, table.num_rows, batch_size):
         yield table.slice(start, batch_size)
-
-
-def _embed_ray(
-    parts: Any, out: Path, args: dict, embedder_options: dict, workers: int, batch_size: int
-) -> None:
-    import pyarrow.fs
-    import ray.data
-
-    from semid.scale.assign import _ENCODER_CPUS, _IO_CPUS
-
-    local = pyarrow.fs.LocalFileSystem()
-    try:
-        ds = ray.data.read_parquet(
-            [str(f.resolve()) for f in parts.files],
-            include_paths=True,
-            filesystem=local,
-            num_cpus=_IO_CPUS,
-            override_num_blocks=ray_blocks(parts, workers),
-        )
-        ds = ds.map_batches(
-            EmbedBatch,
-            fn_constructor_kwargs={**args, **embedder_options},
-            batch_format="pyarrow",
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=_ENCODER_CPUS,
-        )
-        ds.write_parquet(str(out.resolve()), filesystem=local, ray_remote_args={"num_cpus": _IO_CPUS})
-    except Exception as e:  # noqa: BLE001
-        raise _unwrap_ray_error(e) from None
