@@ -283,3 +283,28 @@ def test_streamed_embed_writes_parts_equal_to_the_in_memory_embeddings(tmp_path,
     assert sorted(b_ids.tolist()) == sorted(a_ids.tolist())
     pos = {k: i for i, k in enumerate(b_ids.tolist())}
     np.testing.assert_allclose(b[[pos[k] for k in a_ids.tolist()]], a, atol=1e-5)
+
+
+def test_a_terminated_assign_leaves_no_output_and_no_temporary_files(tmp_path):
+    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: the temporary directory goes too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    X = clustered(300_000, 32, centres=500, seed=9)
+    write_embeddings(tmp_path / "emb.parquet", [f"i{k}" for k in range(len(X))], X)
+    RQKMeans(n_levels=2, codebook_size=16, random_state=0).fit(X[:5000]).save_pretrained(tmp_path / "m")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semid", "assign", str(tmp_path / "m"), str(tmp_path / "emb.parquet"),
+         "-o", str(tmp_path / "ids"), "--batch-size", "2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".ids.*.tmp")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err  # as for Ctrl-C
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.parquet", "m"]

@@ -8,7 +8,9 @@ Each command group lives in its own module (``core.py``: fit/assign/stats, ``dat
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     Set ``SEMID_DEBUG=1`` to see the traceback behind an ``Error:`` line.
     """
     _register()
+    previous = _raise_on_sigterm()
     try:
         app(args=argv, prog_name="semid")
     except SemidError as e:
@@ -54,6 +57,22 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"Error: {e.filename or e}: no such file", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm() -> signal.Handlers | None:
+    """Make SIGTERM unwind like Ctrl-C (typer then exits with status 130), so temporary outputs are
+    cleaned up: ``kill`` or a job scheduler stopping the command must not leave half-written files.
+    Returns the handler to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def get_app() -> typer.Typer:
