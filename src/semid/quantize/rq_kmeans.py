@@ -227,7 +227,10 @@ class RQKMeans(BaseQuantizer):
         if self.n_refine and not self.balanced:
             m = min(n, _REFINE_ROWS_PER_CENTROID * max(sizes))
             rows = np.sort(rng.choice(n, m, replace=False)) if m < n else slice(None)
-            Xr = torch.from_numpy(np.ascontiguousarray(X[rows])).to(device)  # (m, D)
+            sample = np.ascontiguousarray(X[rows])
+            if not sample.flags.writeable:  # torch wants writable memory (e.g. X read from Arrow)
+                sample = sample.copy()
+            Xr = torch.from_numpy(sample).to(device)  # (m, D)
             best_error, current = float("inf"), codebooks
             for _ in range(int(self.n_refine) + 1):  # keep the codebooks whose greedy codes fit best
                 error, refined = refine_codebooks(Xr, current)
