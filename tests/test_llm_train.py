@@ -201,3 +201,18 @@ def test_cli_missing_base_model_is_an_error(files, capsys):
     assert code == 1
     assert err.strip() == f"Error: base model {d}/no-model: no such directory"
     assert not (d / "m").exists()
+
+
+def test_a_time_budget_drives_the_cosine_decay_when_it_runs_out_before_the_steps():
+    from semid.llm.train import _lr_lambda
+
+    share = {"now": 0.0}
+    f = _lr_lambda(warmup=10, total=10_000, floor=0.05, time_used=lambda: share["now"])
+    assert f(4) == pytest.approx(0.5)  # warmup is by steps
+    assert f(100) == pytest.approx(1.0, abs=1e-3)  # early: steps and time both near the start
+    share["now"] = 0.5
+    assert f(100) == pytest.approx(0.05 + 0.95 * 0.5)  # half the budget spent: half-way down the cosine
+    share["now"] = 1.0
+    assert f(100) == pytest.approx(0.05)  # budget spent: the floor, though 99% of the steps remain
+    no_clock = _lr_lambda(warmup=10, total=10_000, floor=0.05)
+    assert no_clock(100) == pytest.approx(1.0, abs=1e-3)

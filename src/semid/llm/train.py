@@ -19,6 +19,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,17 @@ def _answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets[where])
 
 
-def _lr_lambda(warmup: int, total: int, floor: float):
+def _lr_lambda(warmup: int, total: int, floor: float, time_used: Callable[[], float] | None = None):
+    """Linear warmup, then cosine decay to ``floor``. With ``time_used`` (the share of a time budget spent,
+    0..1) the decay follows whichever is further along, steps or time, so a run stopped by ``max_minutes``
+    still ends at the low learning rate instead of being cut off near its peak."""
+
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if time_used is not None:
+            progress = max(progress, min(1.0, time_used()))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
@@ -197,8 +204,12 @@ def train_llm(
         lr=config.lr,
         betas=(0.9, 0.95),
     )
+    start = time.perf_counter()
+    budget = 60 * config.max_minutes if config.max_minutes else None
+    time_used = (lambda: (time.perf_counter() - start) / budget) if budget else None  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(min(config.warmup_steps, max(1, total // 10)), total, config.min_lr_ratio)
+        optimizer,
+        _lr_lambda(min(config.warmup_steps, max(1, total // 10)), total, config.min_lr_ratio, time_used),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.eos_id
 
@@ -234,7 +245,7 @@ def train_llm(
 
     from tqdm.auto import tqdm
 
-    start = time.perf_counter()
+    start = time.perf_counter()  # the clock of the time budget (and of the schedule) starts now
     step, last_eval = 0, {}
     bar = tqdm(total=total, disable=not config.progress, desc="train", unit="step")
     deadline = start + 60 * config.max_minutes if config.max_minutes else math.inf
