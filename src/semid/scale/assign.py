@@ -16,6 +16,7 @@ Everything is written beside the output and renamed into place at the end: a fai
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -345,9 +346,7 @@ def finish_bucket(
     ids, base, X = _bucket_arrays(files)
     rank = None
     if dedup == "remap":
-        from semid.quantize import load_quantizer
-
-        model = load_quantizer(model_dir, device="cpu")
+        model = _cpu_quantizer(model_dir, _mtimes(model_dir))
         rank = lambda rows: model.rank_last_level(X[rows])  # noqa: E731
     stats: dict[str, Any] = {"n": len(ids), "n_collided": 0, "n_moved": 0}
     if registry is not None:
@@ -360,6 +359,19 @@ def finish_bucket(
         stats.update(n_collided=d.n_collided, n_moved=d.n_moved)
     write_ids(out, IdTable(ids, format_ids(codes, fmt), codes, base, meta))
     return stats
+
+
+@functools.lru_cache(maxsize=2)
+def _cpu_quantizer(model_dir: str, mtimes: tuple[int, ...]) -> Any:
+    """The quantizer ``remap`` ranks codes with, loaded once per process rather than once per bucket
+    (``mtimes`` is part of the key, so a model saved again into the same directory is read again)."""
+    from semid.quantize import load_quantizer
+
+    return load_quantizer(model_dir, device="cpu")
+
+
+def _mtimes(model_dir: str) -> tuple[int, ...]:
+    return tuple(p.stat().st_mtime_ns for p in sorted(Path(model_dir).iterdir()) if p.is_file())
 
 
 def _finish_with_registry(

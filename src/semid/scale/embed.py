@@ -102,7 +102,7 @@ def embed_dataset(
         else:
             fn = EmbedBatch(**args, cache_dir=cache_dir, **embedder_options)
             batches = (
-                _parquet_batches(paths[0], rows_per_part)
+                _parquet_batches(parts.files, rows_per_part)
                 if parquet
                 else _loaded_batches(paths, format, id_column, rows_per_part)
             )
@@ -124,12 +124,7 @@ def embed_dataset(
     return result
 
 
-def _parquet_batches(path: Path, batch_size: int) -> Iterator[pa.Table]:
-    files = (
-        sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
-        if path.is_dir()
-        else [path]
-    )
+def _parquet_batches(files: list[Path], batch_size: int) -> Iterator[pa.Table]:
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
             yield pa.Table.from_batches([batch]).append_column("path", pa.array([f.name] * batch.num_rows))
