@@ -91,12 +91,21 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
     }
     if args.max_minutes:
         train["max_minutes"] = args.max_minutes
+    train.update(args.train_set)
     if args.epochs:
         train["epochs"] = args.epochs
     resume = args.resume and (run_dir / LAST).exists()
     if resume:
         train = {k: v for k, v in train.items() if k in ("num_threads", "progress", "max_minutes", "epochs")}
-    model, result = fit(model_type, None if resume else data, run_dir, train_config=train, resume=resume)
+    model_config = args.model_set if model_type == "tiger" else {}
+    model, result = fit(
+        model_type,
+        None if resume else data,
+        run_dir,
+        model_config=model_config,
+        train_config=train,
+        resume=resume,
+    )
     test = evaluate(model, split_examples(model, data, "test"), batch_size=256, progress=not args.quiet)
     m = test.metrics
     return {
@@ -114,6 +123,17 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
     }
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} should be KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger or both (comma-separated)")
@@ -126,10 +146,27 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, default=Path("bench/out/beauty-rec"), help="run directories and ID files"
     )
+    p.add_argument(
+        "--train-set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training option (semid.rec.train.TrainConfig), e.g. lr=0.002; repeatable",
+    )
+    p.add_argument(
+        "--model-set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TIGER option (semid.rec.tiger.TIGERConfig), e.g. dropout=0.2; repeatable",
+    )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
     args = p.parse_args()
+    args.train_set, args.model_set = dict(args.train_set), dict(args.model_set)
     if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
     import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,29 @@ def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_learning_rate_decays_over_the_time_budget() -> None:
+    from semid.rec.train import _lr_at
+
+    config = TrainConfig(lr=0.01, warmup_steps=0, min_lr_ratio=0.0, max_minutes=2.0)
+    # Step 10 of 1,000 is barely into the decay, but half the two-minute budget is spent: the cosine is at 0.5.
+    assert _lr_at(10, 1000, config, seconds=60.0) == pytest.approx(0.005)
+    assert _lr_at(10, 1000, config, seconds=120.0) == pytest.approx(0.0)
+    # Without a budget (or when the steps are further along) the steps decide.
+    assert _lr_at(
+        500, 1000, TrainConfig(lr=0.01, warmup_steps=0, min_lr_ratio=0.0), seconds=1e6
+    ) == pytest.approx(0.005)
+    assert _lr_at(900, 1000, config, seconds=60.0) < 0.005
+
+
+def test_max_minutes_is_a_budget_over_all_sessions_of_a_run(sasrec_run, tmp_path: Path) -> None:
+    _, result, finished = sasrec_run
+    run_dir = shutil.copytree(finished, tmp_path / "run")
+    spent = result.seconds / 60 * 0.999  # (a hair under: 60 * (s / 60) may round above s)
+    # The run has used its budget already: resuming with the same budget trains nothing more.
+    _, again = fit("sasrec", None, run_dir, train_config={"epochs": 99, "max_minutes": spent}, resume=True)
+    assert (again.steps, again.stopped, again.history) == (result.steps, "time", [])
 
 
 def test_resume_refuses_a_changed_recipe(sasrec_run) -> None:

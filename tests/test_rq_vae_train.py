@@ -126,13 +126,30 @@ def test_metrics_jsonl_has_one_record_per_epoch_with_the_health_signals(uninterr
     assert [r["step"] for r in records] == [4, 8, 12, 16, 20, 24]
     expected = {
         "loss", "recon_loss", "commit_loss", "codebook_loss", "rel_error", "lr", "unique_share",
-        "grad_norm_before", "grad_norm_after", "grad_norm_max", "train_s", "eval_s",
+        "grad_norm_before", "grad_norm_after", "grad_norm_max", "train_s",
         "usage_l0", "usage_l1", "perplexity_l0", "perplexity_l1",
         "residual_norm_l0", "residual_norm_l1", "residual_norm_l2", "dead_code_resets_l0", "dead_code_resets_l1",
     }  # fmt: skip
     assert expected <= set(records[0])
     assert untimed(records) == untimed(uninterrupted.history_)
     assert all(0 < r["perplexity_l0"] <= 8 and 0 < r["unique_share"] <= 1 for r in records)
+    assert [r["epoch"] for r in records if "eval_s" in r] == [6]  # eval_every=10: the last epoch only
+
+
+def test_between_full_evaluations_the_health_metrics_come_from_the_training_pass(data):
+    model = tiny(epochs=8, eval_every=2).fit(data)
+    h = model.history_
+    assert [r["epoch"] for r in h if "eval_s" in r] == [2, 4, 6, 8]
+    health = ("unique_share", "usage_l0", "usage_l1", "perplexity_l0", "perplexity_l1", "residual_norm_l2")
+    assert all(set(health) <= set(r) for r in h)
+    # A full pass gives exactly the metrics of the codes encode() assigns...
+    assert model.net_.code_metrics(model.encode(data)).items() <= h[-1].items()
+    # ...and once past the first epochs' dead-code resets, the training pass's codes (one model state per
+    # batch, dropout on) tell the same story as a full pass after the epoch.
+    every = tiny(epochs=8, eval_every=1).fit(data).history_
+    for epoch in (5, 7):
+        for key in health:
+            assert h[epoch - 1][key] == pytest.approx(every[epoch - 1][key], rel=0.15), (epoch, key)
 
 
 def test_checkpoints_hold_config_step_optimizer_and_the_best_epoch(uninterrupted):
@@ -261,9 +278,9 @@ def test_lr_schedule_warmup_then_cosine_to_the_floor():
 def test_trainer_learns_and_logs_lr_per_epoch():
     X, y = _regression()
     model = Linear()
-    state = Trainer(model, TrainConfig(epochs=20, batch_size=30, lr=0.1, schedule="constant"), seed=0).fit(
-        X, y
-    )
+    state = Trainer(
+        model, TrainConfig(epochs=20, batch_size=30, lr=0.1, schedule="constant", eval_every=1), seed=0
+    ).fit(X, y)
     assert state.history[-1]["fit_error"] < 1e-3 < state.history[0]["fit_error"]
     assert {r["lr"] for r in state.history} == {0.1}
 

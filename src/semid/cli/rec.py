@@ -71,7 +71,12 @@ def train_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o RUN_DIR.")] = False,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Most epochs to train.")] = None,
     max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", help="Stop (validated and saved) after this long.")
+        float | None,
+        typer.Option(
+            "--max-minutes",
+            help="Stop (validated and saved) after this many minutes of training in all; "
+            "the learning rate decays over this budget.",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same run.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,

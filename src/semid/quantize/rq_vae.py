@@ -292,6 +292,9 @@ class RQVAENet(nn.Module):
             loss = loss + c.collab_weight * collab
             logs["collab_loss"] = collab.item()
         logs["loss"] = loss.item()
+        for i, v in enumerate(out.residual_norms):
+            logs[f"residual_norm_l{i}"] = float(v)
+        logs["codes"] = out.codes  # the trainer's per-epoch health metrics between full evaluations
         return loss, logs
 
     def collab_loss(
@@ -327,13 +330,17 @@ class RQVAENet(nn.Module):
                 codes.append(out.codes)
                 norms += np.array(out.residual_norms) * out.codes.shape[0]
         self.train(was)
-        C = torch.cat(codes).cpu().numpy()
-        rec: dict[str, Any] = {"unique_share": collision_stats(C)["unique_share"]}
-        for lv in codebook_usage(C, self.rvq.codebook_sizes):
-            rec[f"usage_l{lv['level']}"] = lv["usage"]
-            rec[f"perplexity_l{lv['level']}"] = lv["perplexity"]
+        rec = self.code_metrics(torch.cat(codes).cpu().numpy())
         for i, v in enumerate(norms / X.shape[0]):
             rec[f"residual_norm_l{i}"] = float(v)
+        return rec
+
+    def code_metrics(self, codes: np.ndarray) -> dict[str, Any]:
+        """Usage and perplexity per level, unique share of ``codes`` (n, L); dead-code resets so far."""
+        rec: dict[str, Any] = {"unique_share": collision_stats(codes)["unique_share"]}
+        for lv in codebook_usage(codes, self.rvq.codebook_sizes):
+            rec[f"usage_l{lv['level']}"] = lv["usage"]
+            rec[f"perplexity_l{lv['level']}"] = lv["perplexity"]
         for i, lv in enumerate(self.rvq.levels):
             rec[f"dead_code_resets_l{i}"] = int(lv.n_resets)
         return rec

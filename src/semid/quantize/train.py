@@ -9,7 +9,13 @@ The trainer knows nothing about quantizers; it drives any ``nn.Module`` that off
 * ``prepare(X, extra, rng, rows_per_step)`` - data-dependent initialisation before the first step
   (input statistics, k-means codebooks);
 * ``training_loss(x, extra, generator) -> (loss, logs)`` - the loss of a mini-batch and floats to log;
-* ``evaluate(X, extra) -> dict`` - metrics on all rows in eval mode (usage, unique share, ...).
+  ``logs`` may also hold ``"codes"``, a ``(B, L)`` tensor of what the batch's rows were assigned;
+* ``evaluate(X, extra) -> dict`` - metrics on all rows in eval mode (usage, unique share, ...);
+* optionally ``code_metrics(codes) -> dict`` - the same health metrics from an ``(n, L)`` array of codes.
+
+Every epoch is logged with health metrics. A full ``evaluate`` pass runs every ``eval_every`` epochs and
+after the last; the epochs between take them, at no cost, from the codes the training pass assigned (each
+row is seen once an epoch), through ``code_metrics``.
 
 What a run directory holds (all writes atomic, so a kill never leaves a torn file)::
 
@@ -74,7 +80,10 @@ class TrainConfig:
     # "bf16" autocasts the model's matmuls (its quantizer stays fp32); "auto": bf16 where the hardware computes it
     # natively (AVX512-BF16/AMX CPUs, recent GPUs), else "fp32"
     precision: str = "auto"
-    eval_every: int = 1  # epochs between full-data evaluations (the last epoch is always evaluated)
+    # epochs between full-data evaluations (the last epoch is always evaluated); the epochs between take their
+    # health metrics from the codes of the training pass, which costs nothing (a full pass costs a third of
+    # an epoch)
+    eval_every: int = 10
     # any logged metric; names ending in "loss"/"error" are minimised, others maximised
     best_metric: str = "unique_share"
     restore_best: bool = False  # end with the best epoch's weights instead of the last epoch's
@@ -184,6 +193,8 @@ class _Run:
     data_fp: str
     total_steps: int
     epoch_gen_state: torch.Tensor | None = None  # batch_gen's state at the start of the current epoch
+    # codes the training pass assigned to each row this epoch (-1: not seen, e.g. before a mid-epoch resume)
+    epoch_codes: torch.Tensor | None = None
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -268,9 +279,10 @@ class Trainer:
                 t0 = time.perf_counter()
                 self._train_epoch(state, run, X, extra, B, n_batches)
                 state.epoch += 1
-                record = self._epoch_record(state, X, extra, n_batches, time.perf_counter() - t0)
+                record = self._epoch_record(state, run, X, extra, n_batches, time.perf_counter() - t0)
                 state.history.append(record)
                 state.batch_in_epoch, state.epoch_sums, run.epoch_gen_state = 0, {}, None
+                run.epoch_codes = None
                 value = record.get(cfg.best_metric)
                 improved = value is not None and _better(cfg.best_metric, float(value), state.best_value)
                 if improved:
@@ -320,6 +332,11 @@ class Trainer:
                     X[idx], extra[idx] if extra is not None else None, run.aux_gen
                 )
             (loss / window).backward()
+            codes = logs.pop("codes", None)
+            if codes is not None:
+                if run.epoch_codes is None:
+                    run.epoch_codes = torch.full((X.shape[0], codes.shape[1]), -1, dtype=torch.long)
+                run.epoch_codes[idx] = codes.detach().to("cpu", torch.long)
             _accumulate(state.epoch_sums, logs)
             if b + 1 == window_start + window:
                 self._optimizer_step(state, run)
@@ -377,7 +394,13 @@ class Trainer:
         return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cos)
 
     def _epoch_record(
-        self, state: TrainState, X: torch.Tensor, extra: torch.Tensor | None, n_batches: int, seconds: float
+        self,
+        state: TrainState,
+        run: _Run,
+        X: torch.Tensor,
+        extra: torch.Tensor | None,
+        n_batches: int,
+        seconds: float,
     ) -> dict[str, Any]:
         sums = state.epoch_sums
         n_steps = max(sums.get("n_steps", 1.0), 1.0)
@@ -394,6 +417,9 @@ class Trainer:
             with self._autocast():
                 record.update(self.model.evaluate(X, extra))
             record["eval_s"] = time.perf_counter() - t
+        elif run.epoch_codes is not None and hasattr(self.model, "code_metrics"):
+            codes = run.epoch_codes.numpy()
+            record.update(self.model.code_metrics(codes[(codes >= 0).all(1)]))
         return record
 
     def _log(self, record: dict[str, Any], writer: Any) -> None:
@@ -450,6 +476,8 @@ class Trainer:
         tensors["rng.aux"] = run.aux_gen.get_state()
         if state.batch_in_epoch and run.epoch_gen_state is not None:  # mid-epoch: the order of this epoch
             tensors["rng.epoch"] = run.epoch_gen_state
+            if run.epoch_codes is not None:  # and the codes assigned so far, for the epoch's health metrics
+                tensors["epoch_codes"] = run.epoch_codes
         meta = {
             "config": self.run_config,
             "state": asdict(state),
@@ -492,6 +520,7 @@ class Trainer:
         run.batch_gen.set_state(tensors["rng.batch"])
         run.aux_gen.set_state(tensors["rng.aux"])
         run.epoch_gen_state = tensors.get("rng.epoch")
+        run.epoch_codes = tensors.get("epoch_codes")
         if self.run_dir is None:
             self.run_dir = path.parent.parent
         return TrainState(**meta["state"])

@@ -99,7 +99,10 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     valid_users: int = 0  # validate on a fixed random subset of this many users (0 = all) to save time
     eval_batch_size: int = 256
-    max_minutes: float = 0.0  # stop (validated and saved) after this much training time; 0 = no limit
+    # stop (validated and saved) after this much training time in all, over every session of a resumed run
+    # (raise it when resuming to train longer); the learning-rate decay then follows the time budget too,
+    # so a run cut by the clock still ends at the low rate. 0 = no limit
+    max_minutes: float = 0.0
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit
     # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
     autocast: str = "auto"
@@ -319,12 +322,18 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> float:
+    """The learning rate at ``step`` of ``total``, after ``seconds`` of training.
+
+    With ``max_minutes`` the decay follows whichever is further along, steps or the time budget.
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
     progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    if config.max_minutes:
+        progress = max(progress, min(1.0, seconds / (60 * config.max_minutes)))
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1 - progress
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * shape)
 
@@ -436,6 +445,9 @@ def _train(
         if config.max_steps and state.step >= config.max_steps:  # e.g. resumed with the same limit
             stopped = "max_steps"
             break
+        if config.max_minutes and state.seconds >= 60 * config.max_minutes:  # resumed with the same budget
+            stopped = "time"
+            break
         model.train()
         batches = length_batches(
             examples.lengths, config.batch_size, np.random.default_rng([config.seed, state.epoch])
@@ -451,7 +463,7 @@ def _train(
         )
         epoch_start, n_seen = time.perf_counter(), 0
         for idx in bar:
-            lr = _lr_at(state.step, total_steps, config)
+            lr = _lr_at(state.step, total_steps, config, seconds_before + time.perf_counter() - start)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = collate(examples, idx, device)
@@ -471,7 +483,9 @@ def _train(
             )
             if config.max_steps and state.step >= config.max_steps:
                 stopped = "max_steps"
-            elif config.max_minutes and time.perf_counter() - start >= 60 * config.max_minutes:
+            elif (
+                config.max_minutes and seconds_before + time.perf_counter() - start >= 60 * config.max_minutes
+            ):
                 stopped = "time"
             if stopped:
                 break
