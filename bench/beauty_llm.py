@@ -1,14 +1,18 @@
 """Query -> item on Amazon Beauty: semid's language model vs dense retrieval (MiniLM), same queries, same run.
 
-    python bench/beauty_llm.py --minutes 12          # a short CPU run
-    python bench/beauty_llm.py --minutes 60 --json   # the issue's budget
+    python bench/beauty_llm.py --minutes 12                    # a short CPU run
+    python bench/beauty_llm.py --minutes 60 --json             # the issue's budget
+    python bench/beauty_llm.py --minutes 12 --no-query-prefix  # the LM without the query-embedding prefix
 
 Steps: Semantic IDs for the 12,101 items (``semid fit`` + ``semid assign`` on MiniLM item embeddings,
 3 levels x 256, cached in ``--work``), training examples (``prepare_dataset``: 4 queries per item from the
 training templates), the offline scratch Llama trained for ``--minutes`` on this machine's CPU, then both
 methods answer the *held-out* templates (phrasings never seen in training) for ``--eval-items`` items:
 
-- semid LM: constrained beam search (beam 20), top 10; the share of valid answers is reported (must be 1);
+- semid LM: constrained beam search (beam 20), top 10; the share of valid answers is reported (must be 1).
+  By default (the library's) the LM also reads the query's MiniLM embedding as soft-prompt vectors
+  (``semid.llm.prefix``); ``--no-query-prefix`` turns that off. Embedding the training queries happens once,
+  before the training clock starts, and is reported as ``embed_seconds`` (cached in ``--work``);
 - dense: the MiniLM embedding of the query, nearest item embeddings by cosine, top 10.
 
 Hit@1 / Hit@10 of the right item, per template. ``attribute_query`` ("I want a {category} from {brand},
@@ -52,6 +56,12 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--query-prefix",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the query-embedding prefix (default: the library's, on)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,6 +72,7 @@ def main() -> None:
     from semid.llm.examples import ExampleConfig, prepare_dataset
     from semid.llm.generate import QueryRecommender
     from semid.llm.model import ScratchConfig, load_llm
+    from semid.llm.prefix import PrefixConfig
     from semid.llm.train import TrainConfig, train_llm
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -73,12 +84,15 @@ def main() -> None:
         catalogue, ids, data, ExampleConfig(n_per_item=4, n_valid_items=args.eval_items, seed=0)
     )
     prep_s = time.perf_counter() - t0
+    use_prefix = TrainConfig().query_prefix is not None if args.query_prefix is None else args.query_prefix
+    print(f"query prefix: {'on (packaged MiniLM)' if use_prefix else 'off'}", file=sys.stderr)
     config = TrainConfig(
         scratch=ScratchConfig(
             hidden_size=args.hidden,
             n_layers=args.layers,
             intermediate_size=(args.hidden * 8 // 3 + 7) // 8 * 8,
         ),
+        query_prefix=PrefixConfig() if use_prefix else None,
         max_minutes=args.minutes,
         batch_size=64,
         lr=2e-3,
@@ -131,7 +145,10 @@ def main() -> None:
         "train_minutes": result.seconds / 60,
         "prepare_seconds": prep_s,
         "model": f"scratch Llama hidden={args.hidden} layers={args.layers}",
+        "query_prefix": f"n_prefix={llm.prefix.n_prefix}, {llm.prefix.encoder_name}" if llm.prefix else "off",
+        "embed_seconds": result.embed_seconds,
         "params_m": sum(p.numel() for p in llm.model.parameters()) / 1e6,
+        "prefix_params_m": sum(p.numel() for p in llm.prefix.parameters()) / 1e6 if llm.prefix else 0.0,
         "lm_valid_answers": valid_share,
         "lm_eval_seconds": lm_s,
         "dense_eval_seconds": dense_s,

@@ -8,7 +8,18 @@ from semid.ids.table import read_ids
 
 @pytest.mark.slow
 def test_demo_runs_offline_and_reruns_from_cache(tmp_path, capsys):
-    argv = ["demo", "--out", str(tmp_path / "d"), "--items", "300", "--users", "200", "--codebook-size", "8", "--no-tiger"]
+    argv = [
+        "demo",
+        "--out",
+        str(tmp_path / "d"),
+        "--items",
+        "300",
+        "--users",
+        "200",
+        "--codebook-size",
+        "8",
+        "--no-tiger",
+    ]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code in (0, None)

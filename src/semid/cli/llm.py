@@ -81,13 +81,28 @@ def train(
     ),
     hidden_size: int = typer.Option(256, "--hidden-size", help="Scratch model width."),
     layers: int = typer.Option(4, "--layers", help="Scratch model depth."),
+    query_prefix: bool = typer.Option(
+        True,
+        "--query-prefix/--no-query-prefix",
+        help="Feed the query's sentence embedding to the model as soft-prompt vectors.",
+    ),
+    query_encoder: str | None = typer.Option(
+        None,
+        "--query-encoder",
+        help="Sentence encoder of the query prefix, local path or hub name (default: the packaged MiniLM).",
+    ),
+    n_prefix: int = typer.Option(4, "--n-prefix", help="Soft-prompt vectors per query."),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fine-tune (or train from scratch) and save the model with its tokenizer and items."""
+    from semid.errors import SemidError
     from semid.llm.model import ScratchConfig
+    from semid.llm.prefix import PrefixConfig
     from semid.llm.train import TrainConfig, train_llm
 
+    if query_encoder is not None and not query_prefix:
+        raise SemidError("--query-encoder needs the query prefix (drop --no-query-prefix)")
     if lr is None:
         lr = 2e-3 if base_model is None else (2e-4 if lora else 1e-4)
     config = TrainConfig(
@@ -96,6 +111,7 @@ def train(
         scratch=ScratchConfig(
             hidden_size=hidden_size, n_layers=layers, intermediate_size=(hidden_size * 8 // 3 + 7) // 8 * 8
         ),
+        query_prefix=PrefixConfig(query_encoder=query_encoder, n_prefix=n_prefix) if query_prefix else None,
         epochs=epochs,
         max_steps=max_steps,
         max_minutes=max_minutes,
@@ -106,7 +122,8 @@ def train(
     )
     result = train_llm(data, out, config)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
-    typer.echo(f"{result.steps:,} steps in {result.seconds:.0f} s; validation: {shown} -> {out}")
+    how = f"query prefix x{n_prefix}" if query_prefix else "no query prefix"
+    typer.echo(f"{result.steps:,} steps in {result.seconds:.0f} s ({how}); validation: {shown} -> {out}")
 
 
 @llm_app.command("ask")
@@ -118,7 +135,9 @@ def ask(
     k: int = typer.Option(10, "-k", help="How many items."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Answer a request with the k most likely catalogue items (every answer is a real item)."""
+    """Answer a request with the k most likely catalogue items (every answer is a real item).
+
+    A model trained with a query prefix loads its sentence encoder too."""
     from semid._utils import resolve_device
     from semid.errors import SemidError
     from semid.llm.generate import QueryRecommender

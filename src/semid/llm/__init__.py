@@ -2,6 +2,8 @@
 
 - :mod:`~semid.llm.examples`: training data (query -> ``[REC]`` + ID, attribute questions, next item).
 - :mod:`~semid.llm.model`: tokenizer with ID tokens, scratch Llama or a base model, LoRA, save/load.
+- :mod:`~semid.llm.prefix`: the query's sentence embedding (packaged MiniLM) as soft-prompt vectors in
+  front of the prompt (:class:`QueryPrefix`, on by default in training).
 - :mod:`~semid.llm.train`: the training loop (:class:`TrainConfig`, :func:`train_llm`).
 - :mod:`~semid.llm.generate`: constrained generation (:class:`SemanticIdLogitsProcessor`) and top-k
   recommendation (:class:`QueryRecommender`).
@@ -37,6 +39,9 @@ _EXPORTS = {
     "save_llm": "model",
     "scratch_model": "model",
     "train_tokenizer": "model",
+    "PrefixConfig": "prefix",
+    "QueryPrefix": "prefix",
+    "load_query_encoder": "prefix",
     "TrainConfig": "train",
     "TrainResult": "train",
     "train_llm": "train",

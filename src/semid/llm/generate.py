@@ -10,6 +10,11 @@ Two ways to decode, both driven by the :class:`semid.ids.PrefixTrie` of the cata
 - :meth:`QueryRecommender.recommend`: beam search over IDs (:func:`semid.rec.beam.beam_search`) with
   the language model as the step function: the top-``k`` *distinct* items with their log-probabilities.
 
+A model trained with a query-embedding prefix (:mod:`semid.llm.prefix`) reads the query twice: the
+sentence encoder's vector, as ``n_prefix`` soft-prompt vectors, then the prompt's tokens. Both ways of
+decoding then run on ``inputs_embeds`` (``generate`` keeps the token ids as its running sequence, with the
+pad id where the prefix sits, so the constraint still finds ``[REC]``); the constraint does not change.
+
 Guards against generation defaults that would silently break the constraint: ``generate`` is called with
 an explicit configuration (no sampling unless asked, no repetition penalty or suppressed tokens from the
 model's ``generation_config.json``, EOS and length set from the ID), prompts are built in token space with
@@ -19,7 +24,8 @@ checked against the trie before it is returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,7 @@ import torch
 from semid.errors import SemidError
 from semid.ids import PrefixTrie
 from semid.llm.model import LLM, SemanticVocab, prompt_ids
+from semid.llm.prefix import QueryEncoder, QueryPrefix, prepend_prefix, request_embeddings, request_text
 from semid.rec.beam import CodeIndex, beam_search
 
 if TYPE_CHECKING:
@@ -130,7 +137,8 @@ class QueryRecommender:
 
     ``codes`` is the ``(n_items, L)`` table of unique IDs (row ``i`` is item ``i``). ``recommend`` returns
     the ``k`` most likely distinct items; ``generate`` runs ``model.generate`` with the constraint (for
-    sampling or greedy answers).
+    sampling or greedy answers). With a ``prefix``, each query is also embedded by ``query_encoder`` (or
+    its ``(Q, d_in)`` vectors are passed as ``query_embeddings=``) and read as soft-prompt vectors.
     """
 
     def __init__(
@@ -141,6 +149,8 @@ class QueryRecommender:
         codes: np.ndarray,
         *,
         system_prompt: str,
+        prefix: QueryPrefix | None = None,
+        query_encoder: QueryEncoder | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -148,10 +158,20 @@ class QueryRecommender:
         self.index = CodeIndex(np.asarray(codes, dtype=np.int64), vocab.codebook_sizes)
         self.system_prompt = system_prompt
         self.processor = SemanticIdLogitsProcessor(self.index.trie, vocab)
+        self.prefix = prefix
+        self.query_encoder = query_encoder
 
     @classmethod
     def from_llm(cls, llm: LLM) -> QueryRecommender:
-        return cls(llm.model, llm.tokenizer, llm.vocab, llm.codes, system_prompt=llm.system_prompt)
+        return cls(
+            llm.model,
+            llm.tokenizer,
+            llm.vocab,
+            llm.codes,
+            system_prompt=llm.system_prompt,
+            prefix=llm.prefix,
+            query_encoder=llm.query_encoder,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -169,27 +189,87 @@ class QueryRecommender:
             out.append(prompt_ids(self.tokenizer, messages) + [self.vocab.rec_id])
         return out
 
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """The model (and prefix) in eval mode for the block, then back to how they were."""
+        modules = [m for m in (self.model, self.prefix) if m is not None]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+
+    @property
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.vocab.eos_id
+
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.vocab.eos_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for r, p in enumerate(prompts):
             ids[r, width - len(p) :] = torch.tensor(p)
             mask[r, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _step_fn(self, ids: torch.Tensor, mask: torch.Tensor, table: torch.Tensor):
-        """The language model as a beam-search step: next-code logits of each beam of left-padded prompts."""
+    def query_embeddings(self, queries: Sequence[str], given: np.ndarray | None = None) -> np.ndarray | None:
+        """``(Q, d_in)`` vectors for the prefix (``None`` without one): ``given``, checked, or the encoder's
+        (a zero vector for a query that spells Semantic IDs, as in training)."""
+        if self.prefix is None:
+            return None
+        if given is not None:
+            given = np.asarray(given, dtype=np.float32)
+            if given.shape != (len(queries), self.prefix.d_in):
+                raise SemidError(
+                    f"query_embeddings has shape {given.shape}, expected ({len(queries)}, {self.prefix.d_in})"
+                )
+            return given
+        if self.query_encoder is None:
+            raise SemidError("the model has a query prefix but no query encoder: pass query_encoder=")
+        out = request_embeddings(self.query_encoder, [request_text(q) for q in queries])
+        if out.shape[1] != self.prefix.d_in:
+            raise SemidError(
+                f"the query encoder gives {out.shape[1]}-d vectors, but the prefix was trained on "
+                f"{self.prefix.d_in}-d ones"
+            )
+        return out
+
+    def _inputs(
+        self, prompts: list[list[int]], embeddings: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(ids, mask, inputs_embeds)`` of left-padded prompts; with a prefix, ``(B, P + T)`` ids (pad id
+        where the prefix sits) and the embeddings the model reads instead; without one, ``None``."""
+        ids, mask = self._left_pad(prompts)
+        if self.prefix is None or embeddings is None:
+            return ids, mask, None
+        vecs = self.prefix(torch.tensor(embeddings, dtype=torch.float32, device=self.device))  # (B, P, H)
+        embeds, mask, ids = prepend_prefix(self.model, vecs, ids, mask, pad_id=self._pad_id, left_pad=True)
+        return ids, mask, embeds
+
+    def _step_fn(
+        self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor | None, table: torch.Tensor
+    ):
+        """The language model as a beam-search step: next-code logits of each beam of left-padded prompts
+        (``embeds``: the prompts as ``(B, T, H)`` input embeddings, prefix included, when there is one)."""
+        embed_tokens = self.model.get_input_embeddings()
 
         def step(prefix: torch.Tensor, parent: torch.Tensor | None = None) -> torch.Tensor:
             b, n_beams, t = prefix.shape  # (B, W, t) codes; the whole prefix is re-read, so parent is unused
             levels = torch.arange(t, device=self.device).expand_as(prefix)
             tokens = table[levels, prefix].reshape(b * n_beams, t)  # (B * W, t)
-            full = torch.cat([ids.repeat_interleave(n_beams, 0), tokens], dim=1)  # (B * W, P + t)
             att = torch.cat([mask.repeat_interleave(n_beams, 0), torch.ones_like(tokens)], dim=1)
             positions = (att.cumsum(1) - 1).clamp(min=0)  # as in training, whatever the padding
-            out = self.model(input_ids=full, attention_mask=att, position_ids=positions, logits_to_keep=1)
+            if embeds is None:
+                full = torch.cat([ids.repeat_interleave(n_beams, 0), tokens], dim=1)  # (B * W, T + t)
+                out = self.model(input_ids=full, attention_mask=att, position_ids=positions, logits_to_keep=1)
+            else:
+                x = torch.cat([embeds.repeat_interleave(n_beams, 0), embed_tokens(tokens)], dim=1)
+                out = self.model(
+                    inputs_embeds=x, attention_mask=att, position_ids=positions, logits_to_keep=1
+                )
             k_t = self.index.vocab_sizes[t]
             return out.logits[:, -1, table[t, :k_t]].view(b, n_beams, k_t)  # (B, W, K_t)
 
@@ -197,26 +277,34 @@ class QueryRecommender:
 
     @torch.no_grad()
     def recommend(
-        self, queries: Sequence[str], *, k: int = 10, beam_size: int | None = None, batch_size: int = 32
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        beam_size: int | None = None,
+        batch_size: int = 32,
+        query_embeddings: np.ndarray | None = None,
     ) -> Recommendations:
-        """The ``k`` most likely distinct items for each query (beam search over IDs, ``beam_size >= k``)."""
+        """The ``k`` most likely distinct items for each query (beam search over IDs, ``beam_size >= k``).
+
+        ``query_embeddings``: the ``(Q, d_in)`` encoder vectors of ``queries``, if already computed (a model
+        with a prefix embeds them itself otherwise).
+        """
         beam_size = max(k, 20) if beam_size is None else beam_size
         prompts = self.prompts(queries)
-        was_training = self.model.training
-        self.model.eval()
+        qvecs = self.query_embeddings(queries, query_embeddings)
         items, scores = [], []
         table = self.vocab.token_ids.to(self.device)
-        try:
+        with self._eval_mode():
             for start in range(0, len(prompts), batch_size):
-                ids, mask = self._left_pad(prompts[start : start + batch_size])
+                chunk = None if qvecs is None else qvecs[start : start + batch_size]
+                ids, mask, embeds = self._inputs(prompts[start : start + batch_size], chunk)
                 b = ids.shape[0]
 
-                step = self._step_fn(ids, mask, table)
+                step = self._step_fn(ids, mask, embeds, table)
                 res = beam_search(step, self.index, b, beam_size=beam_size, k=k, device=self.device)
                 items.append(res.items.cpu().numpy())
                 scores.append(res.scores.cpu().numpy())
-        finally:
-            self.model.train(was_training)
         return Recommendations(items=np.concatenate(items), scores=np.concatenate(scores))
 
     @torch.no_grad()
@@ -228,12 +316,14 @@ class QueryRecommender:
         num_return_sequences: int = 1,
         temperature: float = 1.0,
         seed: int | None = None,
+        query_embeddings: np.ndarray | None = None,
     ) -> np.ndarray:
         """``(Q, num_return_sequences)`` item rows from ``model.generate`` under the constraint.
 
         Every setting that could defeat the constraint is passed explicitly, so the model's own
         ``generation_config.json`` (sampling on, repetition penalty, extra EOS ids, suppressed tokens)
-        cannot override it; each decoded ID is checked against the trie.
+        cannot override it; each decoded ID is checked against the trie. With a prefix, ``generate`` gets
+        ``inputs_embeds`` for the prompt and the token ids (pad where the prefix sits) as its sequence.
         """
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -242,7 +332,8 @@ class QueryRecommender:
                 f"num_return_sequences={num_return_sequences} needs do_sample=True (greedy gives one answer; "
                 "use recommend() for the top k)"
             )
-        ids, mask = self._left_pad(self.prompts(queries))
+        prompts = self.prompts(queries)
+        qvecs = self.query_embeddings(queries, query_embeddings)
         n_levels = self.vocab.n_levels
         config = GenerationConfig(
             do_sample=do_sample,
@@ -255,23 +346,20 @@ class QueryRecommender:
             top_p=None,
             repetition_penalty=None,
             eos_token_id=self.vocab.eos_id,
-            pad_token_id=self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else self.vocab.eos_id,
+            pad_token_id=self._pad_id,
         )
         if seed is not None:
             torch.manual_seed(seed)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
+            ids, mask, embeds = self._inputs(prompts, qvecs)
+            extra = {} if embeds is None else {"inputs_embeds": embeds}
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=config,
                 logits_processor=LogitsProcessorList([self.processor]),
+                **extra,
             )
-        finally:
-            self.model.train(was_training)
         new = out[:, ids.shape[1] : ids.shape[1] + n_levels].cpu()  # (Q * n, <= L)
         if new.shape[1] < n_levels:
             raise SemidError(f"generation stopped after {new.shape[1]} of {n_levels} ID tokens")

@@ -9,9 +9,11 @@ Two ways in:
   (Hugging Face ``tokenizers``) on the catalogue text and a small Llama-architecture model initialised
   from scratch, so the feature works with no download.
 
-Either can be fine-tuned in full or with LoRA (:func:`apply_lora`, peft). :func:`save_llm` writes a
-directory that :func:`load_llm` reads back: ``config.json`` + ``model.safetensors`` (LoRA merged in), the
-tokenizer files, ``semid_llm.json`` (codebook sizes, token ids) and ``items.parquet`` (the ID table).
+Either can be fine-tuned in full or with LoRA (:func:`apply_lora`, peft), with or without a query-embedding
+prefix (:mod:`semid.llm.prefix`). :func:`save_llm` writes a directory that :func:`load_llm` reads back:
+``config.json`` + ``model.safetensors`` (LoRA merged in), the tokenizer files, ``semid_llm.json`` (codebook
+sizes, token ids, the prefix's config and query encoder), ``query_prefix.safetensors`` (the prefix, if any)
+and ``items.parquet`` (the ID table).
 
 Prompts are built by :func:`prompt_ids` in token space: the chat template (or a plain ``System:/User:/
 Assistant:`` layout when the tokenizer has none) renders the system and user turns with the generation
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from semid._utils import atomic_path
 from semid.errors import SemidError
 from semid.ids import token_vocabulary
 from semid.llm.examples import ID_FORMAT, REC_TOKEN, id_text
+from semid.llm.prefix import PREFIX_FILE, QueryPrefix, encoder_name, load_query_encoder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -342,6 +346,8 @@ class LLM:
     codes: np.ndarray  # (n_items, L) int64
     titles: list[str]
     system_prompt: str
+    prefix: QueryPrefix | None = None  # the query-embedding prefix, if the model was trained with one
+    query_encoder: Any = None  # the sentence encoder that feeds it (semid.embed.Embedder or alike)
 
     def id_text(self, item: int) -> str:
         """The ID of item row ``item`` as the model spells it."""
@@ -356,14 +362,16 @@ def save_llm(
     items: Any,
     *,
     system_prompt: str,
+    prefix: QueryPrefix | None = None,
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,
 ) -> Path:
     """Write the model (safetensors; LoRA adapters merged in), tokenizer, ID vocabulary and item table.
 
-    ``items`` is a ``pyarrow.Table`` with ``item_id``, ``semantic_id``, ``codes`` and ``title``;
-    ``extra_files`` (name -> path) are copied in, e.g. the training metrics. The directory is replaced
-    atomically.
+    ``items`` is a ``pyarrow.Table`` with ``item_id``, ``semantic_id``, ``codes`` and ``title``; a
+    ``prefix`` goes to ``query_prefix.safetensors`` and its config (with the query encoder to load) to
+    ``semid_llm.json``; ``extra_files`` (name -> path) are copied in, e.g. the training metrics. The
+    directory is replaced atomically.
     """
     import pyarrow.parquet as pq
 
@@ -375,6 +383,9 @@ def save_llm(
         tokenizer.save_pretrained(tmp)
         pq.write_table(items, tmp / ITEMS_FILE)
         meta = {**vocab.to_json(), "system_prompt": system_prompt, **(extra or {})}
+        if prefix is not None:
+            prefix.save(tmp / PREFIX_FILE)
+            meta["query_prefix"] = prefix.to_json()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
         for name, source in (extra_files or {}).items():
             if Path(source).is_file():
@@ -388,8 +399,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def load_llm(directory: str | os.PathLike, device: str = "cpu") -> LLM:
-    """Read a directory written by :func:`save_llm`; a wrong directory is a one-line :class:`SemidError`."""
+def load_llm(directory: str | os.PathLike, device: str = "cpu", *, query_encoder: Any = None) -> LLM:
+    """Read a directory written by :func:`save_llm`; a wrong directory is a one-line :class:`SemidError`.
+
+    A model with a query-embedding prefix also loads its sentence encoder (the one named in
+    ``semid_llm.json``, or ``query_encoder`` when given: an object with ``encode`` and ``dim``); one whose
+    vectors have another length than the prefix was trained on is an error. A directory written without a
+    prefix loads as before.
+    """
     import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -408,6 +425,23 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu") -> LLM:
     )
     table = pq.read_table(directory / ITEMS_FILE)
     codes = np.asarray(table["codes"].to_pylist(), dtype=np.int64).reshape(table.num_rows, -1)
+    prefix, encoder = None, None
+    if meta.get("query_prefix"):
+        prefix = QueryPrefix.from_json(meta["query_prefix"]).load(directory / PREFIX_FILE).to(device).eval()
+        encoder = query_encoder
+        if encoder is None:
+            encoder = load_query_encoder(prefix.config.query_encoder, device=device)
+        if int(encoder.dim) != prefix.d_in:
+            raise SemidError(
+                f"query encoder {encoder_name(encoder)}: {int(encoder.dim)}-d vectors, but the model's "
+                f"prefix was trained on {prefix.d_in}-d ones ({prefix.encoder_name})"
+            )
+        if prefix.encoder_name and encoder_name(encoder) != prefix.encoder_name:
+            warnings.warn(
+                f"query encoder {encoder_name(encoder)} is not the one the prefix was trained with "
+                f"({prefix.encoder_name})",
+                stacklevel=2,
+            )
     return LLM(
         model=model,
         tokenizer=tokenizer,
@@ -417,4 +451,6 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu") -> LLM:
         codes=codes,
         titles=[t or "" for t in table["title"].to_pylist()],
         system_prompt=meta["system_prompt"],
+        prefix=prefix,
+        query_encoder=encoder,
     )

@@ -1,10 +1,14 @@
 """Fine-tune a causal LM on the examples of ``semid llm prepare``: AdamW, warmup + cosine, seeded.
 
 :func:`train_llm` reads a prepared directory, builds the model (the offline scratch Llama, or a base
-model by path/name, optionally with LoRA), trains on the assistant answers only (prompt tokens carry no
-loss), logs one JSON object per line to ``metrics.jsonl`` (loss, learning rate, validation loss and
-Hit@1/Hit@10 of constrained beam search on held-out query templates), keeps a checkpoint of the latest
-weights (safetensors via ``save_pretrained``), and writes the final model with :func:`semid.llm.model.save_llm`.
+model by path/name, optionally with LoRA) and, by default, a query-embedding prefix
+(:mod:`semid.llm.prefix`: each request's sentence embedding, from the packaged MiniLM unless told
+otherwise, becomes ``n_prefix`` soft-prompt vectors trained with the model; requests are embedded once up
+front and cached next to the prepared data), trains on the assistant answers only (prompt tokens and
+prefix carry no loss), logs one JSON object per line to ``metrics.jsonl`` (loss, learning rate, validation
+loss and Hit@1/Hit@10 of constrained beam search on held-out query templates), keeps a checkpoint of the
+latest weights (safetensors via ``save_pretrained``), and writes the final model with
+:func:`semid.llm.model.save_llm`.
 
 Example::
 
@@ -20,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,16 @@ from semid.llm.model import (
     scratch_model,
     train_tokenizer,
 )
+from semid.llm.prefix import (
+    PrefixConfig,
+    QueryEncoder,
+    QueryPrefix,
+    encoder_name,
+    load_query_encoder,
+    prepend_prefix,
+    request_embeddings,
+    request_text,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "train_llm"]
 
@@ -57,6 +71,8 @@ class TrainConfig:
     lora: bool = False
     lora_r: int = 16
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    # The query's sentence embedding as soft-prompt vectors (scratch and base models alike); None: off.
+    query_prefix: PrefixConfig | None = field(default_factory=PrefixConfig)
     epochs: float = 10.0
     max_steps: int | None = None  # stops at whichever of epochs / max_steps / max_minutes comes first
     max_minutes: float | None = None
@@ -88,6 +104,8 @@ class TrainConfig:
             raise SemidError(f"max_steps={self.max_steps!r} should be a positive integer")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise SemidError(f"max_minutes={self.max_minutes!r} should be positive")
+        if self.query_prefix is not None:
+            self.query_prefix.check()
 
 
 @dataclass
@@ -98,6 +116,7 @@ class TrainResult:
     steps: int
     seconds: float
     metrics: dict[str, float]
+    embed_seconds: float = 0.0  # embedding the requests for the prefix (before the training clock starts)
 
 
 def _load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dict], Any]:
@@ -114,8 +133,11 @@ def _load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dic
     return meta, train, valid, pq.read_table(data_dir / ITEMS_FILE)
 
 
-def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding)."""
+def _batch(
+    encoded: list[tuple[list[int], int]], pad_id: int, queries: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding), and the
+    ``(B, d_in)`` query embeddings of the rows when the model has a prefix."""
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
@@ -124,14 +146,33 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch
         input_ids[r, : len(ids)] = torch.tensor(ids)
         labels[r, n_prompt : len(ids)] = input_ids[r, n_prompt : len(ids)]
         mask[r, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    out = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if queries is not None:
+        out["queries"] = queries
+    return out
 
 
-def _answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _answer_loss(
+    model: Any, batch: dict[str, torch.Tensor], prefix: QueryPrefix | None = None
+) -> torch.Tensor:
     """Cross-entropy of the answer tokens; the output layer runs only where there is a label (the prompt
-    is most of each sequence, so this saves most of the vocabulary projection)."""
+    is most of each sequence, so this saves most of the vocabulary projection). With a ``prefix``, its
+    vectors go in front of each row (``[prefix | prompt | answer | padding]``) and carry no loss."""
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if prefix is None:
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+    else:
+        embeds, mask, _ = prepend_prefix(
+            model,
+            prefix(batch["queries"]),
+            batch["input_ids"],
+            batch["attention_mask"],
+            pad_id=0,
+            left_pad=False,
+        )
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, prefix.n_prefix :]
     targets = batch["labels"][:, 1:]  # (B, T - 1): token t + 1 is predicted at position t
     where = targets != -100
     logits = head(hidden[:, :-1][where])  # (N, V)
@@ -155,9 +196,17 @@ def _lr_lambda(warmup: int, total: int, floor: float, time_used: Callable[[], fl
 
 
 def train_llm(
-    data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig | None = None
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    query_encoder: QueryEncoder | None = None,
 ) -> TrainResult:
-    """Train on ``data_dir`` (from ``semid llm prepare``) and write the model to ``out_dir``."""
+    """Train on ``data_dir`` (from ``semid llm prepare``) and write the model to ``out_dir``.
+
+    ``query_encoder`` (an object with ``encode(texts) -> (n, d)``, ``dim`` and ``name``) replaces the one
+    ``config.query_prefix`` names; pass the same one to :func:`~semid.llm.model.load_llm`.
+    """
     from semid.llm.generate import QueryRecommender
 
     config = config or TrainConfig()
@@ -165,6 +214,11 @@ def train_llm(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     meta, train, valid, items = _load_prepared(data_dir)
     device = resolve_device(config.device)
+    encoder = None
+    if config.query_prefix is not None:  # a wrong encoder fails now, before anything is trained
+        encoder = query_encoder
+        if encoder is None:
+            encoder = load_query_encoder(config.query_prefix.query_encoder, device=device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sizes = [int(k) for k in meta["codebook_sizes"]]
@@ -179,24 +233,49 @@ def train_llm(
     else:
         model, tokenizer = load_base_model(config.base_model)
         vocab = add_semantic_tokens(tokenizer, sizes, model)
-    if config.lora:
-        model = apply_lora(model, vocab, r=config.lora_r)
-    model.to(device).train()
-
     encoded = encode_examples(tokenizer, train, config.max_length)
     rec_valid = [ex for ex in valid if ex["task"] != "predict_attribute" and ex["item"] >= 0]
     if len(rec_valid) > config.eval_queries:
         rec_valid = [
             rec_valid[i] for i in np.sort(rng.choice(len(rec_valid), config.eval_queries, replace=False))
         ]
-    valid_encoded = encode_examples(tokenizer, valid[: config.eval_queries * 4], config.max_length)
+    loss_valid = valid[: config.eval_queries * 4]
+    valid_encoded = encode_examples(tokenizer, loss_valid, config.max_length)
     codes = np.asarray(items["codes"].to_pylist(), dtype=np.int64).reshape(items.num_rows, -1)
+
+    prefix, embed_seconds = None, 0.0
+    train_q = valid_q = rec_q = None
+    if config.query_prefix is not None:
+        t0 = time.perf_counter()
+        groups = (train, loss_valid, rec_valid)
+        requests = [request_text(ex["messages"]) for group in groups for ex in group]
+        Q = request_embeddings(encoder, requests, cache_dir=data_dir)  # (n, d_in), all at once
+        embed_seconds = time.perf_counter() - t0
+        n_train, n_loss = len(train), len(loss_valid)
+        train_q, valid_q = torch.from_numpy(Q[:n_train]), torch.from_numpy(Q[n_train : n_train + n_loss])
+        rec_q = Q[n_train + n_loss :]
+        source = config.query_prefix.query_encoder  # a local directory is saved as an absolute path
+        if source is not None and Path(source).expanduser().is_dir():
+            source = str(Path(source).expanduser().resolve())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            prefix = QueryPrefix(
+                Q.shape[1],
+                model.get_input_embeddings().weight.shape[1],
+                replace(config.query_prefix, query_encoder=source),
+                encoder_name=encoder_name(encoder),
+            )
+        prefix.to(device).train()
+    if config.lora:
+        model = apply_lora(model, vocab, r=config.lora_r)
+    model.to(device).train()
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
+    params += list(prefix.parameters()) if prefix is not None else []
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -225,22 +304,37 @@ def train_llm(
 
     def evaluate() -> dict[str, float]:
         model.eval()
+        if prefix is not None:
+            prefix.eval()
         with torch.no_grad():
-            losses = [
-                float(_answer_loss(model, {k: v.to(device) for k, v in _batch(chunk, pad_id).items()}))
-                for chunk in (
-                    valid_encoded[i : i + config.batch_size]
-                    for i in range(0, len(valid_encoded), config.batch_size)
-                )
-            ]
+            losses = []
+            for i in range(0, len(valid_encoded), config.batch_size):
+                chunk = valid_encoded[i : i + config.batch_size]
+                q = valid_q[i : i + config.batch_size] if valid_q is not None else None
+                batch = {k: v.to(device) for k, v in _batch(chunk, pad_id, q).items()}
+                losses.append(float(_answer_loss(model, batch, prefix)))
         out: dict[str, float] = {"val_loss": float(np.mean(losses))} if losses else {}
         if rec_valid:
-            rec = QueryRecommender(model, tokenizer, vocab, codes, system_prompt=system_prompt)
-            res = rec.recommend([ex["messages"][1]["content"] for ex in rec_valid], k=min(10, len(codes)))
+            rec = QueryRecommender(
+                model,
+                tokenizer,
+                vocab,
+                codes,
+                system_prompt=system_prompt,
+                prefix=prefix,
+                query_encoder=encoder,
+            )
+            res = rec.recommend(
+                [ex["messages"][1]["content"] for ex in rec_valid],
+                k=min(10, len(codes)),
+                query_embeddings=rec_q,
+            )
             targets = np.array([ex["item"] for ex in rec_valid])
             out["hit@1"] = float(res.hits(targets, 1).mean())
             out["hit@10"] = float(res.hits(targets, 10).mean())
         model.train()
+        if prefix is not None:
+            prefix.train()
         return out
 
     from tqdm.auto import tqdm
@@ -252,8 +346,9 @@ def train_llm(
     while step < total and time.perf_counter() < deadline:
         order = rng.permutation(len(encoded))
         for b in range(0, len(order), config.batch_size):
-            batch = _batch([encoded[i] for i in order[b : b + config.batch_size]], pad_id)
-            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()})
+            rows = order[b : b + config.batch_size]
+            batch = _batch([encoded[i] for i in rows], pad_id, train_q[rows] if train_q is not None else None)
+            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -269,7 +364,9 @@ def train_llm(
                 last_eval = evaluate()
                 log({"step": step, **last_eval, "seconds": round(time.perf_counter() - start, 2)})
             if config.save_every and step % config.save_every == 0:
-                _checkpoint(work / "checkpoint", model, tokenizer, vocab, items, system_prompt, config, step)
+                _checkpoint(
+                    work / "checkpoint", model, prefix, tokenizer, vocab, items, system_prompt, config, step
+                )
             if step >= total or time.perf_counter() >= deadline:
                 break
     bar.close()
@@ -283,16 +380,26 @@ def train_llm(
         vocab,
         items,
         system_prompt=system_prompt,
-        extra={"train": asdict(config), "step": step, "train_seconds": seconds, "metrics": last_eval},
+        prefix=prefix,
+        extra={
+            "train": asdict(config),
+            "step": step,
+            "train_seconds": seconds,
+            "embed_seconds": embed_seconds,
+            "metrics": last_eval,
+        },
         extra_files={"metrics.jsonl": metrics_path},
     )
     _remove_tree(work)
-    return TrainResult(directory=out_dir, steps=step, seconds=seconds, metrics=last_eval)
+    return TrainResult(
+        directory=out_dir, steps=step, seconds=seconds, metrics=last_eval, embed_seconds=embed_seconds
+    )
 
 
 def _checkpoint(
     directory: Path,
     model: Any,
+    prefix: QueryPrefix | None,
     tokenizer: Any,
     vocab: SemanticVocab,
     items: Any,
@@ -313,6 +420,7 @@ def _checkpoint(
         vocab,
         items,
         system_prompt=system_prompt,
+        prefix=prefix,
         extra={"train": asdict(config), "step": step},
     )
 
