@@ -71,6 +71,15 @@ TINY_TIGER = {
     },
 }
 
+# A tiny catalogue for the language-model tests: its texts train a tokenizer; 12 items with 3-level IDs over
+# codebooks of 4, a sparse subset of the 64 possible IDs.
+TINY_LLM_TEXTS = ["a matte red lipstick", "blue mascara by Lumiere", "fresh citrus perfume under $50"] * 20
+TINY_LLM_CODES = np.array(
+    [[0, 0, 1], [0, 0, 3], [0, 2, 0], [1, 1, 1], [1, 3, 2], [2, 0, 0], [2, 0, 2], [2, 1, 3], [3, 3, 3],
+     [3, 2, 1], [1, 1, 0], [0, 2, 2]]
+)  # fmt: skip
+TINY_LLM_SIZES = [4, 4, 4]
+
 
 class WordHashEmbedder:
     """A tiny deterministic text embedder for tests: each lower-cased word hashed into ``dim`` signed slots.

@@ -4,19 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_LLM_CODES as CODES
+from conftest import TINY_LLM_SIZES as SIZES
+from conftest import TINY_LLM_TEXTS as TEXTS
 from semid.errors import SemidError
 from semid.ids import PrefixTrie
 from semid.llm.examples import REC_TOKEN
 from semid.llm.generate import QueryRecommender, SemanticIdLogitsProcessor
 from semid.llm.model import ScratchConfig, add_semantic_tokens, scratch_model, train_tokenizer
-
-TEXTS = ["a matte red lipstick", "blue mascara by Lumiere", "fresh citrus perfume under $50"] * 20
-# 12 items with 3-level IDs over codebooks of 4: a sparse subset of the 64 possible IDs.
-CODES = np.array(
-    [[0, 0, 1], [0, 0, 3], [0, 2, 0], [1, 1, 1], [1, 3, 2], [2, 0, 0], [2, 0, 2], [2, 1, 3], [3, 3, 3],
-     [3, 2, 1], [1, 1, 0], [0, 2, 2]]
-)  # fmt: skip
-SIZES = [4, 4, 4]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,9 @@ import pyarrow as pa
 import pytest
 import torch
 
+from conftest import TINY_LLM_CODES as CODES
+from conftest import TINY_LLM_SIZES as SIZES
+from conftest import TINY_LLM_TEXTS as TEXTS
 from conftest import WordHashEmbedder
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, REC_TOKEN, Examples, id_text
@@ -34,12 +37,6 @@ from semid.llm.prefix import (
 )
 from semid.llm.train import TrainConfig, train_llm
 
-TEXTS = ["a matte red lipstick", "blue mascara by Lumiere", "fresh citrus perfume under $50"] * 20
-CODES = np.array(
-    [[0, 0, 1], [0, 0, 3], [0, 2, 0], [1, 1, 1], [1, 3, 2], [2, 0, 0], [2, 0, 2], [2, 1, 3], [3, 3, 3],
-     [3, 2, 1], [1, 1, 0], [0, 2, 2]]
-)  # fmt: skip
-SIZES = [4, 4, 4]
 TINY = ScratchConfig(vocab_size=300, hidden_size=32, n_layers=1, n_heads=2, intermediate_size=64)
 QUERIES = ["a matte red lipstick", "blue mascara", "citrus perfume", "anything at all"]
 
