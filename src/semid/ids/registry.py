@@ -66,7 +66,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,23 +190,32 @@ class Registry:
             raise SemidError(f"{self.path}: no such registry file")
         if not exists:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        except sqlite3.Error as e:
-            raise SemidError(f"{self.path}: cannot open registry ({e})") from None
-        self._conn = conn
-        try:
-            self.version = self._setup(fingerprint, new_version)
-        except sqlite3.DatabaseError as e:
-            self.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise SemidError(
-                    f"{self.path} is locked by another process; gave up after timeout={timeout} s"
-                ) from None
-            raise SemidError(f"{self.path}: not a readable semid registry ({e})") from None
-        except BaseException:
-            self.close()
-            raise
+        # SQLite answers "locked" at once, without waiting out its busy timeout, where waiting could deadlock
+        # (e.g. two processes switching a fresh file to WAL together): setup is retried until the deadline.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            except sqlite3.Error as e:
+                raise SemidError(f"{self.path}: cannot open registry ({e})") from None
+            self._conn = conn
+            try:
+                self.version = self._setup(fingerprint, new_version)
+                break
+            except sqlite3.DatabaseError as e:
+                self.close()
+                locked = isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+                if locked and time.monotonic() < deadline:
+                    time.sleep(0.02 + 0.08 * random.random())
+                    continue
+                if locked:
+                    raise SemidError(
+                        f"{self.path} is locked by another process; gave up after timeout={timeout} s"
+                    ) from None
+                raise SemidError(f"{self.path}: not a readable semid registry ({e})") from None
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
     def open(
