@@ -69,6 +69,18 @@ def bf16_is_fast(device: str) -> bool:
     return False
 
 
+def decay_progress(step: int, warmup: int, total: int, time_share: float | None = None) -> float:
+    """How far (0..1) a learning-rate decay that starts after ``warmup`` of ``total`` steps is at ``step``.
+
+    With ``time_share`` (the share of a time budget spent) it is whichever is further along, steps or
+    time, so a run stopped by the clock still ends at the low rate instead of near its peak.
+    """
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if time_share is not None:
+        progress = max(progress, min(1.0, time_share))
+    return progress
+
+
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` picks CUDA, then MPS, then CPU; anything else is validated and returned."""
     import torch

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from semid._utils import resolve_device
+from semid._utils import decay_progress, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
 from semid.llm.model import (
@@ -187,9 +187,7 @@ def _lr_lambda(warmup: int, total: int, floor: float, time_used: Callable[[], fl
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if time_used is not None:
-            progress = max(progress, min(1.0, time_used()))
+        progress = decay_progress(step, warmup, total, None if time_used is None else time_used())
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f

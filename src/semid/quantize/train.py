@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from semid._utils import (
     atomic_path,
+    decay_progress,
     fingerprint_arrays,
     read_config_file,  # noqa: F401  (re-exported: JSON/YAML config mapping)
 )
@@ -389,8 +390,8 @@ class Trainer:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         if cfg.schedule == "constant":
             return cfg.lr
-        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        progress = decay_progress(step, cfg.warmup_steps, total)
+        cos = 0.5 * (1.0 + math.cos(math.pi * progress))
         return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cos)
 
     def _epoch_record(

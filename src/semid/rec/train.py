@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._utils import atomic_path, bf16_is_fast, fingerprint_arrays, resolve_device
+from semid._utils import atomic_path, bf16_is_fast, decay_progress, fingerprint_arrays, resolve_device
 from semid.errors import SemidError
 from semid.rec.data import (
     Examples,
@@ -331,9 +331,8 @@ def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> 
         return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-    if config.max_minutes:
-        progress = max(progress, min(1.0, seconds / (60 * config.max_minutes)))
+    time_share = seconds / (60 * config.max_minutes) if config.max_minutes else None
+    progress = decay_progress(step, config.warmup_steps, total, time_share)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1 - progress
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * shape)
 
@@ -434,6 +433,10 @@ def _train(
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     seconds_before = state.seconds
+
+    def seconds_so_far() -> float:  # training time of the run, over all its sessions
+        return seconds_before + time.perf_counter() - start
+
     stopped = ""
     while not stopped:
         if state.early_stopped:
@@ -463,7 +466,7 @@ def _train(
         )
         epoch_start, n_seen = time.perf_counter(), 0
         for idx in bar:
-            lr = _lr_at(state.step, total_steps, config, seconds_before + time.perf_counter() - start)
+            lr = _lr_at(state.step, total_steps, config, seconds_so_far())
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = collate(examples, idx, device)
@@ -483,9 +486,7 @@ def _train(
             )
             if config.max_steps and state.step >= config.max_steps:
                 stopped = "max_steps"
-            elif (
-                config.max_minutes and seconds_before + time.perf_counter() - start >= 60 * config.max_minutes
-            ):
+            elif config.max_minutes and seconds_so_far() >= 60 * config.max_minutes:
                 stopped = "time"
             if stopped:
                 break
@@ -523,7 +524,7 @@ def _train(
                 state.bad_evals += 1
                 if config.patience and state.bad_evals >= config.patience:
                     state.early_stopped = True
-        state.seconds = seconds_before + time.perf_counter() - start
+        state.seconds = seconds_so_far()
         record["seconds"] = round(state.seconds, 1)
         _log(run_dir, record, writer)
         history.append(record)
