@@ -5,7 +5,9 @@
     python bench/rq_vae.py                    # every method, semid's default epochs (100)
     python bench/rq_vae.py --quick            # 20 epochs
     python bench/rq_vae.py --methods semid,vqp --threads 1 --json
-    python bench/rq_vae.py --throughput 3 --epochs 10   # semid vs vqp epoch throughput, runs alternating
+    python bench/rq_vae.py --throughput 5 --epochs 20   # semid vs vqp epoch throughput, runs alternating
+                                              # (with 10 epochs, the first epoch and the one full
+                                              # evaluation weigh a fifth of semid's mean)
 
 Each method runs in its own subprocess with ``--threads`` torch threads. The learned models share the
 architecture of TIGER (MLP 384 -> 512-256-128 -> 32, mirrored decoder, 3 residual levels of 256 codes) and

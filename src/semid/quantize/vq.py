@@ -286,15 +286,15 @@ class ResidualVQ(nn.Module):
     def _forward(self, z: torch.Tensor, generator: torch.Generator | None) -> RVQOutput:
         r = z  # (B, D) residual: r_l = z - sum_{j<l} sg(q_j), so each commitment loss reaches z
         total = torch.zeros_like(z).detach()  # (B, D) sum of the codewords so far (value only)
-        codes, cb_loss, commit, norms = [], z.new_zeros(()), z.new_zeros(()), []
+        codes, cb_loss, commit, residuals = [], z.new_zeros(()), z.new_zeros(()), [z.detach()]
         for lv in self.levels:
-            norms.append(float(r.detach().norm(dim=1).mean()))
             q, c, cb, cm = lv(r, generator=generator)
             total = total + q.detach()
             r = r - q.detach()
             codes.append(c)
+            residuals.append(r.detach())
             cb_loss, commit = cb_loss + cb, commit + cm
-        norms.append(float(r.detach().norm(dim=1).mean()))
+        norms = torch.stack(residuals).norm(dim=2).mean(1).tolist()  # (L + 1,) mean ||r_l||, in one pass
         # value z_q; gradient: a rotation + rescaling of the output's, or (straight-through) the output's itself
         quantized = rotate_to(z, total) if self.estimator == "rotation" else z + (total - z).detach()
         return RVQOutput(quantized, torch.stack(codes, 1), cb_loss, commit, norms)
