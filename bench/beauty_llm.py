@@ -51,6 +51,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--eval-items", type=int, default=300, help="items with held-out queries to score")
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        help="score only this many of those queries (0: all; a smoke run)",
+    )
     p.add_argument("--emb", type=Path, default=Path("/tmp/beauty_emb.parquet"), help="MiniLM item embeddings")
     p.add_argument("--work", type=Path, default=Path("/tmp/semid_beauty_llm"))
     p.add_argument("--hidden", type=int, default=256)
@@ -61,6 +67,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="the query-embedding prefix (default: the library's, on)",
+    )
+    p.add_argument(
+        "--code-head",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the prefix's code head: the query embedding scores the ID tokens (default: on)",
     )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -76,6 +88,12 @@ def main() -> None:
     from semid.llm.train import TrainConfig, train_llm
 
     args.work.mkdir(parents=True, exist_ok=True)
+    if not args.emb.exists():  # the reference MiniLM vectors (../shared) as an embeddings file
+        from semid.embed.store import write_embeddings
+
+        ref = BEAUTY / "embeddings"
+        asins = np.asarray(json.loads((ref / "items.json").read_text()), dtype=object)
+        write_embeddings(args.emb, asins, np.load(ref / "minilm-l6-v2.npy").astype(np.float32))
     catalogue = load_dataset([BEAUTY / "recbole_item"]).catalogue
     ids = read_ids(semantic_ids(args.emb, args.work))
     data = args.work / "data"
@@ -92,7 +110,7 @@ def main() -> None:
             n_layers=args.layers,
             intermediate_size=(args.hidden * 8 // 3 + 7) // 8 * 8,
         ),
-        query_prefix=PrefixConfig() if use_prefix else None,
+        query_prefix=PrefixConfig(code_head=args.code_head) if use_prefix else None,
         max_minutes=args.minutes,
         batch_size=64,
         lr=2e-3,
@@ -104,6 +122,9 @@ def main() -> None:
     result = train_llm(data, args.work / "model", config)
 
     valid = [ex for ex in examples.valid if ex["task"] == "predict_semantic_id"]
+    if args.eval_limit and args.eval_limit < len(valid):
+        pick = np.sort(np.random.default_rng(0).choice(len(valid), args.eval_limit, replace=False))
+        valid = [valid[i] for i in pick]
     queries = [ex["messages"][1]["content"] for ex in valid]
     targets = np.array([ex["item"] for ex in valid])
     templates = np.array([ex["template"] for ex in valid])
@@ -146,6 +167,7 @@ def main() -> None:
         "prepare_seconds": prep_s,
         "model": f"scratch Llama hidden={args.hidden} layers={args.layers}",
         "query_prefix": f"n_prefix={llm.prefix.n_prefix}, {llm.prefix.encoder_name}" if llm.prefix else "off",
+        "code_head": bool(llm.prefix and llm.prefix.codebook_sizes),
         "embed_seconds": result.embed_seconds,
         "params_m": sum(p.numel() for p in llm.model.parameters()) / 1e6,
         "prefix_params_m": sum(p.numel() for p in llm.prefix.parameters()) / 1e6 if llm.prefix else 0.0,

@@ -40,10 +40,11 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     assert a[0] != c[0] and a[1] != c[1]
 
 
-def test_generates_the_default_size_in_under_two_seconds() -> None:
-    start = time.perf_counter()
-    make_demo_dataset(n_items=3000, n_users=2000, seed=7)
-    assert time.perf_counter() - start < 2.0
+def test_generates_the_default_size_in_under_two_cpu_seconds() -> None:
+    start = time.process_time()  # CPU time: a loaded machine (CI neighbours) does not make it fail
+    ds = make_demo_dataset(n_items=3000, n_users=2000, seed=7)
+    assert time.process_time() - start < 2.0
+    assert len(ds.catalogue) == 3000
 
 
 def test_taxonomy_brands_and_titles(demo: Dataset) -> None:

@@ -17,6 +17,7 @@ from conftest import TINY_LLM_SIZES as SIZES
 from conftest import TINY_LLM_TEXTS as TEXTS
 from conftest import WordHashEmbedder
 from semid.errors import SemidError
+from semid.ids import PrefixTrie
 from semid.llm.examples import DATA_META, ITEMS_FILE, REC_TOKEN, Examples, id_text
 from semid.llm.generate import QueryRecommender
 from semid.llm.model import (
@@ -61,15 +62,30 @@ class LookupEncoder:
         return np.stack([self.table[t] for t in texts])
 
 
-def untrained(n_prefix: int = 3, seed: int = 0):
-    """A random tiny Llama with a random prefix over the word-hash encoder."""
+# One title per item of CODES: the code head's item vectors are their word-hash embeddings.
+TITLES = [
+    "matte red lipstick", "glossy pink lipstick", "nude lip liner", "blue waterproof mascara",
+    "black volume mascara", "citrus eau de parfum", "rose perfume oil", "vanilla body mist",
+    "argan hair oil", "tea tree shampoo", "charcoal face mask", "aloe night cream",
+]  # fmt: skip
+
+
+def untrained(n_prefix: int = 3, seed: int = 0, code_head: bool = False):
+    """A random tiny Llama with a random prefix over the word-hash encoder (and a code head fitted to the
+    TITLES' embeddings)."""
     tok = train_tokenizer(TEXTS, vocab_size=300)
     vocab = add_semantic_tokens(tok, SIZES)
     model = scratch_model(tok, TINY, seed=seed)
     torch.manual_seed(seed)
     prefix = QueryPrefix(
-        WordHashEmbedder.dim, 32, PrefixConfig(n_prefix=n_prefix), encoder_name="WordHashEmbedder"
+        WordHashEmbedder.dim,
+        32,
+        PrefixConfig(n_prefix=n_prefix, code_head=code_head),
+        encoder_name="WordHashEmbedder",
+        codebook_sizes=SIZES,
     )
+    if code_head:
+        prefix.fit_items(WordHashEmbedder().encode(TITLES), CODES)
     return model, tok, vocab, prefix
 
 
@@ -198,15 +214,16 @@ def test_query_embeddings_of_the_wrong_shape_are_an_error(prefix_recommender):
 
 
 def test_save_then_load_gives_identical_top_k(tmp_path):
-    model, tok, vocab, prefix = untrained(seed=1)
+    model, tok, vocab, prefix = untrained(seed=1, code_head=True)
     save_llm(
         tmp_path / "lm", model, tok, vocab, items_table(CODES), system_prompt="Recommend.", prefix=prefix
     )
     assert (tmp_path / "lm" / PREFIX_FILE).is_file()
     meta = json.loads((tmp_path / "lm" / "semid_llm.json").read_text())
     assert meta["query_prefix"] == {
-        "query_encoder": None, "n_prefix": 3, "mlp": True, "d_in": 64, "hidden_size": 32,
-        "encoder_name": "WordHashEmbedder",
+        "query_encoder": None, "n_prefix": 3, "mlp": True, "code_head": True, "code_scale": 20.0,
+        "code_lr_ratio": 0.1, "d_in": 64, "hidden_size": 32, "encoder_name": "WordHashEmbedder",
+        "codebook_sizes": [4, 4, 4], "n_items": 12,
     }  # fmt: skip
     before = QueryRecommender(
         model, tok, vocab, CODES, system_prompt="Recommend.", prefix=prefix, query_encoder=WordHashEmbedder()
@@ -279,6 +296,8 @@ def synthetic(tmp_path, n_train=6, n_valid=2, dim=16, seed=0):
                         {"role": "assistant", "content": answer},
                     ],
                 })  # fmt: skip
+    for i in range(len(codes)):  # the items' own texts ("item 3"), which the code head embeds
+        table[f"item {i}"] = items[i]
     order = rng.permutation(len(train))
     Examples(train=[train[k] for k in order], valid=valid).write(tmp_path)
     import pyarrow.parquet as pq
@@ -288,18 +307,122 @@ def synthetic(tmp_path, n_train=6, n_valid=2, dim=16, seed=0):
     return LookupEncoder(table), valid
 
 
-def test_the_prefix_learns_what_the_words_cannot_say(tmp_path):
+def _synthetic_hits(tmp_path, prefix: PrefixConfig | None, steps: int, name: str) -> float:
     enc, valid = synthetic(tmp_path / "data")
     queries = [ex["messages"][1]["content"] for ex in valid]
     targets = np.array([ex["item"] for ex in valid])
-    hits = {}
-    for name, prefix in (("prefix", PrefixConfig(n_prefix=2)), ("none", None)):
-        config = TrainConfig(
-            scratch=TINY, query_prefix=prefix, epochs=1000, max_steps=300, batch_size=16, lr=5e-3,
-            warmup_steps=10, eval_every=0, eval_queries=8, save_every=0, progress=False, seed=0,
-        )  # fmt: skip
-        train_llm(tmp_path / "data", tmp_path / name, config, query_encoder=enc)
-        llm = load_llm(tmp_path / name, query_encoder=enc)
-        hits[name] = QueryRecommender.from_llm(llm).recommend(queries, k=1).hits(targets).mean()
+    config = TrainConfig(
+        scratch=TINY, query_prefix=prefix, epochs=1000, max_steps=steps, batch_size=16, lr=5e-3,
+        warmup_steps=10, eval_every=0, eval_queries=8, save_every=0, progress=False, seed=0,
+    )  # fmt: skip
+    train_llm(tmp_path / "data", tmp_path / name, config, query_encoder=enc)
+    llm = load_llm(tmp_path / name, query_encoder=enc)
+    return float(QueryRecommender.from_llm(llm).recommend(queries, k=1).hits(targets).mean())
+
+
+def test_the_prefix_learns_what_the_words_cannot_say(tmp_path):
+    hits = {
+        "prefix": _synthetic_hits(tmp_path, PrefixConfig(n_prefix=2, code_head=False), 300, "prefix"),
+        "none": _synthetic_hits(tmp_path, None, 300, "none"),
+    }
     assert hits["none"] <= 0.25, hits  # 1 / 16 by chance: the random strings say nothing
     assert hits["prefix"] >= 0.6, hits  # measured: 1.0 with the prefix, 0.09 without
+
+
+def test_the_code_head_answers_from_the_first_steps(tmp_path):
+    """The code head starts from the items' embeddings: a few steps reach what the soft prompt alone
+    learns only much later."""
+    hits = {
+        name: _synthetic_hits(tmp_path, PrefixConfig(n_prefix=2, code_head=head), 20, name)
+        for name, head in (("head", True), ("soft", False))
+    }
+    assert hits["head"] >= 0.9, hits
+    assert hits["soft"] <= 0.5, hits
+
+
+# --------------------------------------------------------------------------------------------------------
+# The code head: the query embedding scores the ID tokens
+
+
+def test_the_code_head_takes_unique_ids_with_vectors_of_its_width():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    codes = np.stack([np.arange(40) % 4, np.arange(40) // 10, np.arange(40) % 10], 1)  # (40, 3) unique
+    head = QueryPrefix(8, 16, codebook_sizes=[4, 4, 10])
+    head.fit_items(X, codes)
+    assert torch.allclose(head.item_vectors.norm(dim=1), torch.ones(40))  # kept as unit vectors
+    with pytest.raises(SemidError, match=r"codes have shape \(40, 2\), expected \(40, 3\)"):
+        head.fit_items(X, codes[:, :2])
+    with pytest.raises(SemidError, match=r"item embeddings have shape \(40, 5\), expected \(n, 8\)"):
+        head.fit_items(X[:, :5], codes)
+    with pytest.raises(SemidError, match="the codes are not unique: two items share an ID"):
+        head.fit_items(X, np.zeros((40, 3), dtype=np.int64))
+    with pytest.raises(SemidError, match=r"codes fall outside the codebook sizes \[4, 4, 10\]"):
+        head.fit_items(X, codes + 1)
+    with pytest.raises(SemidError, match="this prefix has no code head"):
+        QueryPrefix(8, 16).id_scores(torch.zeros(1, 8), 0, torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_the_levels_factorize_the_softmax_over_items():
+    """Walking an ID level by level, the log-softmaxes of the head's scores over the codes each level
+    allows add up to log softmax_i(scale * cos(q, x_i)): the dense retriever's distribution, exactly."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(12, 64)).astype(np.float32)
+    head = QueryPrefix(64, 32, PrefixConfig(code_scale=10.0), codebook_sizes=SIZES)
+    head.fit_items(X, CODES)
+    q = torch.from_numpy(rng.normal(size=(3, 64)).astype(np.float32))
+    trie = PrefixTrie(CODES, SIZES)
+    logp = torch.zeros(3, len(CODES))
+    with torch.no_grad():
+        for i, row in enumerate(torch.from_numpy(CODES)):
+            for lv in range(3):
+                s = head.id_scores(q, lv, row[:lv].expand(3, lv))  # (3, K)
+                allowed = trie.allowed_mask(row[:lv][None])[0]  # the codes some item continues with
+                logp[:, i] += torch.log_softmax(s.masked_fill(~allowed, -torch.inf), 1)[:, row[lv]]
+        zero = head.id_scores(torch.zeros(1, 64), 0, torch.zeros(1, 0, dtype=torch.long))
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Qn = q.numpy() / np.linalg.norm(q.numpy(), axis=1, keepdims=True)
+    dense = torch.log_softmax(torch.from_numpy(10.0 * Qn @ Xn.T), 1)
+    assert torch.allclose(logp, dense, atol=1e-5)
+    counts = np.bincount(CODES[:, 0], minlength=4)
+    assert np.allclose(zero[0].numpy(), np.log(counts))  # a zero query: every item alike
+
+
+def test_an_untrained_model_with_a_code_head_finds_items_by_their_words():
+    model, tok, vocab, prefix = untrained(code_head=True)
+    _, _, _, plain = untrained(code_head=False)
+    targets = np.arange(len(TITLES))
+    found = {}
+    for name, p in (("head", prefix), ("plain", plain)):
+        rec = QueryRecommender(
+            model, tok, vocab, CODES, system_prompt="Recommend.", prefix=p, query_encoder=WordHashEmbedder()
+        )
+        found[name] = rec.recommend(TITLES, k=1, beam_size=12).hits(targets).mean()
+        if name == "head":  # the other decoder adds the same scores: same answers
+            assert (
+                rec.generate(TITLES)[:, 0].tolist()
+                == rec.recommend(TITLES, k=1, beam_size=1).items[:, 0].tolist()
+            )
+            sampled = rec.generate(TITLES, do_sample=True, num_return_sequences=4, temperature=5.0, seed=0)
+            assert ((sampled >= 0) & (sampled < len(CODES))).all()
+    assert found["head"] >= 10 / 12, found
+    assert found["plain"] <= 4 / 12, found
+
+
+def test_training_adds_the_code_head_where_the_answer_writes_an_id():
+    from semid.llm.train import _code_bias
+
+    _, _, vocab, head = untrained(code_head=True)
+    t = vocab.token_ids  # (L, K)
+    item = 7  # CODES[7] = [2, 1, 3]
+    answer = [int(t[lv, c]) for lv, c in enumerate(CODES[item])] + [vocab.eos_id]
+    target = torch.tensor([5, *answer])  # a text token, the ID's three tokens, EOS (all in row 1)
+    row = torch.tensor([0, 1, 1, 1, 1])
+    queries = torch.from_numpy(WordHashEmbedder().encode(["nothing", TITLES[item]]))
+    with torch.no_grad():
+        bias = _code_bias(torch.zeros(5, vocab.vocab_size), target, row, queries, head, vocab)
+        for n, lv in ((1, 0), (2, 1), (3, 2)):  # the level each position writes, after the codes before it
+            written = torch.from_numpy(CODES[item, :lv])[None]
+            assert torch.allclose(bias[n, t[lv]], head.id_scores(queries[1:], lv, written)[0])
+            assert bias[n].count_nonzero() == bias[n, t[lv]].count_nonzero() > 0  # that level's tokens only
+    assert bias[0].count_nonzero() == 0 and bias[4].count_nonzero() == 0  # text and EOS get nothing

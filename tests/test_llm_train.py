@@ -93,8 +93,10 @@ def test_same_seed_same_model(prepared, tmp_path):
         scratch=TINY, max_steps=3, batch_size=8, eval_every=0, eval_queries=4, save_every=0, progress=False
     )
     train_llm(prepared, tmp_path / "a", config, query_encoder=WordHashEmbedder())
+    cached = sorted(prepared.glob("query_emb-*.npy"))
+    assert len(cached) == 2  # the requests and, for the code head, the item texts: next to the data
     train_llm(prepared, tmp_path / "b", config, query_encoder=WordHashEmbedder())
-    assert len(list(prepared.glob("query_emb-*.npy"))) == 1  # embedded once, next to the prepared data
+    assert sorted(prepared.glob("query_emb-*.npy")) == cached  # read back, not embedded again
     a = load_llm(tmp_path / "a", query_encoder=WordHashEmbedder())
     b = load_llm(tmp_path / "b", query_encoder=WordHashEmbedder())
     for ma, mb in ((a.model, b.model), (a.prefix, b.prefix)):
@@ -197,9 +199,12 @@ def test_cli_trains_and_asks_with_the_packaged_minilm_query_prefix(files, capsys
         "--max-steps", "2", "--n-prefix", "2",
     )  # fmt: skip
     assert code == 0, err
-    assert "(query prefix x2)" in out
-    meta = json.loads((d / "model" / "semid_llm.json").read_text())["query_prefix"]
+    assert "(query prefix x2 + code head)" in out
+    saved = json.loads((d / "model" / "semid_llm.json").read_text())
+    meta = saved["query_prefix"]
     assert meta["query_encoder"] is None and meta["d_in"] == 384  # None: the packaged MiniLM
+    assert meta["code_head"] and meta["codebook_sizes"] == saved["codebook_sizes"]
+    assert meta["n_items"] == len(cat.item_ids)  # the item texts' MiniLM vectors, for the code head
     assert meta["encoder_name"].startswith("st:all-MiniLM-L6-v2@sha256:")
     code, out, err = run_cli(capsys, "llm", "ask", d / "model", "a matte red lipstick", "-k", "3")
     assert code == 0, err

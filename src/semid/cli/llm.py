@@ -92,6 +92,11 @@ def train(
         help="Sentence encoder of the query prefix, local path or hub name (default: the packaged MiniLM).",
     ),
     n_prefix: int = typer.Option(4, "--n-prefix", help="Soft-prompt vectors per query."),
+    code_head: bool = typer.Option(
+        True,
+        "--code-head/--no-code-head",
+        help="The query embedding also scores each ID token, starting from the items' own embeddings.",
+    ),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -111,7 +116,11 @@ def train(
         scratch=ScratchConfig(
             hidden_size=hidden_size, n_layers=layers, intermediate_size=(hidden_size * 8 // 3 + 7) // 8 * 8
         ),
-        query_prefix=PrefixConfig(query_encoder=query_encoder, n_prefix=n_prefix) if query_prefix else None,
+        query_prefix=(
+            PrefixConfig(query_encoder=query_encoder, n_prefix=n_prefix, code_head=code_head)
+            if query_prefix
+            else None
+        ),
         epochs=epochs,
         max_steps=max_steps,
         max_minutes=max_minutes,
@@ -122,7 +131,11 @@ def train(
     )
     result = train_llm(data, out, config)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
-    how = f"query prefix x{n_prefix}" if query_prefix else "no query prefix"
+    how = (
+        f"query prefix x{n_prefix}{' + code head' if code_head else ''}"
+        if query_prefix
+        else "no query prefix"
+    )
     typer.echo(f"{result.steps:,} steps in {result.seconds:.0f} s ({how}); validation: {shown} -> {out}")
 
 

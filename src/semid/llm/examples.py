@@ -38,6 +38,7 @@ import numpy as np
 
 from semid._utils import atomic_path, check_random_state
 from semid.data.model import Catalogue, Sequences
+from semid.embed.text import DEFAULT_TEMPLATE, render_texts
 from semid.errors import SemidError
 from semid.ids import format_id
 
@@ -397,6 +398,15 @@ DATA_META = "llm_data.json"
 ITEMS_FILE = "items.parquet"
 
 
+def _item_texts(catalogue: Catalogue, titles: list[str]) -> list[str]:
+    """Each item as `semid embed`'s default template renders it, keeping the parts whose field the
+    catalogue has (the titles when it has none of them)."""
+    parts = [
+        p for p in DEFAULT_TEMPLATE.split("; ") if p[p.index("{") + 1 : p.index("}")] in catalogue.fields
+    ]
+    return render_texts(catalogue, "; ".join(parts)) if parts else titles
+
+
 def prepare_dataset(
     catalogue: Catalogue,
     ids: Any,
@@ -410,7 +420,7 @@ def prepare_dataset(
 
     ``ids`` is an :class:`semid.ids.table.IdTable` covering every catalogue item. Files: ``train.jsonl``,
     ``valid.jsonl``, ``examples.json`` (the config), ``items.parquet`` (catalogue order: ``item_id``,
-    ``semantic_id``, ``codes``, ``title``) and ``llm_data.json`` (codebook sizes, templates).
+    ``semantic_id``, ``codes``, ``title``, ``text``) and ``llm_data.json`` (codebook sizes, templates).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -435,6 +445,8 @@ def prepare_dataset(
             "semantic_id": pa.array([ids.semantic_ids[r] for r in rows], type=pa.string()),
             "codes": pa.array(codes.tolist(), type=pa.list_(pa.int64())),
             "title": pa.array(titles, type=pa.string()),
+            # what `semid embed` reads by default; the query encoder embeds it for the code head
+            "text": pa.array(_item_texts(catalogue, titles), type=pa.string()),
         }
     )
     with atomic_path(directory / ITEMS_FILE) as tmp:

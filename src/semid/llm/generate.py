@@ -54,10 +54,17 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
 
     ``__call__(input_ids (B, T), scores (B, V)) -> scores``. A row whose prefix after ``[REC]`` is no
     prefix of any ID (which the mask itself never produces) has no allowed token: that raises
-    :class:`SemidError` rather than letting the model write an invalid ID.
+    :class:`SemidError` rather than letting the model write an invalid ID. With ``code_head`` (a prefix
+    with a code head and the ``(Q, d_in)`` query vectors), :meth:`QueryPrefix.id_scores` of the level a
+    row writes are added to that level's tokens first; ``B`` may be ``Q`` times the sequences per query.
     """
 
-    def __init__(self, trie: PrefixTrie, vocab: SemanticVocab) -> None:
+    def __init__(
+        self,
+        trie: PrefixTrie,
+        vocab: SemanticVocab,
+        code_head: tuple[QueryPrefix, torch.Tensor] | None = None,
+    ) -> None:
         if trie.n_levels != vocab.n_levels:
             raise SemidError(f"the trie has {trie.n_levels} levels but the vocabulary {vocab.n_levels}")
         for level, (k_trie, k_vocab) in enumerate(zip(trie.vocab_sizes, vocab.codebook_sizes, strict=True)):
@@ -65,6 +72,7 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
                 raise SemidError(f"level {level}: the trie has {k_trie} codes but the vocabulary {k_vocab}")
         self.trie = trie
         self.vocab = vocab
+        self.code_head = code_head  # (prefix, (Q, d_in) query vectors): its scores go in before the mask
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,10 +92,12 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
         last_rec = torch.where(is_rec, torch.arange(length, device=device), -1).amax(dim=1)  # (B,)
         written = length - 1 - last_rec  # (B,) tokens after the last [REC]
         nodes = self.trie.root(batch, device=device)  # (B,) trie node of the ID written so far
+        codes = torch.zeros((batch, n_levels), dtype=torch.long, device=device)  # (B, L) written codes
         for level in range(n_levels):  # walk the written codes down the trie, all rows at once
             pos = (last_rec + 1 + level).clamp(max=length - 1)
             token = input_ids.gather(1, pos[:, None]).squeeze(1).clamp(max=level_of.numel() - 1)
             code = torch.where(level_of[token] == level, code_of[token], -1)
+            codes[:, level] = code.clamp(min=0)
             stepped = self.trie.step(nodes, level, code)
             nodes = torch.where(has_rec & (written > level), stepped, nodes)
         if scores.shape[1] < int(token_ids.max()) + 1:
@@ -95,11 +105,18 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
                 f"scores have {scores.shape[1]} columns but the ID tokens reach {int(token_ids.max())}"
             )
         allowed = torch.zeros_like(scores, dtype=torch.bool)  # (B, V)
+        head, queries = self.code_head if self.code_head is not None else (None, None)
+        if queries is not None:
+            queries = queries.to(device).repeat_interleave(batch // queries.shape[0], 0)  # (B, d_in)
+            scores = scores.clone()
         for level in range(n_levels):
             rows = (has_rec & (written == level)).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
             k = self.trie.vocab_sizes[level]
+            if head is not None:
+                extra = head.id_scores(queries[rows], level, codes[rows, :level]).to(scores.dtype)
+                scores[rows[:, None], token_ids[level, :k][None, :]] += extra  # (R, K)
             mask = self.trie.allowed_mask_nodes(nodes[rows], level)  # (R, K)
             empty = ~mask.any(dim=1)
             if empty.any():
@@ -249,11 +266,23 @@ class QueryRecommender:
         embeds, mask, ids = prepend_prefix(self.model, vecs, ids, mask, pad_id=self._pad_id, left_pad=True)
         return ids, mask, embeds
 
+    def _code_queries(self, embeddings: np.ndarray | None) -> torch.Tensor | None:
+        """``(B, d_in)`` query vectors for the code head (``None`` without one)."""
+        if self.prefix is None or not self.prefix.has_code_head or embeddings is None:
+            return None
+        return torch.tensor(embeddings, dtype=torch.float32, device=self.device)
+
     def _step_fn(
-        self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor | None, table: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        embeds: torch.Tensor | None,
+        table: torch.Tensor,
+        code_queries: torch.Tensor | None = None,
     ):
         """The language model as a beam-search step: next-code logits of each beam of left-padded prompts
-        (``embeds``: the prompts as ``(B, T, H)`` input embeddings, prefix included, when there is one)."""
+        (``embeds``: the prompts as ``(B, T, H)`` input embeddings, prefix included, when there is one;
+        ``code_queries``: ``(B, d_in)`` query vectors whose code-head scores are added)."""
         embed_tokens = self.model.get_input_embeddings()
 
         def step(prefix: torch.Tensor, parent: torch.Tensor | None = None) -> torch.Tensor:
@@ -271,7 +300,12 @@ class QueryRecommender:
                     inputs_embeds=x, attention_mask=att, position_ids=positions, logits_to_keep=1
                 )
             k_t = self.index.vocab_sizes[t]
-            return out.logits[:, -1, table[t, :k_t]].view(b, n_beams, k_t)  # (B, W, K_t)
+            logits = out.logits[:, -1, table[t, :k_t]].float().view(b, n_beams, k_t)  # (B, W, K_t)
+            if code_queries is not None:
+                q = code_queries.repeat_interleave(n_beams, 0)  # (B * W, d_in)
+                extra = self.prefix.id_scores(q, t, prefix.reshape(b * n_beams, t))  # (B * W, K_t)
+                logits = logits + extra.view(b, n_beams, k_t)
+            return logits
 
         return step
 
@@ -301,7 +335,7 @@ class QueryRecommender:
                 ids, mask, embeds = self._inputs(prompts[start : start + batch_size], chunk)
                 b = ids.shape[0]
 
-                step = self._step_fn(ids, mask, embeds, table)
+                step = self._step_fn(ids, mask, embeds, table, self._code_queries(chunk))
                 res = beam_search(step, self.index, b, beam_size=beam_size, k=k, device=self.device)
                 items.append(res.items.cpu().numpy())
                 scores.append(res.scores.cpu().numpy())
@@ -353,11 +387,17 @@ class QueryRecommender:
         with self._eval_mode():
             ids, mask, embeds = self._inputs(prompts, qvecs)
             extra = {} if embeds is None else {"inputs_embeds": embeds}
+            code_queries = self._code_queries(qvecs)
+            processor = (
+                self.processor
+                if code_queries is None
+                else SemanticIdLogitsProcessor(self.index.trie, self.vocab, (self.prefix, code_queries))
+            )
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=config,
-                logits_processor=LogitsProcessorList([self.processor]),
+                logits_processor=LogitsProcessorList([processor]),
                 **extra,
             )
         new = out[:, ids.shape[1] : ids.shape[1] + n_levels].cpu()  # (Q * n, <= L)

@@ -153,11 +153,16 @@ def _batch(
 
 
 def _answer_loss(
-    model: Any, batch: dict[str, torch.Tensor], prefix: QueryPrefix | None = None
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    prefix: QueryPrefix | None = None,
+    vocab: SemanticVocab | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the answer tokens; the output layer runs only where there is a label (the prompt
     is most of each sequence, so this saves most of the vocabulary projection). With a ``prefix``, its
-    vectors go in front of each row (``[prefix | prompt | answer | padding]``) and carry no loss."""
+    vectors go in front of each row (``[prefix | prompt | answer | padding]``) and carry no loss; with its
+    code head (and ``vocab``), a position whose target is an ID token of level ``l`` also gets the query's
+    scores of level ``l``'s tokens, exactly as at generation."""
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     if prefix is None:
         hidden = decoder(
@@ -175,8 +180,41 @@ def _answer_loss(
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, prefix.n_prefix :]
     targets = batch["labels"][:, 1:]  # (B, T - 1): token t + 1 is predicted at position t
     where = targets != -100
-    logits = head(hidden[:, :-1][where])  # (N, V)
-    return F.cross_entropy(logits.float(), targets[where])
+    logits = head(hidden[:, :-1][where]).float()  # (N, V)
+    target = targets[where]  # (N,)
+    if prefix is not None and prefix.has_code_head and vocab is not None:
+        logits = logits + _code_bias(logits, target, where.nonzero()[:, 0], batch["queries"], prefix, vocab)
+    return F.cross_entropy(logits, target)
+
+
+def _code_bias(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    row: torch.Tensor,
+    queries: torch.Tensor,
+    prefix: QueryPrefix,
+    vocab: SemanticVocab,
+) -> torch.Tensor:
+    """``(N, V)``: where ``target[n]`` is an ID token of level ``l``, the code head's scores of level ``l``'s
+    tokens for row ``row[n]``'s query, given the codes the answer wrote before it (the targets just before
+    ``n``); zero elsewhere. The level a position writes is the level of the token it should write."""
+    level_of, code_of = vocab.level_and_code(logits.device)
+    tgt = target.clamp(max=level_of.numel() - 1)
+    level, code = level_of[tgt], code_of[tgt]  # (N,) -1: not an ID token
+    table = vocab.token_ids.to(logits.device)
+    bias = torch.zeros_like(logits)
+    for lv, k in enumerate(vocab.codebook_sizes):
+        n = (level == lv).nonzero()[:, 0]  # (M,) positions that write level lv
+        before = n[:, None] - lv + torch.arange(lv, device=n.device)  # (M, lv) the ID's earlier codes
+        ok = (before >= 0).all(1)
+        b = before.clamp(min=0)
+        ok &= (level[b] == torch.arange(lv, device=n.device)).all(1) & (row[b] == row[n, None]).all(1)
+        n, b = n[ok], b[ok]
+        if n.numel() == 0:
+            continue
+        scores = prefix.id_scores(queries[row[n]], lv, code[b])  # (M, K)
+        bias = bias.index_put((n[:, None].expand(-1, k), table[lv, :k].expand(len(n), -1)), scores)
+    return bias
 
 
 def _lr_lambda(warmup: int, total: int, floor: float, time_used: Callable[[], float] | None = None):
@@ -262,7 +300,14 @@ def train_llm(
                 model.get_input_embeddings().weight.shape[1],
                 replace(config.query_prefix, query_encoder=source),
                 encoder_name=encoder_name(encoder),
+                codebook_sizes=sizes,
             )
+        if config.query_prefix.code_head:  # the items, read by the query encoder, for the code head
+            t0 = time.perf_counter()
+            texts = items["text"] if "text" in items.column_names else items["title"]  # older prepared dirs
+            X = request_embeddings(encoder, [t or None for t in texts.to_pylist()], cache_dir=data_dir)
+            prefix.fit_items(X, codes)
+            embed_seconds += time.perf_counter() - t0
         prefix.to(device).train()
     if config.lora:
         model = apply_lora(model, vocab, r=config.lora_r)
@@ -273,14 +318,17 @@ def train_llm(
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    params += list(prefix.parameters()) if prefix is not None else []
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-    )
+    code_params = [p for n, p in prefix.named_parameters() if n.startswith("code_")] if prefix else []
+    params += [p for n, p in prefix.named_parameters() if not n.startswith("code_")] if prefix else []
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if code_params:  # the adapter decays towards the identity map (A -> 0)
+        ratio = config.query_prefix.code_lr_ratio if config.query_prefix else 1.0
+        groups.append({"params": code_params, "weight_decay": config.weight_decay, "lr": config.lr * ratio})
+        params += code_params
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
     start = time.perf_counter()
     budget = 60 * config.max_minutes if config.max_minutes else None
     time_used = (lambda: (time.perf_counter() - start) / budget) if budget else None  # noqa: E731
@@ -310,7 +358,7 @@ def train_llm(
                 chunk = valid_encoded[i : i + config.batch_size]
                 q = valid_q[i : i + config.batch_size] if valid_q is not None else None
                 batch = {k: v.to(device) for k, v in _batch(chunk, pad_id, q).items()}
-                losses.append(float(_answer_loss(model, batch, prefix)))
+                losses.append(float(_answer_loss(model, batch, prefix, vocab)))
         out: dict[str, float] = {"val_loss": float(np.mean(losses))} if losses else {}
         if rec_valid:
             rec = QueryRecommender(
@@ -346,7 +394,7 @@ def train_llm(
         for b in range(0, len(order), config.batch_size):
             rows = order[b : b + config.batch_size]
             batch = _batch([encoded[i] for i in rows], pad_id, train_q[rows] if train_q is not None else None)
-            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix)
+            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix, vocab)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
