@@ -426,3 +426,13 @@ def test_training_adds_the_code_head_where_the_answer_writes_an_id():
             assert torch.allclose(bias[n, t[lv]], head.id_scores(queries[1:], lv, written)[0])
             assert bias[n].count_nonzero() == bias[n, t[lv]].count_nonzero() > 0  # that level's tokens only
     assert bias[0].count_nonzero() == 0 and bias[4].count_nonzero() == 0  # text and EOS get nothing
+
+
+def test_a_code_head_for_another_catalogue_is_an_error():
+    model, tok, vocab, prefix = untrained(code_head=True)
+    with pytest.raises(SemidError) as e:
+        QueryRecommender(model, tok, vocab, CODES[:6], system_prompt="R.", prefix=prefix)
+    assert str(e.value) == (
+        "the query prefix's code head holds 12 items with other IDs than the 6 given: "
+        "use the catalogue it was trained on"
+    )

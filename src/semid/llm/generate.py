@@ -177,6 +177,13 @@ class QueryRecommender:
         self.processor = SemanticIdLogitsProcessor(self.index.trie, vocab)
         self.prefix = prefix
         self.query_encoder = query_encoder
+        if prefix is not None and prefix.has_code_head:
+            head_codes = prefix.item_codes.cpu().numpy()
+            if head_codes.shape != self.index.codes.shape or (head_codes != self.index.codes).any():
+                raise SemidError(
+                    f"the query prefix's code head holds {len(head_codes)} items with other IDs than the "
+                    f"{len(codes)} given: use the catalogue it was trained on"
+                )
 
     @classmethod
     def from_llm(cls, llm: LLM) -> QueryRecommender:
