@@ -11,8 +11,10 @@ methods answer the *held-out* templates (phrasings never seen in training) for `
 
 - semid LM: constrained beam search (beam 20), top 10; the share of valid answers is reported (must be 1).
   By default (the library's) the LM also reads the query's MiniLM embedding as soft-prompt vectors
-  (``semid.llm.prefix``); ``--no-query-prefix`` turns that off. Embedding the training queries happens once,
-  before the training clock starts, and is reported as ``embed_seconds`` (cached in ``--work``);
+  (``semid.llm.prefix``) and its code head scores the ID tokens from the items' MiniLM vectors;
+  ``--no-code-head`` drops the head, ``--no-query-prefix`` both. Embedding the training queries and the
+  item texts happens once, before the training clock starts, and is reported as ``embed_seconds``
+  (cached in ``--work``); ``--eval-limit N`` scores N of the held-out queries (a smoke run);
 - dense: the MiniLM embedding of the query, nearest item embeddings by cosine, top 10.
 
 Hit@1 / Hit@10 of the right item, per template. ``attribute_query`` ("I want a {category} from {brand},
