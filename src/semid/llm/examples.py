@@ -38,7 +38,7 @@ import numpy as np
 
 from semid._utils import atomic_path, check_random_state
 from semid.data.model import Catalogue, Sequences
-from semid.embed.text import DEFAULT_TEMPLATE, render_texts
+from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
 from semid.errors import SemidError
 from semid.ids import format_id
 
@@ -401,9 +401,8 @@ ITEMS_FILE = "items.parquet"
 def _item_texts(catalogue: Catalogue, titles: list[str]) -> list[str]:
     """Each item as `semid embed`'s default template renders it, keeping the parts whose field the
     catalogue has (the titles when it has none of them)."""
-    parts = [
-        p for p in DEFAULT_TEMPLATE.split("; ") if p[p.index("{") + 1 : p.index("}")] in catalogue.fields
-    ]
+    have = set(catalogue.fields)
+    parts = [p for p in DEFAULT_TEMPLATE.split("; ") if set(TextTemplate(p).fields) <= have]
     return render_texts(catalogue, "; ".join(parts)) if parts else titles
 
 

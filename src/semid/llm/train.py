@@ -325,8 +325,8 @@ def train_llm(
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     if code_params:  # the adapter decays towards the identity map (A -> 0)
-        ratio = config.query_prefix.code_lr_ratio if config.query_prefix else 1.0
-        groups.append({"params": code_params, "weight_decay": config.weight_decay, "lr": config.lr * ratio})
+        lr = config.lr * prefix.config.code_lr_ratio
+        groups.append({"params": code_params, "weight_decay": config.weight_decay, "lr": lr})
         params += code_params
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
     start = time.perf_counter()
