@@ -82,8 +82,20 @@ def tiger_run(data: RecData, tmp_path_factory: pytest.TempPathFactory):
     return model, result, run_dir
 
 
+@pytest.fixture(scope="module")
+def tiger_items_run(data: RecData, tmp_path_factory: pytest.TempPathFactory):
+    """TIGER whose encoder reads one token per history item (the sum of its codes' embeddings)."""
+    run_dir = tmp_path_factory.mktemp("tiger-items")
+    train = {**FAST, "epochs": 10, "batch_size": 32, "lr": 0.005}
+    config = {**TINY_TIGER, "encoder_tokens": "items"}
+    model, result = fit("tiger", data, run_dir, model_config=config, train_config=train)
+    return model, result, run_dir
+
+
 @pytest.mark.parametrize(
-    ("run", "min_recall_at_1"), [("sasrec_run", 1.0), ("tiger_run", 0.95)], ids=["sasrec", "tiger"]
+    ("run", "min_recall_at_1"),
+    [("sasrec_run", 1.0), ("tiger_run", 0.95), ("tiger_items_run", 0.95)],
+    ids=["sasrec", "tiger", "tiger-item-tokens"],
 )
 def test_tiny_models_learn_the_rule_and_beat_most_popular(
     run: str, min_recall_at_1: float, data: RecData, request: pytest.FixtureRequest
@@ -98,7 +110,9 @@ def test_tiny_models_learn_the_rule_and_beat_most_popular(
     assert result.epochs == 10 and result.stopped == "epochs"
 
 
-@pytest.mark.parametrize("run", ["sasrec_run", "tiger_run"], ids=["sasrec", "tiger"])
+@pytest.mark.parametrize(
+    "run", ["sasrec_run", "tiger_run", "tiger_items_run"], ids=["sasrec", "tiger", "tiger-item-tokens"]
+)
 def test_a_saved_model_makes_the_same_predictions(
     run: str, data: RecData, request: pytest.FixtureRequest
 ) -> None:
@@ -133,11 +147,31 @@ def test_unconstrained_decoding_reports_invalid_ids(data: RecData) -> None:
     assert evaluate(model, ex).invalid_rate == 0.0
 
 
-def test_tiger_step_by_step_decoding_scores_ids_like_the_full_decoder(data: RecData) -> None:
+def test_tiger_encoder_reads_a_token_per_code_or_one_per_item(data: RecData) -> None:
+    torch.manual_seed(0)
+    history = torch.tensor([[-1, -1, 3], [5, 6, 7]])  # (B=2, T=3), left-padded
+    user = torch.tensor([11, -1])
+    codes_model = build_model("tiger", data, **TINY_TIGER).eval()
+    items_model = build_model("tiger", data, **{**TINY_TIGER, "encoder_tokens": "items"}).eval()
+    items_model.load_state_dict(codes_model.state_dict())  # same parameters, other input layout
+    with torch.no_grad():
+        per_code, code_mask = codes_model.encode(history, user)
+        per_item, item_mask = items_model.encode(history, user)
+    assert per_code.shape == (2, 1 + 3 * 2, 64) and per_item.shape == (2, 1 + 3, 64)
+    # the user token and the real items are visible; padding is not
+    assert code_mask[:, 0, 0].tolist() == [[True, False, False, False, False, True, True], [True] * 7]
+    assert item_mask[:, 0, 0].tolist() == [[True, False, False, True], [True] * 4]
+
+
+@pytest.mark.parametrize("encoder_tokens", ["codes", "items"])
+def test_tiger_step_by_step_decoding_scores_ids_like_the_full_decoder(
+    data: RecData, encoder_tokens: str
+) -> None:
     # Beam search decodes with a key/value cache that follows each beam's parent; a returned score must
     # equal the log-probability of that ID under one teacher-forced pass of the whole decoder.
     torch.manual_seed(1)
-    model = build_model("tiger", data, **{**TINY_TIGER, "n_decoder_layers": 2}).eval()
+    config = {**TINY_TIGER, "n_decoder_layers": 2, "encoder_tokens": encoder_tokens}
+    model = build_model("tiger", data, **config).eval()
     ex = split_examples(model, data, "test")
     batch = collate(ex, np.arange(6))
     res = model.generate(batch, k=10)
@@ -223,8 +257,16 @@ def test_resuming_a_finished_run_does_nothing(sasrec_run) -> None:
         ("sasrec", {"d_model": 30, "n_heads": 4}, "ok", r"^d_model=30 should be a multiple of n_heads=4$"),
         ("tiger", {"codebook_sizes": [8, 4]}, "ok", r"^codebook_sizes=\[8, 4\] do not fit the IDs"),
         ("gpt", {}, "ok", r"^model 'gpt' is not one of 'sasrec', 'tiger'$"),
+        ("tiger", {"encoder_tokens": "item"}, "ok", r"^encoder_tokens='item' should be 'codes' or 'items'$"),
     ],
-    ids=["tiger-without-ids", "unknown-option", "heads", "narrow-codebooks", "unknown-model"],
+    ids=[
+        "tiger-without-ids",
+        "unknown-option",
+        "heads",
+        "narrow-codebooks",
+        "unknown-model",
+        "encoder-tokens",
+    ],
 )
 def test_bad_models(model_type: str, model_config: dict, data_kind: str, message: str, data: RecData) -> None:
     if data_kind == "no-ids":

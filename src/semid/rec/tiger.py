@@ -1,7 +1,8 @@
 """TIGER (Rajput et al., NeurIPS 2023): generative retrieval with an encoder-decoder over Semantic ID tokens.
 
 Every item is its Semantic ID, ``L`` codes such as ``12-4-9-0``. The encoder reads a hashed user token and
-the IDs of the user's last ``<= 20`` items, one token per code (``1 + 20 L`` tokens); the decoder writes
+the IDs of the user's last ``<= 20`` items, one token per code (``1 + 20 L`` tokens; or, with
+``encoder_tokens="items"``, one token per item, the sum of its codes' embeddings); the decoder writes
 the next item's ID code by code, and decoding is a beam search restricted to real IDs
 (:func:`semid.rec.beam.beam_search`), so every recommendation is an item.
 
@@ -52,6 +53,9 @@ class TIGERConfig:
     n_decoder_layers: int = 4
     dropout: float = 0.1
     beam_size: int = 20  # beams kept when decoding (recommend/evaluate may override)
+    # "codes": the encoder reads one token per code, 1 + T * L tokens (the paper); "items": one token per
+    # item, the sum of its codes' embeddings, 1 + T tokens (L times shorter: about 3x faster training on CPU)
+    encoder_tokens: str = "codes"
 
     def validate(self) -> None:
         """Reject bad values with one line quoting them."""
@@ -68,6 +72,8 @@ class TIGERConfig:
                 raise SemidError(f"{name}={v!r} should be a positive integer")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise SemidError(f"dropout={self.dropout!r} should be a number in [0, 1)")
+        if self.encoder_tokens not in ("codes", "items"):
+            raise SemidError(f"encoder_tokens={self.encoder_tokens!r} should be 'codes' or 'items'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,21 +261,26 @@ class TIGER(nn.Module):
     # -- encoder -----------------------------------------------------------------------------------------
 
     def encode(self, history: torch.Tensor, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder states (B, 1 + T * L, C) and key mask (B, 1, 1, 1 + T * L) of left-padded histories (B, T)."""
+        """Encoder states (B, 1 + S, C) and key mask (B, 1, 1, 1 + S) of left-padded histories (B, T).
+
+        ``S = T * L`` tokens with ``encoder_tokens="codes"``, ``S = T`` with ``"items"``.
+        """
         history = history[:, -self.config.max_history :]
         B, T = history.shape
         valid = history >= 0  # (B, T)
         codes = self.item_codes[history.clamp(min=0)]  # (B, T, L)
-        tok = torch.stack([emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)], 2)  # (B, T, L, C)
-        pos = torch.arange(T - 1, -1, -1, device=history.device)  # (T,) 0 = the newest item
-        tok = tok + self.item_pos_emb(pos)[None, :, None, :]  # (B, T, L, C)
+        pos = self.item_pos_emb(torch.arange(T - 1, -1, -1, device=history.device))  # (T, C) 0 = the newest
+        if self.config.encoder_tokens == "items":
+            tok = sum(emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)) + pos  # (B, T, C)
+            keep = valid
+        else:
+            tok = torch.stack([emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)], 2)
+            tok = (tok + pos[None, :, None, :]).flatten(1, 2)  # (B, T, L, C) -> (B, T * L, C)
+            keep = valid.repeat_interleave(self.n_levels, dim=1)  # (B, T * L)
         user_tok = torch.where(user >= 0, user % self.config.n_user_tokens, self.config.n_user_tokens)
-        x = torch.cat([self.user_emb(user_tok)[:, None], tok.flatten(1, 2)], dim=1)  # (B, 1 + T * L, C)
+        x = torch.cat([self.user_emb(user_tok)[:, None], tok], dim=1)  # (B, 1 + S, C)
         # The user token is always there, so no query row is all-masked.
-        keep = torch.cat(
-            [valid.new_ones(B, 1), valid.repeat_interleave(self.n_levels, dim=1)], dim=1
-        )  # (B, S)
-        mask = keep[:, None, None, :]  # (B, 1, 1, S)
+        mask = torch.cat([valid.new_ones(B, 1), keep], dim=1)[:, None, None, :]  # (B, 1, 1, 1 + S)
         x = self.drop(x)
         for layer in self.encoder:
             x = layer(x, mask)
