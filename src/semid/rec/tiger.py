@@ -270,12 +270,13 @@ class TIGER(nn.Module):
         valid = history >= 0  # (B, T)
         codes = self.item_codes[history.clamp(min=0)]  # (B, T, L)
         pos = self.item_pos_emb(torch.arange(T - 1, -1, -1, device=history.device))  # (T, C) 0 = the newest
+        per_level = [emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)]  # L x (B, T, C)
         if self.config.encoder_tokens == "items":
-            tok = sum(emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)) + pos  # (B, T, C)
+            tok = sum(per_level) + pos  # (B, T, C)
             keep = valid
         else:
-            tok = torch.stack([emb(codes[..., lv]) for lv, emb in enumerate(self.code_emb)], 2)
-            tok = (tok + pos[None, :, None, :]).flatten(1, 2)  # (B, T, L, C) -> (B, T * L, C)
+            tok = torch.stack(per_level, 2) + pos[None, :, None, :]  # (B, T, L, C)
+            tok = tok.flatten(1, 2)  # (B, T * L, C)
             keep = valid.repeat_interleave(self.n_levels, dim=1)  # (B, T * L)
         user_tok = torch.where(user >= 0, user % self.config.n_user_tokens, self.config.n_user_tokens)
         x = torch.cat([self.user_emb(user_tok)[:, None], tok], dim=1)  # (B, 1 + S, C)
