@@ -196,6 +196,8 @@ def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
         "sasrec", data, tmp_path / "split", model_config=model_config, train_config={**train, "max_steps": 2}
     )
     assert (first.steps, first.epochs, first.stopped) == (2, 0, "max_steps")
+    # Killed between the two renames of a checkpoint swap: the old copy lies aside, and resuming finds it.
+    (tmp_path / "split" / "checkpoints" / "last").rename(tmp_path / "split" / "checkpoints" / ".last.x.old")
     _, rest = fit("sasrec", None, tmp_path / "split", train_config={"max_steps": 0}, resume=True)
     assert rest.steps == whole.steps == 3 * 4  # 60 users -> 60 windows -> 4 batches per epoch
     assert [r["step"] for r in rest.history] == [4, 8, 12]  # the first epoch ends where it left off

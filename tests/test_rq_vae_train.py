@@ -68,6 +68,14 @@ def test_resume_from_a_mid_epoch_step_checkpoint(tmp_path, data, uninterrupted):
     assert untimed(resumed.history_) == untimed(uninterrupted.history_)
 
 
+def _checkpoint_epoch(run) -> int:
+    """The epoch of the run's last checkpoint, 0 while none is readable (the trainer swaps it in by rename)."""
+    try:
+        return json.loads((run / "checkpoints" / "last" / "trainer.json").read_text())["state"]["epoch"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def test_a_killed_training_process_resumes_and_ends_like_an_uninterrupted_run(tmp_path, data):
     np.save(tmp_path / "X.npy", data)
     run = tmp_path / "run"
@@ -89,8 +97,7 @@ def test_a_killed_training_process_resumes_and_ends_like_an_uninterrupted_run(tm
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            meta = run / "checkpoints" / "last" / "trainer.json"
-            if meta.exists() and json.loads(meta.read_text())["state"]["epoch"] >= 2:
+            if _checkpoint_epoch(run) >= 2:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read()
@@ -106,6 +113,16 @@ def test_a_killed_training_process_resumes_and_ends_like_an_uninterrupted_run(tm
     for key in ("recon_loss", "commit_loss", "unique_share", "usage_l0", "usage_l1", "residual_norm_l2"):
         assert last[key] == pytest.approx(ref[key], rel=1e-3, abs=1e-4), key
     assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 9))  # no epoch logged twice
+
+
+def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_still_resumes(tmp_path, data, uninterrupted):
+    run = tmp_path / "run"
+    tiny(run_dir=str(run), dropout=0.1, save_every_steps=10).fit(data, stop_after_epochs=3)
+    last = run / "checkpoints" / "last"
+    last.rename(run / "checkpoints" / ".last.k1ll3d.old")  # the old copy moved aside, the new one not yet in
+    resumed = RQVAE().fit(data, resume=run)
+    assert last.is_dir() and not list(last.parent.glob(".last.*"))
+    np.testing.assert_array_equal(resumed.encode(data), uninterrupted.encode(data))
 
 
 def test_resume_rejects_other_data(tmp_path, data):

@@ -48,6 +48,21 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         raise
 
 
+def finish_interrupted_swap(path: str | os.PathLike) -> Path:
+    """Put back a directory that a killed :func:`atomic_path` swap left moved aside; return ``path``.
+
+    Replacing a directory takes two renames (the old one aside, the new one in). A process killed between
+    them leaves ``path`` missing and the old copy as a hidden ``.NAME.*.old`` sibling, which this renames
+    back, so a checkpoint written before the kill is still found.
+    """
+    path = Path(path)
+    if not path.exists() and path.parent.is_dir():
+        olds = sorted(path.parent.glob(f".{path.name}.*.old"), key=lambda p: p.stat().st_mtime)
+        if olds:
+            olds[-1].rename(path)
+    return path
+
+
 def _rmtree(p: Path) -> None:
     import shutil
 

@@ -50,6 +50,7 @@ from semid._utils import (
     atomic_path,
     decay_progress,
     fingerprint_arrays,
+    finish_interrupted_swap,
     read_config_file,  # noqa: F401  (re-exported: JSON/YAML config mapping)
 )
 from semid.errors import SemidError
@@ -556,7 +557,7 @@ def checkpoint_path(resume: str | os.PathLike) -> Path:
     path = Path(resume)
     if (path / TRAINER_NAME).is_file():
         return path
-    last = path / "checkpoints" / "last"
+    last = finish_interrupted_swap(path / "checkpoints" / "last")
     if (last / TRAINER_NAME).is_file():
         return last
     if not path.exists():

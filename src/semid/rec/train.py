@@ -40,7 +40,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._utils import atomic_path, bf16_is_fast, decay_progress, fingerprint_arrays, resolve_device
+from semid._utils import (
+    atomic_path,
+    bf16_is_fast,
+    decay_progress,
+    fingerprint_arrays,
+    finish_interrupted_swap,
+    resolve_device,
+)
 from semid.errors import SemidError
 from semid.rec.data import (
     Examples,
@@ -582,7 +589,7 @@ def _tensorboard(run_dir: Path) -> Any:
 
 def check_new_run_dir(run_dir: str | os.PathLike) -> None:
     """Refuse to start a run in a directory that holds one (it would be overwritten)."""
-    if (Path(run_dir) / LAST).exists():
+    if finish_interrupted_swap(Path(run_dir) / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
 
 
@@ -634,7 +641,7 @@ def _save_checkpoint(
 
 def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``trainer.json`` of ``run_dir``'s last checkpoint (model type and config, train config, state)."""
-    path = Path(run_dir) / LAST / TRAINER_NAME
+    path = finish_interrupted_swap(Path(run_dir) / LAST) / TRAINER_NAME
     if not path.is_file():
         raise SemidError(f"{Path(run_dir)}: no checkpoint to resume ({path} is missing)")
     return json.loads(path.read_text())
