@@ -34,7 +34,10 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     try:
         yield tmp
         if is_dir and path.exists():
-            # Replace a directory: move the old one aside first so the swap is near-atomic.
+            # Replace a directory: move the old one aside first so the swap is near-atomic. Copies an earlier
+            # kill left aside go first, so finish_interrupted_swap never has two to choose from.
+            for stale in parent.glob(f".{path.name}.*.old"):
+                _rmtree(stale)
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
             old.rmdir()
             path.rename(old)
@@ -57,9 +60,9 @@ def finish_interrupted_swap(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not path.exists() and path.parent.is_dir():
-        olds = sorted(path.parent.glob(f".{path.name}.*.old"), key=lambda p: p.stat().st_mtime)
-        if olds:
-            olds[-1].rename(path)
+        olds = list(path.parent.glob(f".{path.name}.*.old"))
+        if len(olds) == 1:  # atomic_path leaves at most one aside
+            olds[0].rename(path)
     return path
 
 
