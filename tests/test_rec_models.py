@@ -21,8 +21,10 @@ from semid.rec.sasrec import SASRecConfig
 from semid.rec.train import (
     TrainConfig,
     build_model,
+    check_new_run_dir,
     fit,
     load_model,
+    read_checkpoint,
     read_metrics,
     split_examples,
     train_demo_tiger,
@@ -197,7 +199,12 @@ def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
     )
     assert (first.steps, first.epochs, first.stopped) == (2, 0, "max_steps")
     # Killed between the two renames of a checkpoint swap: the old copy lies aside, and resuming finds it.
-    (tmp_path / "split" / "checkpoints" / "last").rename(tmp_path / "split" / "checkpoints" / ".last.x.old")
+    aside = tmp_path / "split" / "checkpoints" / ".last.x.old"
+    (tmp_path / "split" / "checkpoints" / "last").rename(aside)
+    # Readers see that copy without moving it (the run's own trainer could be mid-swap); a new run is refused.
+    assert read_checkpoint(tmp_path / "split")["state"]["step"] == 2 and aside.is_dir()
+    with pytest.raises(SemidError, match="already holds a run"):
+        check_new_run_dir(tmp_path / "split")
     _, rest = fit("sasrec", None, tmp_path / "split", train_config={"max_steps": 0}, resume=True)
     assert rest.steps == whole.steps == 3 * 4  # 60 users -> 60 windows -> 4 batches per epoch
     assert [r["step"] for r in rest.history] == [4, 8, 12]  # the first epoch ends where it left off

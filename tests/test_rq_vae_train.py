@@ -119,7 +119,10 @@ def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_still_resumes(tmp_p
     run = tmp_path / "run"
     tiny(run_dir=str(run), dropout=0.1, save_every_steps=10).fit(data, stop_after_epochs=3)
     last = run / "checkpoints" / "last"
-    last.rename(run / "checkpoints" / ".last.k1ll3d.old")  # the old copy moved aside, the new one not yet in
+    aside = run / "checkpoints" / ".last.k1ll3d.old"
+    last.rename(aside)  # the old copy moved aside, the new one not yet in
+    # Reading the run finds that copy and moves nothing: only the resuming process renames it back.
+    assert read_checkpoint_meta(run)["state"]["epoch"] == 3 and aside.is_dir() and not last.exists()
     resumed = RQVAE().fit(data, resume=run)
     assert last.is_dir() and not list(last.parent.glob(".last.*"))
     # A copy an earlier kill left aside goes with the next swap, so at most one ever lies there.

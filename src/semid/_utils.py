@@ -51,18 +51,31 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         raise
 
 
-def finish_interrupted_swap(path: str | os.PathLike) -> Path:
-    """Put back a directory that a killed :func:`atomic_path` swap left moved aside; return ``path``.
+def swapped_aside(path: str | os.PathLike) -> Path:
+    """``path``, or, where a killed :func:`atomic_path` swap left it moved aside, that hidden copy.
 
-    Replacing a directory takes two renames (the old one aside, the new one in). A process killed between
-    them leaves ``path`` missing and the old copy as a hidden ``.NAME.*.old`` sibling, which this renames
-    back, so a checkpoint written before the kill is still found.
+    Read-only, so safe on a run another process is writing: its swap may be between the two renames.
     """
     path = Path(path)
     if not path.exists() and path.parent.is_dir():
         olds = list(path.parent.glob(f".{path.name}.*.old"))
         if len(olds) == 1:  # atomic_path leaves at most one aside
-            olds[0].rename(path)
+            return olds[0]
+    return path
+
+
+def finish_interrupted_swap(path: str | os.PathLike) -> Path:
+    """Put back a directory that a killed :func:`atomic_path` swap left moved aside; return ``path``.
+
+    Replacing a directory takes two renames (the old one aside, the new one in). A process killed between
+    them leaves ``path`` missing and the old copy as a hidden ``.NAME.*.old`` sibling, which this renames
+    back, so a checkpoint written before the kill is still found. Only the process that takes the run over
+    (a resume) may call this; readers use :func:`swapped_aside`.
+    """
+    path = Path(path)
+    aside = swapped_aside(path)
+    if aside != path:
+        aside.rename(path)
     return path
 
 

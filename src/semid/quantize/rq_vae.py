@@ -432,7 +432,7 @@ class RQVAE(BaseQuantizer):
         stop_after_epochs : stop after that many epochs in total, leaving a resumable run (as a kill would).
         """
         if resume is not None:
-            ckpt = checkpoint_path(resume)
+            ckpt = checkpoint_path(resume, recover=True)
             cfg = RQVAEConfig.from_dict(
                 read_checkpoint_meta(ckpt)["config"], source=str(ckpt / "trainer.json")
             )

@@ -52,6 +52,7 @@ from semid._utils import (
     fingerprint_arrays,
     finish_interrupted_swap,
     read_config_file,  # noqa: F401  (re-exported: JSON/YAML config mapping)
+    swapped_aside,
 )
 from semid.errors import SemidError
 
@@ -552,12 +553,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return "fp32"
 
 
-def checkpoint_path(resume: str | os.PathLike) -> Path:
-    """A checkpoint directory from a run directory (its ``checkpoints/last``) or a checkpoint itself."""
+def checkpoint_path(resume: str | os.PathLike, *, recover: bool = False) -> Path:
+    """A checkpoint directory from a run directory (its ``checkpoints/last``) or a checkpoint itself.
+
+    A ``last`` that a killed checkpoint swap left moved aside is found there; ``recover=True`` (the resuming
+    process only) also renames it back, otherwise nothing on disk changes.
+    """
     path = Path(resume)
     if (path / TRAINER_NAME).is_file():
         return path
-    last = finish_interrupted_swap(path / "checkpoints" / "last")
+    last = path / "checkpoints" / "last"
+    last = finish_interrupted_swap(last) if recover else swapped_aside(last)
     if (last / TRAINER_NAME).is_file():
         return last
     if not path.exists():

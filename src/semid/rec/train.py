@@ -47,6 +47,7 @@ from semid._utils import (
     fingerprint_arrays,
     finish_interrupted_swap,
     resolve_device,
+    swapped_aside,
 )
 from semid.errors import SemidError
 from semid.rec.data import (
@@ -589,7 +590,7 @@ def _tensorboard(run_dir: Path) -> Any:
 
 def check_new_run_dir(run_dir: str | os.PathLike) -> None:
     """Refuse to start a run in a directory that holds one (it would be overwritten)."""
-    if finish_interrupted_swap(Path(run_dir) / LAST).exists():
+    if swapped_aside(Path(run_dir) / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
 
 
@@ -641,7 +642,7 @@ def _save_checkpoint(
 
 def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``trainer.json`` of ``run_dir``'s last checkpoint (model type and config, train config, state)."""
-    path = finish_interrupted_swap(Path(run_dir) / LAST) / TRAINER_NAME
+    path = swapped_aside(Path(run_dir) / LAST) / TRAINER_NAME
     if not path.is_file():
         raise SemidError(f"{Path(run_dir)}: no checkpoint to resume ({path} is missing)")
     return json.loads(path.read_text())
@@ -710,6 +711,7 @@ def fit(
     ``train_config`` may then only change the options in :data:`RESUMABLE`.
     """
     if resume:
+        finish_interrupted_swap(Path(run_dir) / LAST)  # a kill mid-swap left the last checkpoint aside
         meta = read_checkpoint(run_dir)
         if meta["model_type"] != model_type:
             raise SemidError(f"{run_dir} holds a {meta['model_type']} run, not {model_type}")
