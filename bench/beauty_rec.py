@@ -87,12 +87,10 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
     from semid.rec.evaluate import evaluate
     from semid.rec.train import LAST, fit, split_examples
 
-    train = {
-        "num_threads": args.threads,
-        "valid_users": args.valid_users,
-        "seed": args.seed,
-        "progress": not args.quiet,
-    }
+    train = {"valid_users": 5000, **(args.config["train"] if model_type == "tiger" else {})}
+    train.update(num_threads=args.threads, seed=args.seed, progress=not args.quiet)
+    if args.valid_users is not None:
+        train["valid_users"] = args.valid_users
     if args.max_minutes:
         train["max_minutes"] = args.max_minutes
     train.update(args.train_set)
@@ -101,7 +99,7 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
     resume = args.resume and (run_dir / LAST).exists()
     if resume:
         train = {k: v for k, v in train.items() if k in ("num_threads", "progress", "max_minutes", "epochs")}
-    model_config = args.model_set if model_type == "tiger" else {}
+    model_config = {**args.config["model"], **args.model_set} if model_type == "tiger" else {}
     model, result = fit(
         model_type,
         None if resume else data,
@@ -144,7 +142,9 @@ def main() -> None:
     p.add_argument("--ids", default="rq-kmeans", help="rq-kmeans and/or rq-vae (TIGER runs once per ID set)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="training time limit per model (0: none)")
     p.add_argument("--epochs", type=int, default=0, help="most epochs per model (0: the default, 200)")
-    p.add_argument("--valid-users", type=int, default=5000, help="users validated each epoch (0: all)")
+    p.add_argument(
+        "--valid-users", type=int, default=None, help="users validated each epoch (0: all; default 5000)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -166,11 +166,20 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a TIGER option (semid.rec.tiger.TIGERConfig), e.g. dropout=0.2; repeatable",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TIGER's `semid train tiger --config` file (model: TIGERConfig, train: TrainConfig options), "
+        "e.g. configs/tiger-beauty.json; --max-minutes, --valid-users, --train-set, --model-set override it",
+    )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
     args = p.parse_args()
     args.train_set, args.model_set = dict(args.train_set), dict(args.model_set)
+    from semid.rec.train import read_config_file
+
+    args.config = read_config_file(args.config) if args.config else {"model": {}, "train": {}}
     if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
     import torch

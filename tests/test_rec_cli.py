@@ -211,3 +211,19 @@ def test_user_errors(argv: list[str], message: str | None, shop: Path, tiger_run
         return
     assert code == 1
     assert err == f"Error: {message.format(run=tiger_run, shop=shop)}\n"
+
+
+def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, capsys) -> None:
+    # configs/tiger-beauty.json is the recipe of bench/results/beauty_rec_tiger_items_reg*.txt; the CLI flags
+    # still override it (one epoch here instead of its 145-minute budget).
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "tiger-beauty.json"
+    run_dir = shop / "runs" / "recipe"
+    argv = ["train", "tiger", str(shop / "data"), "--ids", str(shop / "ids.parquet"), "-o", str(run_dir)]
+    code, _, err = run(argv + ["--config", str(recipe), "--epochs", "1", "--quiet"], capsys)
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    recipe_options = json.loads(recipe.read_text())
+    assert {k: config["model"][k] for k in recipe_options["model"]} == recipe_options["model"]
+    assert {k: config["train"][k] for k in recipe_options["train"]} == recipe_options["train"]
+    assert config["model"]["encoder_tokens"] == "items" and config["model"]["d_model"] == 128  # paper scale
+    assert config["train"]["epochs"] == 1
