@@ -329,3 +329,18 @@ def test_demo_training_reports_tiger_next_to_most_popular(tmp_path: Path) -> Non
     assert all(0 <= v <= 1 for v in res["tiger"].values())
     assert res["train_seconds"] < 0.05 * 60 + 2  # the time limit, plus the validation at the stop
     assert (tmp_path / "demo" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("encoder_tokens", ["codes", "items"])
+def test_tiger_training_path_computes_the_eval_path_loss_without_dropout(
+    data: RecData, encoder_tokens: str
+) -> None:
+    # Training uses semid.rec.layers.attention (faster on CPU), evaluation torch's fused attention.
+    torch.manual_seed(0)
+    model = build_model("tiger", data, **{**TINY_TIGER, "encoder_tokens": encoder_tokens})
+    examples = split_examples(model, data, "valid")
+    batch = collate(examples, np.arange(32))
+    with torch.no_grad():
+        train_loss = model.train().loss(batch)
+        eval_loss = model.eval().loss(batch)
+    torch.testing.assert_close(train_loss, eval_loss, rtol=1e-5, atol=1e-6)
