@@ -60,8 +60,6 @@ def main() -> None:
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
     import subprocess
 
-    import torch
-
     if args.rounds < 1 or args.batches < 1:
         raise SystemExit("--rounds and --batches must be at least 1")
     # Each variant runs in its own process (a swapped module would leak into the other one), alternating.
@@ -93,10 +91,11 @@ def main() -> None:
         if args.json:
             emit_json(rows)
         return
-    _time_variant(args, torch)
+    _time_variant(args)
 
 
-def _time_variant(args: argparse.Namespace, torch) -> None:
+def _time_variant(args: argparse.Namespace) -> None:
+    import torch
     from torch import nn
 
     from beauty_rec import load_beauty, make_ids
