@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,8 +59,6 @@ def main() -> None:
     args = p.parse_args()
     if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
-    import subprocess
-
     if args.rounds < 1 or args.batches < 1:
         raise SystemExit("--rounds and --batches must be at least 1")
     # Each variant runs in its own process (a swapped module would leak into the other one), alternating.
@@ -80,8 +79,9 @@ def main() -> None:
                     "max": max(values),
                 }
             )
+        baseline = statistics.median(speeds["torch"])
         for r in rows:
-            r["ratio"] = r["examples/s"] / rows[1]["examples/s"]
+            r["ratio"] = r["examples/s"] / baseline
         title = (
             f"TIGER training steps on Beauty ({args.encoder_tokens} encoder tokens, dropout {args.dropout}, "
             f"bf16 autocast, {args.threads} threads): median of {args.rounds} alternating rounds of "

@@ -45,12 +45,12 @@ def test_dropout_keeps_the_dtype_under_bf16() -> None:
 def test_attention_matches_torch_scaled_dot_product_attention(is_causal: bool) -> None:
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, 5, 8) for _ in range(3))  # (B, H, T, dh)
-    mask = torch.rand(3, 1, 1, 5) > 0.3
-    mask[..., 0] = True  # every query keeps a key
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
     if is_causal:
-        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         mask = None
+    else:
+        mask = torch.rand(3, 1, 1, 5) > 0.3
+        mask[..., 0] = True  # every query keeps a key
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     torch.testing.assert_close(attention(q, k, v, mask, is_causal), expected, rtol=1e-5, atol=1e-6)
 
 
