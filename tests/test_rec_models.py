@@ -344,3 +344,29 @@ def test_tiger_training_path_computes_the_eval_path_loss_without_dropout(
         train_loss = model.train().loss(batch)
         eval_loss = model.eval().loss(batch)
     torch.testing.assert_close(train_loss, eval_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_target_bias_keeps_late_targets_more_often() -> None:
+    from semid.rec.data import prefix_examples
+    from semid.rec.train import target_keep_probability
+
+    seqs = Sequences(np.array([0, 3, 8]), np.arange(8))  # rows of 3 and 5 items: 2 + 4 prefix examples
+    examples = prefix_examples(seqs, np.zeros(2, dtype=np.int64), max_history=20)
+    assert examples.target.tolist() == [1, 2, 4, 5, 6, 7]
+    keep = target_keep_probability
+    np.testing.assert_allclose(keep(examples, seqs, 0.0), np.ones(6))
+    np.testing.assert_allclose(keep(examples, seqs, 1.0), [1 / 2, 1, 1 / 4, 2 / 4, 3 / 4, 1])
+    np.testing.assert_allclose(keep(examples, seqs, 2.0), [1 / 4, 1, 1 / 16, 1 / 4, 9 / 16, 1])
+
+
+def test_tiger_with_target_bias_trains_on_fewer_examples_and_still_learns(
+    data: RecData, tiger_run, tmp_path: Path
+) -> None:
+    _, plain, _ = tiger_run
+    train = {**FAST, "epochs": 10, "batch_size": 32, "lr": 0.005, "target_bias": 1.0}
+    model, biased = fit("tiger", data, tmp_path / "run", model_config=TINY_TIGER, train_config=train)
+    assert biased.steps < 0.8 * plain.steps  # about 0.6x the examples per epoch on this data
+    res = evaluate(model, split_examples(model, data, "test"), ks=(1,))
+    assert res.metrics["recall@1"] >= 0.95
+    with pytest.raises(SemidError, match=r"^target_bias applies to TIGER's prefix examples, not to SASRec$"):
+        fit("sasrec", data, tmp_path / "s", model_config=TINY_SASREC, train_config={**train, "lr": 0.01})

@@ -49,6 +49,7 @@ from semid._utils import (
     resolve_device,
     swapped_aside,
 )
+from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.data import (
     Examples,
@@ -112,6 +113,11 @@ class TrainConfig:
     # so a run cut by the clock still ends at the low rate. 0 = no limit
     max_minutes: float = 0.0
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit
+    # TIGER only: each epoch keeps the example whose target is item t (1-based, t >= 1) of a training
+    # sequence of n items with probability (t / (n - 1)) ** target_bias, so the last target is always kept
+    # and early ones are seen less often (target sampling biased to recent items, as GenPAS, arXiv
+    # 2509.13648). 0 = every prefix every epoch (the paper's recipe)
+    target_bias: float = 0.0
     # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
     autocast: str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda" or "mps"
@@ -143,6 +149,7 @@ class TrainConfig:
             ("min_lr_ratio", 0.0, 1.0),
             ("clip_grad_norm", 0.0, math.inf),
             ("max_minutes", 0.0, math.inf),
+            ("target_bias", 0.0, math.inf),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
@@ -361,6 +368,19 @@ def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Exam
     raise SemidError(f"split={split!r} is not one of 'valid', 'test'")
 
 
+def target_keep_probability(examples: Examples, seqs: Sequences, target_bias: float) -> np.ndarray:
+    """(n,) chance that each prefix example of ``seqs`` is trained on in an epoch (see ``target_bias``).
+
+    The example predicting item ``t`` (0-based position in its row, ``t >= 1``) of a row of ``n`` items
+    is kept with probability ``(t / (n - 1)) ** target_bias``: 1 for the row's last item.
+    """
+    if target_bias == 0:
+        return np.ones(len(examples))
+    rows = np.searchsorted(seqs.offsets, examples.end, side="right") - 1
+    t = examples.end - seqs.offsets[rows]
+    return (t / (seqs.lengths[rows] - 1)) ** target_bias
+
+
 def _data_fingerprint(data: RecData) -> str:
     arrays = {"offsets": data.sequences.offsets, "items": data.sequences.items}
     if data.codes is not None:
@@ -419,7 +439,12 @@ def _train(
             np.random.default_rng([config.seed, 7]).choice(len(valid), config.valid_users, replace=False)
         )
         valid = valid.take(pick)
-    n_batches = math.ceil(len(examples) / config.batch_size)
+    keep = np.ones(len(examples))
+    if config.target_bias:
+        if model.example_kind != "prefixes":
+            raise SemidError(f"target_bias applies to TIGER's prefix examples, not to {type(model).__name__}")
+        keep = target_keep_probability(examples, data.split.train, config.target_bias)
+    n_batches = math.ceil(keep.sum() / config.batch_size)  # expected batches per epoch
     total_steps = config.epochs * n_batches
 
     model.to(device)
@@ -460,9 +485,12 @@ def _train(
             stopped = "time"
             break
         model.train()
-        batches = length_batches(
-            examples.lengths, config.batch_size, np.random.default_rng([config.seed, state.epoch])
-        )
+        rng = np.random.default_rng([config.seed, state.epoch])
+        if config.target_bias:
+            kept = np.flatnonzero(rng.random(len(examples)) < keep)  # this epoch's examples
+            batches = [kept[b] for b in length_batches(examples.lengths[kept], config.batch_size, rng)]
+        else:
+            batches = length_batches(examples.lengths, config.batch_size, rng)
         bar = tqdm(
             batches[state.batch_in_epoch :],
             desc=f"epoch {state.epoch + 1}/{config.epochs}",
