@@ -113,10 +113,11 @@ class TrainConfig:
     # so a run cut by the clock still ends at the low rate. 0 = no limit
     max_minutes: float = 0.0
     max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit
-    # TIGER only: each epoch keeps the example whose target is item t (1-based, t >= 1) of a training
+    # TIGER only: each epoch keeps the example whose target is item t (0-based, so t >= 1) of a training
     # sequence of n items with probability (t / (n - 1)) ** target_bias, so the last target is always kept
     # and early ones are seen less often (target sampling biased to recent items, as GenPAS, arXiv
-    # 2509.13648). 0 = every prefix every epoch (the paper's recipe)
+    # 2509.13648). 0 = every prefix every epoch (the paper's recipe). Epochs get shorter, and patience
+    # counts validations, so under max_minutes give patience=0 (bench/results/beauty_rec_tiger_tb1.txt)
     target_bias: float = 0.0
     # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
     autocast: str = "auto"
