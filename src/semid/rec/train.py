@@ -117,7 +117,8 @@ class TrainConfig:
     # sequence of n items with probability (t / (n - 1)) ** target_bias, so the last target is always kept
     # and early ones are seen less often (target sampling biased to recent items, as GenPAS, arXiv
     # 2509.13648). 0 = every prefix every epoch (the paper's recipe). Epochs get shorter, and patience
-    # counts validations, so under max_minutes give patience=0 (bench/results/beauty_rec_tiger_tb1.txt)
+    # counts validations, so under max_minutes give patience=0 (bench/results/beauty_rec_tiger_tb1.txt). On
+    # Beauty, 1 matched 0 on validation but lost 13% test NDCG@10 (beauty_rec_tiger_tb1_p0.txt)
     target_bias: float = 0.0
     # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
     autocast: str = "auto"
