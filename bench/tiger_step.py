@@ -5,8 +5,8 @@
 
 While training, TIGER draws dropout masks with ``semid.rec.layers.dropout`` (uniform floats instead of
 ``bernoulli_``) and computes attention with ``semid.rec.layers.attention`` (plain products instead of
-``F.scaled_dot_product_attention``); see that module. This times full training steps (bf16 autocast,
-forward, backward, clipping, AdamW, as ``semid.rec.train`` does) of the paper-size model on the real
+``F.scaled_dot_product_attention``); see that module. This times full training steps (the trainer's
+``semid.rec.train.train_step``: bf16 autocast, forward, backward, clipping, AdamW) of the paper-size model on the real
 Beauty training examples, batched by length as the trainer does, once with semid's layers and once with
 torch's (``nn.Dropout`` and ``F.scaled_dot_product_attention`` swapped back in), alternating the two in
 rounds; it prints examples per second (median over rounds) and the ratio.
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +97,10 @@ def main() -> None:
 
 def _time_variant(args: argparse.Namespace) -> None:
     import torch
-    from torch import nn
 
     from beauty_rec import load_beauty, make_ids
     from semid.rec.data import RecData, collate, length_batches
-    from semid.rec.train import _param_groups, build_model, training_examples
+    from semid.rec.train import _param_groups, build_model, train_step, training_examples
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -113,14 +113,10 @@ def _time_variant(args: argparse.Namespace) -> None:
     batches = length_batches(examples.lengths, 256, np.random.default_rng(0))[: args.batches + 5]
     optimizer = torch.optim.AdamW(_param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.98))
 
+    bf16 = partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16)
+
     def step(idx: np.ndarray) -> None:
-        batch = collate(examples, idx)
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        train_step(model, optimizer, collate(examples, idx), bf16, clip_grad_norm=1.0)
 
     for idx in batches[:5]:  # warm-up
         step(idx)

@@ -339,6 +339,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    autocast: Any = nullcontext,
+    clip_grad_norm: float = 0.0,
+) -> torch.Tensor:
+    """One optimizer step on ``batch``: the loss under ``autocast()``, backward, gradient-norm clipping
+    (when ``clip_grad_norm > 0``) and ``optimizer.step()``; returns the loss."""
+    with autocast():
+        loss = model.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    return loss
+
+
 def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> float:
     """The learning rate at ``step`` of ``total``, after ``seconds`` of training.
 
@@ -507,14 +526,9 @@ def _train(
             lr = _lr_at(state.step, total_steps, config, seconds_so_far())
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate(examples, idx, device)
-            with autocast():
-                loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-            optimizer.step()
+            loss = train_step(
+                model, optimizer, collate(examples, idx, device), autocast, config.clip_grad_norm
+            )
             state.step += 1
             state.batch_in_epoch += 1
             state.loss_sum += loss.item()
