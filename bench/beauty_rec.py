@@ -22,7 +22,7 @@ wall time, epochs, decoding users/s and the share of invalid IDs (always 0 when 
 ``--model-set encoder_tokens=items`` gives TIGER one encoder token per history item (the sum of its codes'
 embeddings) instead of one per code: about 3x the training throughput on CPU; the recorded full run
 (``bench/results/beauty_rec_tiger_items.txt``) uses it. ``--config configs/tiger-beauty.json`` runs our
-best recipe (``bench/results/beauty_rec_tiger_items_reg.txt``, rerun in ``beauty_rec_tiger_fast.txt``).
+best recipe (``bench/results/beauty_rec_tiger_nouser.txt``; with user tokens ``beauty_rec_tiger_fast.txt``).
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def test_user_errors(argv: list[str], message: str | None, shop: Path, tiger_run
 
 
 def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, capsys) -> None:
-    # configs/tiger-beauty.json is the recipe of bench/results/beauty_rec_tiger_items_reg.txt; the CLI flags
+    # configs/tiger-beauty.json is the recipe of bench/results/beauty_rec_tiger_nouser.txt; the CLI flags
     # still override it (one epoch here instead of its 145-minute budget).
     recipe = Path(__file__).resolve().parents[1] / "configs" / "tiger-beauty.json"
     run_dir = shop / "runs" / "recipe"
