@@ -6,10 +6,10 @@
 While training, TIGER draws dropout masks with ``semid.rec.layers.dropout`` (uniform floats instead of
 ``bernoulli_``) and computes attention with ``semid.rec.layers.attention`` (plain products instead of
 ``F.scaled_dot_product_attention``); see that module. This times full training steps (the trainer's
-``semid.rec.train.train_step``: bf16 autocast, forward, backward, clipping, AdamW) of the paper-size model on the real
-Beauty training examples, batched by length as the trainer does, once with semid's layers and once with
-torch's (``nn.Dropout`` and ``F.scaled_dot_product_attention`` swapped back in), alternating the two in
-rounds; it prints examples per second (median over rounds) and the ratio.
+``semid.rec.train.train_step``: bf16 autocast, forward, backward, clipping, AdamW) of the paper-size
+model on the real Beauty training examples, batched by length as the trainer does, once with semid's
+layers and once with torch's (``nn.Dropout`` and ``F.scaled_dot_product_attention`` swapped back in),
+alternating the two in rounds; it prints examples per second (median over rounds) and the ratio.
 """
 
 from __future__ import annotations
