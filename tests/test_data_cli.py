@@ -107,3 +107,24 @@ def test_stats_errors_are_one_line(tmp_path: Path, capsys, argv: list[str], mess
     code, out, err = run([a.format(tmp=tmp_path) for a in argv], capsys)
     assert code == 1
     assert err == message.format(tmp=tmp_path)
+
+
+def test_stats_reads_a_latin1_catalogue_with_encoding(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "items.csv"
+    path.write_bytes("item_id,title\na,Café crème\nb,Thé\n".encode("latin-1"))
+    code, out, err = run(["data", "stats", str(path), "--json"], capsys)
+    assert code == 1
+    assert err == (
+        "Error: items.csv line 2: byte 0xe9 is not valid utf-8 text; if the file is Latin-1, pass --encoding "
+        "latin-1 on the command line, or encoding='latin-1' in Python\n"
+    )
+    code, out, err = run(["data", "stats", str(path), "--json", "--encoding", "latin-1"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["items"] == 2
+
+
+def test_stats_with_an_unknown_encoding_is_one_error_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "items.csv").write_text("item_id,title\na,x\n")
+    code, _, err = run(["data", "stats", str(tmp_path / "items.csv"), "--encoding", "latin-9x"], capsys)
+    assert code == 1
+    assert err == "Error: unknown text encoding 'latin-9x' (e.g. utf-8, latin-1, cp1252)\n"

@@ -8,6 +8,7 @@ import pytest
 
 from semid.data import ParseReport
 from semid.data.recbole import read_recbole, split_token_seq
+from semid.embed.text import default_template, render_texts
 from semid.errors import SemidError
 
 HEADER = "item_id:token\ttitle:token\tsales_type:token\tsales_rank:float\tcategories:token_seq\tprice:float\tbrand:token\n"
@@ -186,3 +187,34 @@ def test_float_seq_fields(tmp_path: Path) -> None:
     report = ParseReport()
     assert len(read_recbole(write(tmp_path / "g.item", bad), report=report)) == 203
     assert str(report.skipped[0]) == "g.item line 205: emb '1 x' holds a value that is no number"
+
+
+def test_free_text_token_seq_joins_with_spaces_and_lists_with_commas(tmp_path: Path) -> None:
+    text = (
+        "item_id:token\ttitle:token_seq\tcategories:token_seq\tnotes:token_seq\n"
+        "A\tHair Dryer\tBeauty Hair\t'Travel', 'Compact'\n"
+        "B\tTravel  Kit\t\t\n"
+    )
+    cat = read_recbole(write(tmp_path / "t.item", text))
+    assert cat.column("title").to_pylist() == ["Hair Dryer", "Travel Kit"]
+    assert cat.column("categories").to_pylist() == [["Beauty", "Hair"], None]
+    assert cat.column("notes").to_pylist() == [["Travel", "Compact"], None]  # written as a Python list
+    assert render_texts(cat, "Title: {title}; Categories: {categories}; Notes: {notes}") == [
+        "Title: Hair Dryer; Categories: Beauty, Hair; Notes: Travel, Compact",
+        "Title: Travel Kit",
+    ]
+
+
+def test_a_catalogue_with_name_description_and_tags_reads_by_default(tmp_path: Path) -> None:
+    text = (
+        "item_id:token\tname:token_seq\tdescription:token_seq\ttag_list:token_seq\tyear:token\n"
+        "A\tHair Dryer\tcompact travel dryer\tbeauty hair\t2019\n"
+        "B\tLip Balm\tfor dry lips\tbeauty lips\t2020\n"
+    )
+    cat = read_recbole(write(tmp_path / "shop.item", text))
+    tpl = default_template(cat)
+    assert tpl.fields == ["name", "tag_list", "description"]  # year: digits only, no item text
+    assert tpl.render(cat) == [
+        "Name: Hair Dryer; Tag list: beauty, hair; Description: compact travel dryer",
+        "Name: Lip Balm; Tag list: beauty, lips; Description: for dry lips",
+    ]

@@ -105,3 +105,56 @@ def test_mistakes_print_one_error_line(tmp_path, capsys, catalogue, monkeypatch,
     assert err.strip().splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in err
     assert not (tmp_path / "e.parquet").exists()
+
+
+def test_the_default_text_reads_the_fields_the_catalogue_has_and_says_which(
+    tmp_path, capsys, tiny, monkeypatch
+):
+    monkeypatch.setenv("SEMID_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "shop.jsonl"
+    path.write_text('{"item_id": "a", "title": "Hair Dryer", "brand": "Acme"}\n'
+                    '{"item_id": "b", "title": "Lip Balm", "brand": null}\n')  # fmt: skip
+    out = tmp_path / "emb.parquet"
+    code, _, err = run(capsys, "embed", str(path), "-o", str(out), "--model", str(tiny))
+    assert code in (0, None), err
+    assert "item text from fields: title, brand\n" in err
+    assert "e.g. 'Title: Hair Dryer; Brand: Acme'" in err
+    assert read_metadata(out)["template"] == "Title: {title}; Brand: {brand}"
+    assert read_embeddings(out)[0].tolist() == ["a", "b"]
+
+
+def test_encoding_reads_a_latin1_catalogue(tmp_path, capsys, tiny, monkeypatch):
+    monkeypatch.setenv("SEMID_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "items.csv"
+    path.write_bytes("item_id,title\na,Crème brûlée candle\n".encode("latin-1"))
+    args = ["embed", str(path), "-o", str(tmp_path / "emb.parquet"), "--model", str(tiny)]
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "Error: items.csv line 2: byte 0xe8 is not valid utf-8 text; if the file is Latin-1, pass --encoding "
+        "latin-1 on the command line, or encoding='latin-1' in Python"
+    )
+    code, _, err = run(capsys, *args, "--encoding", "latin-1")
+    assert code in (0, None), err
+    assert "e.g. 'Title: Crème brûlée candle'" in err
+
+
+def test_a_streamed_embed_builds_the_same_default_text_from_the_catalogues_fields(
+    tmp_path, capsys, tiny, monkeypatch
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("SEMID_CACHE_DIR", str(tmp_path / "cache"))
+    shop = pa.table({"item_id": ["a", "b"], "title": ["Hair Dryer", "Lip Balm"], "brand": ["Acme", None]})
+    pq.write_table(shop, tmp_path / "shop.parquet")
+    code, _, err = run(capsys, "embed", str(tmp_path / "shop.parquet"), "-o", str(tmp_path / "emb"),
+                       "--model", str(tiny))  # fmt: skip
+    assert code in (0, None), err
+    assert "item text: Title: {title}; Brand: {brand}\n" in err
+    streamed_ids, streamed = read_embeddings(tmp_path / "emb")
+    code, _, err = run(capsys, "embed", str(tmp_path / "shop.parquet"), "-o", str(tmp_path / "emb.parquet"),
+                       "--model", str(tiny))  # fmt: skip
+    ids, in_memory = read_embeddings(tmp_path / "emb.parquet")
+    assert streamed_ids.tolist() == ids.tolist() == ["a", "b"]
+    np.testing.assert_allclose(streamed, in_memory, atol=1e-6)  # the same texts both ways

@@ -6,7 +6,14 @@ import pyarrow as pa
 import pytest
 
 from semid.data import Catalogue
-from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
+from semid.embed.text import (
+    DEFAULT_TEMPLATE,
+    SHORT_TEXT_MAX_CHARS,
+    TextTemplate,
+    default_template,
+    item_text_fields,
+    render_texts,
+)
 from semid.errors import SemidError
 
 
@@ -134,3 +141,75 @@ def test_a_field_of_an_unrenderable_type_is_named():
     table = pa.table({"dims": pa.array([{"w": 1}])})
     with pytest.raises(SemidError, match=r"^field 'dims' has type struct<w: int64>, which a text template"):
         render_texts(table, "Size: {dims}")
+
+
+# -- the default item text: built from the fields the catalogue has ------------------------------------------
+
+
+def test_default_template_reads_the_fields_a_title_and_brand_catalogue_has():
+    items = {"item_id": ["a", "b"], "title": ["Red Lipstick", "Shampoo"], "brand": ["Acme", None]}
+    tpl = default_template(items)
+    assert tpl.template == "Title: {title}; Brand: {brand}"
+    assert tpl.fields == ["title", "brand"]
+    assert render_texts(items) == ["Title: Red Lipstick; Brand: Acme", "Title: Shampoo"]
+
+
+def test_an_amazon_catalogue_gets_exactly_the_reference_template():
+    # sales_type (the category of the sales rank) and sales_rank (a number) are no item text
+    items = {"item_id": ["a"], "title": ["Palette"], "sales_type": ["Beauty"], "sales_rank": [10486.0],
+             "categories": [["Beauty", "Makeup"]], "price": [5.04], "brand": ["COKA"]}  # fmt: skip
+    assert default_template(items).template == DEFAULT_TEMPLATE
+
+
+def test_other_names_fill_the_parts_in_order_then_other_short_text():
+    items = {
+        "item_id": ["a"],
+        "colour": ["red"],
+        "genres": ["'Drama', 'Comedy'"],  # a token-seq string, read as a list
+        "price": [12],
+        "manufacturer": ["Acme"],
+        "name": ["Hair Dryer"],
+    }
+    tpl = default_template(items)
+    assert (
+        tpl.template
+        == "Name: {name}; Manufacturer: {manufacturer}; Genres: {genres}; Price: {price}; Colour: {colour}"
+    )
+    assert tpl.render(items) == [
+        "Name: Hair Dryer; Manufacturer: Acme; Genres: Drama, Comedy; Price: 12; Colour: red"
+    ]
+
+
+@pytest.mark.parametrize(
+    "column, values",
+    [
+        ("product_id", ["P1", "P2", "P3"]),
+        ("imUrl", ["http://x/1.jpg", "http://x/2.jpg", "http://x/3.jpg"]),
+        ("release_date", ["01-Jan-1995", "02-Feb-1996", "03-Mar-1997"]),
+        ("year", ["1995", "1996", "1997"]),
+        ("added", ["874965758", "874965759", "874965760"]),
+        ("rank", [3, 1, 2]),
+        ("in_stock", [True, False, True]),
+        ("description", ["d" * 101, "short", "d" * 150]),  # median 101 characters
+    ],
+    ids=["id-name", "link-name", "date-name", "digits", "timestamp-text", "number", "bool", "long-text"],
+)  # fmt: skip
+def test_ids_links_times_numbers_and_long_text_stay_out_of_the_default_text(column, values):
+    items = {"item_id": ["a", "b", "c"], "title": ["x", "y", "z"], column: values}
+    assert item_text_fields(items) == ["title"]
+
+
+def test_short_free_text_at_the_limit_is_taken():
+    items = {"item_id": ["a"], "title": ["x"], "description": ["d" * SHORT_TEXT_MAX_CHARS]}
+    assert item_text_fields(items) == ["title", "description"]
+
+
+def test_a_catalogue_with_no_usable_field_asks_for_a_template():
+    items = {"item_id": ["a"], "description": ["word " * 40], "sku": ["AB-1"]}
+    with pytest.raises(SemidError) as e:
+        default_template(items)
+    assert str(e.value) == (
+        "no field for the default item text: no title-, brand-, category- or price-like field and no short "
+        "text field (fields: description, sku); pass a template naming the fields to read, e.g. "
+        "'Description: {description}' (--template on the command line)"
+    )

@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from semid.cli import main
 from semid.data import Catalogue, make_demo_dataset
 from semid.errors import SemidError
-from semid.ids.table import IdTable
+from semid.ids.table import IdTable, write_ids
 from semid.llm.examples import (
     HELD_OUT_TEMPLATES,
     TRAIN_TEMPLATES,
@@ -143,3 +145,37 @@ def test_bad_jsonl_names_the_line(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"messages": []}\nnot json\n')
     with pytest.raises(SemidError, match=r"train.jsonl line 2: not valid JSON"):
         read_jsonl(tmp_path / "train.jsonl")
+
+
+def test_item_texts_follow_the_default_text_of_the_catalogues_own_fields(tmp_path):
+    cat = Catalogue.from_pydict(
+        {"item_id": ["a", "b"], "name": ["Hair Dryer", "Lip Balm"], "manufacturer": ["Acme", None]}
+    )
+    codes = np.array([[0, 0], [1, 0]])
+    ids = IdTable(np.array(["a", "b"], dtype=object), ["0-0", "1-0"], codes, codes, {})
+    prepare_dataset(cat, ids, tmp_path, ExampleConfig(n_per_item=1, seed=0))
+    items = pq.read_table(tmp_path / "items.parquet")
+    assert items.column("text").to_pylist() == ["Name: Hair Dryer; Manufacturer: Acme", "Name: Lip Balm"]
+
+
+def test_prepare_cli_reads_a_latin1_catalogue_with_encoding(tmp_path, capsys):
+    path = tmp_path / "items.csv"
+    path.write_bytes("item_id,title,brand\na,Crème brûlée candle,Lumière\nb,Thé vert,\n".encode("latin-1"))
+    codes = np.array([[0, 0], [1, 0]])
+    write_ids(
+        tmp_path / "ids.parquet",
+        IdTable(np.array(["a", "b"], dtype=object), ["0-0", "1-0"], codes, codes, {}),
+    )
+    argv = ["llm", "prepare", str(path), "--ids", str(tmp_path / "ids.parquet"), "-o", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 1
+    assert capsys.readouterr().err.startswith("Error: items.csv line 2: byte 0xe8 is not valid utf-8 text; ")
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--encoding", "latin-1"])
+    assert e.value.code in (0, None), capsys.readouterr().err
+    items = pq.read_table(tmp_path / "out" / "items.parquet")
+    assert items.column("text").to_pylist() == [
+        "Title: Crème brûlée candle; Brand: Lumière",
+        "Title: Thé vert",
+    ]

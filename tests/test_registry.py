@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import queue
 import sqlite3
@@ -305,6 +306,92 @@ def test_a_file_that_is_not_a_registry_is_a_clear_error(db: Path) -> None:
         SemidError, match=r"ids.db: not a readable semid registry \(file is not a database\)$"
     ):
         Registry(db)
+    assert db.read_bytes() == b"item_id,codes\n" * 200  # left as it was
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_database_of_another_application_is_refused_and_left_byte_identical(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER)")
+    conn.execute("INSERT INTO users VALUES (1, 'ada')")
+    conn.commit()
+    conn.close()
+    before = sha256(other)
+    with pytest.raises(SemidError) as e:
+        Registry(other, fingerprint="3f2a")
+    assert str(e.value) == (
+        f"{other} is an SQLite database of another application (tables: users, orders); "
+        "give a new path or a semid registry"
+    )
+    assert sha256(other) == before
+    tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    assert tables == [("orders",), ("users",)]
+    # An empty SQLite database holds nothing to lose: it becomes a registry.
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with Registry(empty, fingerprint="3f2a") as reg:
+        assert reg.assign(["a"], np.array([[1, 2]])).codes.tolist() == [[1, 2, 0]]
+
+
+def test_a_failed_first_job_leaves_no_registry_and_another_model_can_then_assign(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "ids.db"
+    base = np.array([[5, 0], [5, 0], [5, 0]])
+    with pytest.raises(SemidError, match="prefix 5 is full"), Registry(db, fingerprint="model-1") as reg:
+        assert reg.created and db.exists()
+        reg.assign(["a", "b", "c"], base, dedup="remap", rank_last_level=nearest_last_level(base, k=2))
+    assert not (tmp_path / "new").exists()  # the file, its -wal/-shm and the folder the open made
+    with pytest.raises(KeyboardInterrupt), Registry(db, fingerprint="model-1"):
+        raise KeyboardInterrupt  # Ctrl-C before the first assign
+    assert not (tmp_path / "new").exists()
+    with Registry(db, fingerprint="model-2") as reg:  # no --new-version needed: nothing was left bound
+        assert reg.version == 1 and reg.fingerprint == "model-2"
+        reg.assign(["a"], np.array([[3, 4]]))
+    # A failed block keeps a registry that holds committed IDs, or one this handle did not create.
+    with pytest.raises(SemidError), Registry(db, fingerprint="model-2") as reg:
+        assert not reg.created
+        reg.assign(["b"], np.array([[3, 4]]), dedup="none")  # another strategy than the version's
+    fresh = tmp_path / "fresh.db"
+    with pytest.raises(ValueError), Registry(fresh, fingerprint="model-1") as reg:
+        reg.assign(["a"], np.array([[1, 2]]))
+        raise ValueError("writing the output failed")
+    with Registry(db) as a, Registry(fresh) as b:
+        assert (len(a), len(b)) == (1, 1)
+
+
+def test_cli_assign_that_fails_in_the_registry_leaves_none_behind(tmp_path: Path, capsys) -> None:
+    from conftest import clustered
+    from semid.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        return int(e.value.code or 0), capsys.readouterr().err
+
+    X = clustered(n=200, dim=8)
+    emb = tmp_path / "emb.parquet"
+    pq.write_table(
+        pa.table(
+            {"item_id": [f"i{i}" for i in range(200)], "embedding": pa.array(list(X), pa.list_(pa.float32()))}
+        ),
+        emb,
+    )
+    for seed in ("1", "2"):
+        fit = ["fit", str(emb), "-o", str(tmp_path / f"m{seed}"), "--levels", "2", "--codebook-size", "2"]
+        assert run(*fit, "--seed", seed)[0] == 0
+    db = tmp_path / "reg" / "ids.db"
+    # 200 items over 2 x 2 codes: a prefix overflows its 2 last-level codes inside the registry transaction
+    m1, m2, a, b = (str(tmp_path / name) for name in ("m1", "m2", "a.parquet", "b.parquet"))
+    code, err = run("assign", m1, str(emb), "-o", a, "--registry", str(db), "--dedup", "remap")
+    assert code == 1 and err.splitlines()[-1].startswith("Error: prefix ") and "is full" in err
+    assert not (tmp_path / "reg").exists() and not (tmp_path / "a.parquet").exists()
+    code, err = run("assign", m2, str(emb), "-o", b, "--registry", str(db))
+    assert code == 0, err
+    assert f"registry {db} (version 1): 200 new, 0 known" in err
 
 
 def test_open_without_create_refuses_a_missing_file(db: Path) -> None:

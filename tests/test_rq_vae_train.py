@@ -130,7 +130,7 @@ def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_still_resumes(tmp_p
     stale.mkdir()
     from semid._utils import atomic_path
 
-    with atomic_path(last, is_dir=True) as tmp:
+    with atomic_path(last, is_dir=True, replaceable=lambda _: True) as tmp:  # as the trainer swaps it
         (tmp / "x").write_text("new")
     assert (last / "x").read_text() == "new" and not stale.exists()
     np.testing.assert_array_equal(resumed.encode(data), uninterrupted.encode(data))

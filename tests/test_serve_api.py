@@ -449,6 +449,65 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
     )
 
 
+def corrupt(path, data: bytes = b"PAR1 this is not a Parquet file"):
+    path.write_bytes(data)
+    return path
+
+
+def test_cli_serve_checks_the_ids_file_at_start_and_does_not_serve(serve_dir, tmp_path, fake_uvicorn, capsys):
+    # With a TIGER run the ids file is read only by /report: it must still be checked before serving.
+    missing = tmp_path / "missing.parquet"
+    assert serve([str(serve_dir), "--ids", str(missing)], capsys) == (1, f"Error: {missing}: no such file\n")
+    bad = corrupt(tmp_path / "corrupt.parquet")
+    code, err = serve([str(serve_dir), "--ids", str(bad)], capsys)
+    assert code == 1 and err.startswith(f"Error: {bad}: not a readable Parquet file (")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    wrong = serve_dir / "embeddings.parquet"  # Parquet, but no Semantic IDs in it
+    assert serve([str(serve_dir), "--ids", str(wrong)], capsys) == (
+        1,
+        f"Error: {wrong}: missing column(s) semantic_id, codes (has item_id, embedding)\n",
+    )
+    assert fake_uvicorn == {}  # uvicorn never started
+
+
+def test_a_corrupt_file_of_the_served_directory_or_run_is_one_error_at_start(serve_dir, tmp_path, capsys):
+    shutil.copytree(serve_dir, tmp_path / "d")
+    corrupt(tmp_path / "d" / "ids.parquet")  # found by default, read only by /report
+    with pytest.raises(SemidError, match=r"d/ids.parquet: not a readable Parquet file \(.*magic bytes"):
+        Service.load(tmp_path / "d", embedder=WordHashEmbedder())
+    shutil.copy(serve_dir / "ids.parquet", tmp_path / "d" / "ids.parquet")
+    corrupt(tmp_path / "d" / "tiger" / "sequences.parquet")
+    code, err = serve([str(tmp_path / "d")], capsys)
+    assert code == 1 and err.startswith(f"Error: {tmp_path / 'd' / 'tiger'}: not a readable run (")
+    assert "sequences.parquet" in err and err.count("\n") == 1
+
+
+def test_a_corrupt_language_model_is_one_error_at_start(serve_dir, tmp_path, capsys):
+    llm = tmp_path / "llm"
+    llm.mkdir()
+    (llm / "semid_llm.json").write_text("{}")
+    corrupt(llm / "model.safetensors", b"not safetensors")
+    code, err = serve([str(serve_dir), "--llm", str(llm)], capsys)
+    assert code == 1 and err.startswith(f"Error: {llm}: not a readable language model (")
+    assert err.count("\n") == 1
+
+
+def test_a_report_that_fails_after_start_is_a_json_500(serve_dir, tmp_path, caplog):
+    for name in ("ids.parquet", "embeddings.parquet"):
+        shutil.copy(serve_dir / name, tmp_path / name)
+    shutil.copytree(serve_dir / "data", tmp_path / "data")
+    service = Service.load(tmp_path, embedder=WordHashEmbedder())
+    corrupt(tmp_path / "ids.parquet")  # replaced by something broken while the server runs
+    with TestClient(create_app(service, ui=False)) as c:
+        r = c.get("/report")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    detail = r.json()["detail"]
+    assert detail.startswith(
+        f"the report could not be built: {tmp_path / 'ids.parquet'}: not a readable Parquet"
+    )
+    assert "\n" not in detail and "Traceback" not in caplog.text
+
+
 def test_demo_has_a_serve_flag(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])

@@ -1,88 +1,20 @@
-"""Small helpers shared by every room: atomic output, devices, seeding, fingerprints."""
+"""Small helpers shared by every room: devices, seeding, fingerprints, config files.
+
+Atomic, checked output lives in :mod:`semid._outputs` (re-exported here).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from semid._outputs import atomic_path, finish_interrupted_swap, swapped_aside  # noqa: F401  (re-exported)
 from semid.errors import SemidError
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    A crash or an exception leaves no half-written output behind (and leaves an existing ``path`` as it was).
-    """
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
-        if is_dir and path.exists():
-            # Replace a directory: move the old one aside first so the swap is near-atomic. Copies an earlier
-            # kill left aside go first, so finish_interrupted_swap never has two to choose from.
-            for stale in parent.glob(f".{path.name}.*.old"):
-                _rmtree(stale)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            old.rmdir()
-            path.rename(old)
-            tmp.rename(path)
-            _rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            _rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-        raise
-
-
-def swapped_aside(path: str | os.PathLike) -> Path:
-    """``path``, or, where a killed :func:`atomic_path` swap left it moved aside, that hidden copy.
-
-    Read-only, so safe on a run another process is writing: its swap may be between the two renames.
-    """
-    path = Path(path)
-    if not path.exists() and path.parent.is_dir():
-        olds = list(path.parent.glob(f".{path.name}.*.old"))
-        if len(olds) == 1:  # atomic_path leaves at most one aside
-            return olds[0]
-    return path
-
-
-def finish_interrupted_swap(path: str | os.PathLike) -> Path:
-    """Put back a directory that a killed :func:`atomic_path` swap left moved aside; return ``path``.
-
-    Replacing a directory takes two renames (the old one aside, the new one in). A process killed between
-    them leaves ``path`` missing and the old copy as a hidden ``.NAME.*.old`` sibling, which this renames
-    back, so a checkpoint written before the kill is still found. Only the process that takes the run over
-    (a resume) may call this; readers use :func:`swapped_aside`.
-    """
-    path = Path(path)
-    aside = swapped_aside(path)
-    if aside != path:
-        aside.rename(path)
-    return path
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p, ignore_errors=True)
 
 
 def bf16_is_fast(device: str) -> bool:
@@ -122,8 +54,21 @@ def resolve_device(device: str = "auto") -> str:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if device.split(":")[0] not in {"cpu", "cuda", "mps"}:
+    kind = device.split(":")[0] if isinstance(device, str) else None
+    if kind not in {"cpu", "cuda", "mps"}:
         raise SemidError(f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'mps'")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SemidError(
+            f"device={device!r}: this machine has no CUDA GPU that torch can use; use cpu or auto"
+        )
+    if kind == "cuda" and ":" in device:
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise SemidError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SemidError(f"device={device!r}: MPS (Apple GPU) is not available here; use cpu or auto")
     return device
 
 
@@ -131,6 +76,12 @@ def check_random_state(random_state: int | np.random.Generator | None) -> np.ran
     """One seed -> one generator, passed down (sklearn style)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if (
+        isinstance(random_state, (int, np.integer))
+        and not isinstance(random_state, bool)
+        and random_state < 0
+    ):
+        raise SemidError(f"random_state={random_state!r} should be a non-negative integer (a seed)")
     if random_state is None or isinstance(random_state, (int, np.integer)):
         return np.random.default_rng(random_state)
     raise SemidError(f"random_state={random_state!r} should be an int, a numpy Generator or None")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from semid._outputs import check_output, has_marker
 from semid.cli import app
 from semid.errors import SemidError
 
@@ -161,12 +162,25 @@ def fit(
     ids: IdsFile = None,
 ) -> None:
     """Fit a quantizer on embeddings and save it (config.json + model.safetensors)."""
+    from semid.quantize.base import is_quantizer_dir
+
     try:
         sizes = [int(s) for s in codebook_size.split(",")]
     except ValueError:
         raise SemidError(
             f"--codebook-size {codebook_size!r} should be an integer or a comma-separated list"
         ) from None
+    if sample_size is not None and sample_size < 0:
+        raise SemidError(f"--sample-size {sample_size} should be 0 (all rows) or a positive number of rows")
+    if seed < 0:
+        raise SemidError(f"--seed {seed} should be a non-negative integer")
+    check_output(  # before any work: a fit must not fail at its last step, nor replace what is not a model
+        output,
+        is_dir=True,
+        inputs=[emb, ids, config, resume],
+        replaceable=is_quantizer_dir,
+        what="a quantizer directory",
+    )
     if method is Method.rq_vae:
         _fit_rq_vae(
             emb,
@@ -188,9 +202,6 @@ def fit(
     from semid.quantize import RQKMeans
     from semid.quantize.metrics import quality_report
 
-    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
-    if X.shape[0] < max(sizes):
-        raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
     model = RQKMeans(
         n_levels=levels,
         codebook_size=sizes[0] if len(sizes) == 1 else sizes,
@@ -202,6 +213,9 @@ def fit(
         verbose=True,
     )
     model._validate_params()  # bad values fail before any work
+    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
+    if X.shape[0] < max(sizes):
+        raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
     t = time.perf_counter()
     model.fit(X)
     fit_s = time.perf_counter() - t
@@ -305,7 +319,19 @@ def assign(
     -o ids.parquet: one file, in memory. -o ids/ (or --engine): a directory of part files, streamed in
     batches with flat memory, or on a Ray cluster with --engine ray; the IDs are the same item for item.
     """
-    if engine is not None or output.suffix != ".parquet":
+    from semid.scale.assign import MANIFEST
+
+    streamed = engine is not None or output.suffix != ".parquet"
+    check_output(
+        output,
+        is_dir=streamed,
+        inputs=[model_dir, emb, ids, registry],
+        replaceable=has_marker(MANIFEST) if streamed else None,
+        what="a directory of IDs written by semid assign" if streamed else "an IDs file",
+    )
+    if registry is not None:
+        check_output(registry, inputs=[model_dir, emb, ids], what="a registry file")
+    if streamed:
         if balanced:
             raise SemidError(
                 "--balanced needs the whole set in memory; a streamed assign encodes each item on its own "
@@ -505,6 +531,8 @@ def report(
 ) -> None:
     """A self-contained HTML page: usage per level, collisions, training curves, item map, samples."""
     from semid.ids.report import build_report
+
+    check_output(output, inputs=[path, emb, catalogue], what="an HTML file")
 
     titles: dict[str, str] = {}
     if catalogue is not None:

@@ -41,6 +41,9 @@ def stats(
     max_bad_fraction: float = typer.Option(
         0.01, "--max-bad-fraction", help="Share of malformed lines a file may have before it is an error."
     ),
+    encoding: str = typer.Option(
+        "utf-8", "--encoding", help="Text encoding of JSONL/CSV/RecBole files, e.g. latin-1."
+    ),
 ) -> None:
     """Users, items, interactions, sequence lengths, field coverage and parse report of a dataset.
 
@@ -54,6 +57,7 @@ def stats(
         timestamp=timestamp,
         rating=rating,
         max_bad_fraction=max_bad_fraction,
+        encoding=encoding,
     )
     st = ds.stats()
     if as_json:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from semid._outputs import check_output, has_marker
 from semid.cli import app
 from semid.cli.core import Engine
 from semid.errors import SemidError
@@ -65,12 +66,16 @@ def embed(
             "--template",
             "-t",
             help="Item text, {field} placeholders in ';'-separated parts; a part with an empty field is "
-            "left out. Default: 'Title: {title}; Brand: {brand}; Categories: {categories}; Price: {price}'.",
+            "left out. Default: built from the catalogue's fields, title-, brand-, category- and price-like "
+            "ones, then other short text ('Title: {title}; Brand: {brand}; ...'); the fields used are printed.",
         ),
     ] = None,
     format: Annotated[
         str, typer.Option("--format", "-f", help="Catalogue format (default: from the file names).")
     ] = "auto",
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of a JSONL/CSV/RecBole catalogue, e.g. latin-1.")
+    ] = "utf-8",
     item_id: Annotated[
         str | None, typer.Option("--item-id", help="Item id column of a JSONL/CSV/Parquet catalogue.")
     ] = None,
@@ -136,11 +141,24 @@ def embed(
     from semid.embed.cache import EmbeddingCache
     from semid.embed.pipeline import EmbedStats, embed_catalogue
     from semid.embed.store import write_embeddings
-    from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
+    from semid.embed.text import TextTemplate, default_template, render_texts
+    from semid.scale.assign import MANIFEST
 
-    if engine is not None or output.suffix != ".parquet":
+    streamed = engine is not None or output.suffix != ".parquet"
+    check_output(
+        output,
+        is_dir=streamed,
+        inputs=[*catalogue, cache_dir],
+        replaceable=has_marker(MANIFEST) if streamed else None,
+        what="a directory of embeddings written by semid embed" if streamed else "an embeddings file",
+    )
+    if streamed:
         if engine is None and output.suffix:
             raise SemidError(f"{output}: write embeddings.parquet (in memory) or a directory (streamed)")
+        if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            raise SemidError(
+                "--encoding applies to an in-memory embed (-o FILE.parquet); streamed reads UTF-8"
+            )
         from semid.embed.cache import default_cache_dir
         from semid.scale.embed import embed_dataset
 
@@ -161,17 +179,23 @@ def embed(
             **_embedder_options(model, backend.value, dim, instruction, pooling, device, dtype, batch_size),
         )
         secs = time.perf_counter() - t0
+        if not template:
+            console.print(f"item text: {res.template}", markup=False, highlight=False)
         console.print(
             f"embedded {res.n_items:,} items -> {output}/ ({res.n_parts} part files, engine {res.engine}) "
             f"in {secs:.1f}s, {res.n_items / max(secs, 1e-9):,.0f} items/s"
         )
         return
     t0 = time.perf_counter()
-    ds = load_dataset(catalogue, format=format, item_id=item_id)
+    ds = load_dataset(catalogue, format=format, item_id=item_id, encoding=encoding)
     if ds.catalogue is None:
         raise SemidError(f"{', '.join(map(str, catalogue))}: no item catalogue found (only interactions)")
     cat = ds.catalogue
-    tpl = TextTemplate(template or DEFAULT_TEMPLATE, strip_quotes=quotes.value)
+    if template:
+        tpl = TextTemplate(template, strip_quotes=quotes.value)
+    else:
+        tpl = default_template(cat, strip_quotes=quotes.value)
+        console.print(f"item text from fields: {', '.join(tpl.fields)}", markup=False, highlight=False)
     texts = render_texts(cat, tpl)
     console.print(f"read {len(cat):,} items from {', '.join(map(str, catalogue))}; e.g. {texts[0]!r}")
 

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from semid._outputs import check_output, has_marker
 from semid.cli import app
 
 llm_app = typer.Typer(
@@ -44,14 +45,24 @@ def prepare(
         None, "--valid-items", help="Items that get held-out validation queries (default: all)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same examples."),
+    encoding: str = typer.Option(
+        "utf-8", "--encoding", help="Text encoding of JSONL/CSV/RecBole files, e.g. latin-1."
+    ),
 ) -> None:
     """Write chat training examples (query -> [REC] + Semantic ID, attribute questions, next item)."""
     from semid.data import load_dataset
     from semid.ids.table import read_ids
-    from semid.llm.examples import ExampleConfig, prepare_dataset
+    from semid.llm.examples import DATA_META, ExampleConfig, prepare_dataset
 
+    check_output(  # before reading anything (prepare_dataset checks again, without the inputs)
+        out,
+        is_dir=True,
+        inputs=[*paths, ids],
+        replaceable=has_marker(DATA_META),
+        what="a directory of examples written by semid llm prepare",
+    )
     table = read_ids(ids)
-    ds = load_dataset(paths)
+    ds = load_dataset(paths, encoding=encoding)
     if ds.catalogue is None:
         raise typer.BadParameter("no item catalogue found in the given paths")
     sequences = ds.sequences() if ds.interactions is not None else None

@@ -111,7 +111,7 @@ def train_cmd(
             raise SemidError("give DATA: the dataset's files or directories (or --resume a run)")
         if model is ModelName.tiger and ids is None:
             raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
-        check_new_run_dir(output)  # before reading any data
+        check_new_run_dir(output, inputs=[*data, ids, config])  # before reading any data
         from semid.data import load_dataset
 
         ds = load_dataset(data, format=format)
@@ -160,6 +160,10 @@ def evaluate_cmd(
     """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline."""
     from semid.rec.train import evaluate_run
 
+    if batch_size < 1:
+        raise SemidError(f"--batch-size {batch_size} should be at least 1")
+    if beam_size is not None and beam_size < 1:
+        raise SemidError(f"--beam-size {beam_size} should be at least 1")
     res = evaluate_run(
         run_dir,
         split.value,
@@ -202,6 +206,8 @@ def recommend_cmd(
 
     if k < 1:
         raise SemidError(f"-k {k} should be at least 1")
+    if beam_size is not None and beam_size < 1:
+        raise SemidError(f"--beam-size {beam_size} should be at least 1")
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
     if k > data.n_items:

@@ -9,6 +9,7 @@ Python loops only touch the few lines that need attention (quoted values, broken
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -80,15 +81,25 @@ def truncated_gzip_error(path: str | os.PathLike, cause: BaseException | None = 
     )
 
 
-def decode(data: bytes, path: str | os.PathLike, encoding: str = "utf-8") -> str:
-    """Decode ``data``; a byte that is not valid ``encoding`` is an error naming its line."""
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it as a text encoding, else a :class:`SemidError` saying so."""
     try:
-        return data.decode(encoding)
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise SemidError(f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    return encoding
+
+
+def decode(data: bytes, path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """Decode ``data``; a byte that is not valid ``encoding`` is an error naming its line and the way to
+    read another encoding (``--encoding`` on the command line, ``encoding=`` in Python)."""
+    try:
+        return data.decode(check_encoding(encoding))
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise SemidError(
-            f"{display_name(path)} line {line}: byte 0x{data[e.start]:02x} is not valid {encoding} text "
-            f"(pass encoding='latin-1' if the file is Latin-1)"
+            f"{display_name(path)} line {line}: byte 0x{data[e.start]:02x} is not valid {encoding} text; if the "
+            f"file is Latin-1, pass --encoding latin-1 on the command line, or encoding='latin-1' in Python"
         ) from None
 
 

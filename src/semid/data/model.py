@@ -791,9 +791,17 @@ class Dataset:
         :func:`semid.data.load_dataset` reads the directory back.
         """
         directory = Path(directory)
-        with atomic_path(directory, is_dir=True) as tmp:
+        with atomic_path(
+            directory, is_dir=True, replaceable=_is_dataset_dir, what="a semid dataset directory"
+        ) as tmp:
             if self.catalogue is not None:
                 self.catalogue.to_parquet(tmp / "items.parquet")
             if self.interactions is not None:
                 self.interactions.to_parquet(tmp / "interactions.parquet")
         return directory
+
+
+def _is_dataset_dir(directory: Path) -> bool:
+    """True for a directory :meth:`Dataset.save` wrote: only its Parquet files, at least one of them."""
+    names = {p.name for p in directory.iterdir()}
+    return bool(names) and names <= {"items.parquet", "interactions.parquet"}

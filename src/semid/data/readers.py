@@ -32,6 +32,7 @@ from typing import cast
 
 import pyarrow as pa
 
+from semid.data._io import check_encoding
 from semid.data.amazon import read_amazon_meta, read_amazon_reviews, sniff_meta_version
 from semid.data.model import Catalogue, Dataset, Interactions, Origin, ParseReport
 from semid.data.movielens import (
@@ -167,7 +168,8 @@ def load_dataset(
         item_id, user_id, timestamp, rating: column names in JSONL/CSV/Parquet tables (and RecBole files);
             default ``item_id``, ``user_id``, and ``timestamp``/``rating`` when such columns exist.
         fields: catalogue columns to keep (default: all).
-        encoding: text encoding of JSONL/CSV/RecBole files (MovieLens files are always Latin-1).
+        encoding: text encoding of JSONL/CSV/RecBole files (MovieLens files are always Latin-1, Amazon and
+            P5 files UTF-8); a name Python does not know is an error.
         max_bad_fraction: share of malformed lines a file may have before reading it is an error; below it
             they are left out and counted in :attr:`Dataset.report`.
 
@@ -182,6 +184,7 @@ def load_dataset(
         raise SemidError("no path given")
     if not 0 <= max_bad_fraction <= 1:
         raise SemidError(f"max_bad_fraction={max_bad_fraction} should be between 0 and 1")
+    check_encoding(encoding)
     files, ignored = find_files(paths, format)
     where = ", ".join(str(p) for p in paths)
     if not files:

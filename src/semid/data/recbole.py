@@ -10,6 +10,10 @@ price:float``). Real files carry the quirks of the tools that wrote them (pandas
   the two are rejoined and reported as repaired;
 - ``token_seq`` values are either space-separated tokens (RecBole's default ``seq_separator``) or the body
   of a Python list literal, ``'Beauty', 'Fragrance', "Women's"`` (the Amazon files);
+- a ``token_seq`` field is either a list (categories, genres, tags) or free text cut into words (a title,
+  a description): see :func:`is_list_field` for how they are told apart. A list is read as
+  ``list<string>`` (item texts join it with ``", "``), free text as one string, its tokens joined with
+  single spaces (``title:token_seq`` ``Hair Dryer`` stays ``"Hair Dryer"``, not ``"Hair, Dryer"``);
 - missing values are empty or ``None``.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +110,29 @@ def split_token_seq(col: pa.Array, sep: str = " ") -> pa.Array:
     return pa.concat_arrays(parts).take(pa.array(index))
 
 
+# Names of token_seq fields that hold lists, case-insensitive, also as the end of a name (sub_categories)
+# and with a _list or _path suffix (tag_list).
+LIST_FIELD_NAMES = re.compile(
+    r"(^|_)(categories|category|genres?|tags?|keywords?|labels?|topics?)(_list|_path)?$", re.IGNORECASE
+)
+
+
+def is_list_field(name: str, col: pa.Array) -> bool:
+    """Whether a ``token_seq`` field holds a list of values rather than free text cut into words.
+
+    A list when its name says so (:data:`LIST_FIELD_NAMES`: ``categories``, ``genre``, ``tags``, ...) or when
+    every non-empty value is written as a Python list body (``'Beauty', 'Skin Care'``); else free text
+    (``title``, ``name``, ``description`` and any other field).
+    """
+    if LIST_FIELD_NAMES.search(name):
+        return True
+    s = pc.utf8_trim_whitespace(pc.cast(col, pa.string())).filter(pa.array(~null_mask(col)))
+    if len(s) == 0:
+        return False
+    quoted = pc.is_in(pc.utf8_slice_codeunits(s, 0, 1), pa.array(["'", '"']))
+    return bool(pc.all(quoted).as_py())
+
+
 def _float_seq(col: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray]:
     """Text -> ``list<double>``; ``bad`` marks rows holding a token that is no number."""
     lists = split_token_seq(col, sep)
@@ -135,7 +163,9 @@ def read_recbole(
     """Read a RecBole ``.item`` file as a :class:`Catalogue` or an ``.inter`` file as :class:`Interactions`.
 
     Column names are the header names without their ``:type``. ``fields`` restricts the catalogue to those
-    columns (default: all). In an ``.inter`` file ``timestamp``/``rating`` are used when present.
+    columns (default: all). In an ``.inter`` file ``timestamp``/``rating`` are used when present. A
+    ``token_seq`` field becomes ``list<string>`` when it is a list (:func:`is_list_field`), else one string
+    of its tokens joined with single spaces.
     """
     path = Path(path)
     suffix = path.suffix
@@ -162,7 +192,8 @@ def read_recbole(
             col = pc.cast(col, pa.string())
             values[name] = pc.if_else(pa.array(null_mask(col)), pa.scalar(None, pa.string()), col)
         elif kind == "token_seq":
-            values[name] = split_token_seq(col, seq_separator)
+            tokens = split_token_seq(col, seq_separator)
+            values[name] = tokens if is_list_field(name, col) else pc.binary_join(tokens, " ")
         elif kind == "float":
             nums, b = parse_floats(col)
             report_bad_values(report, file, b & ~bad, lines, name, col)

@@ -223,9 +223,32 @@ def _to_arrays(
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     if ids.null_count:
         raise SemidError(f"{where.row(offset + _first_true(ids.is_null()))}: {id_column} is null")
+    ids = _ids_as_text_or_int(ids, where, id_column, offset)
     X = _list_to_matrix(table.column(embedding_column), where, offset, dim)
     _check_finite(X, where, offset)
     return ids.to_numpy(zero_copy_only=False), X
+
+
+def _ids_as_text_or_int(ids: pa.Array, where: _Where, id_column: str, offset: int) -> pa.Array:
+    """Item ids as strings or integers; a binary column is read as UTF-8, naming the first row that is not."""
+    if pa.types.is_dictionary(ids.type):  # e.g. a pandas category column
+        ids = ids.dictionary_decode()
+    t = ids.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
+        return ids
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        try:
+            return ids.cast(pa.string())
+        except pa.ArrowInvalid:
+            for r, value in enumerate(ids.to_pylist()):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SemidError(
+                        f"{where.row(offset + r)}: {id_column} {value!r} is not UTF-8 text"
+                    ) from None
+            raise
+    raise SemidError(f"{where}: {id_column} has type {t}; item ids should be strings or integers")
 
 
 def _list_to_matrix(
@@ -319,6 +342,8 @@ def _concat_ids(parts: list[np.ndarray]) -> np.ndarray:
 def _read_npy(path: Path, ids_path: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
     try:
         X = np.load(path, allow_pickle=False, mmap_mode="r")
+    except EOFError:
+        raise SemidError(f"{path.name}: empty file, not a .npy array") from None
     except (ValueError, OSError) as e:
         raise SemidError(f"{path.name}: not a readable .npy array ({e})") from None
     if X.ndim != 2:
@@ -344,9 +369,13 @@ def _read_ids_file(path: Path) -> np.ndarray:
     """Ids from ``.json`` (a list), ``.npy`` (a 1-D array) or text (one id a line, as strings)."""
     if not path.is_file():
         raise SemidError(f"{path}: no such file")
+    try:
+        text = None if path.suffix == ".npy" else path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SemidError(f"{path.name}: byte {e.start} is not UTF-8 text; save the ids as UTF-8") from None
     if path.suffix == ".json":
         try:
-            ids = json.loads(path.read_text(encoding="utf-8"))
+            ids = json.loads(text)
         except json.JSONDecodeError as e:
             raise SemidError(f"{path.name} line {e.lineno}: invalid JSON ({e.msg})") from None
         if not isinstance(ids, list):
@@ -360,12 +389,14 @@ def _read_ids_file(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
+        except EOFError:
+            raise SemidError(f"{path.name}: empty file, not a .npy array") from None
+        except (ValueError, OSError) as e:
             raise SemidError(f"{path.name}: not a readable .npy array ({e})") from None
         if arr.ndim != 1:
             raise SemidError(f"{path.name}: ids array has shape {arr.shape}, expected (n_items,)")
         return arr.astype(object) if arr.dtype.kind == "U" else arr
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text.splitlines()
     if lines and lines[-1] == "":
         lines.pop()
     return np.asarray(lines, dtype=object)

@@ -18,10 +18,39 @@ Field values are rendered as text the same way whatever reader produced them:
 - floats read like Python prints them (``10.0``, ``5.04``); integers and booleans as written.
 
 Rendering is vectorised with Arrow string kernels (no Python loop over items).
+
+The default item text (:func:`default_template`, used when no template is given) is built from the fields
+a catalogue has, so that a catalogue naming its fields ``name``/``manufacturer``/``genres`` works as well
+as one with ``title``/``brand``/``categories``. Parts come in this order, each ``Label: {field}`` with the
+label read from the field name (``movie_title`` -> ``Movie title: {movie_title}``):
+
+1. a title-like field, the first of :data:`TITLE_FIELDS` the catalogue has (``title``, ``name``, ...);
+2. a brand-like field, the first of :data:`BRAND_FIELDS` (``brand``, ``manufacturer``, ...);
+3. a category-like field, the first of :data:`CATEGORY_FIELDS` (``categories``, ``genres``, ``tags``, ...);
+4. a price-like field, the first of :data:`PRICE_FIELDS` (``price``);
+5. every other *short text field*, in catalogue order.
+
+Names match case-insensitively. Fields 1-3 must hold text or lists of text, the price text or a number
+(a column with no value at all qualifies too: its part is left out of every text). A *short text field*
+holds text or lists of text (numbers, booleans and dates do not count, so numeric ids, ranks and timestamps
+stay out) and
+
+- is not named like an id, a link or a time (:data:`NOT_TEXT_NAMES`: ``id``, ``*_id``, ``asin``, ``sku``,
+  ``*_url``, ``image``, ``timestamp``, ``*_date``, ...) nor like Amazon's bookkeeping ``sales_type`` and
+  ``sales_rank`` (the category a sales rank is counted in, not a property of the item);
+- reads as words: at least half of its non-empty values hold a letter and are not links, so codes such as
+  ``"874965758"`` or ``"1995-01-01"`` stored as text stay out;
+- is short: the median length of its non-empty values (lists joined with ``", "``) is at most
+  :data:`SHORT_TEXT_MAX_CHARS` characters, so long free text (a product description) stays out.
+
+A catalogue with ``title``, ``brand``, ``categories`` and ``price`` and no other short text field (the
+RecBole and Amazon catalogues) gets exactly :data:`DEFAULT_TEMPLATE`, the text of the reference vectors.
+An explicit template is taken as written: a field it names that the catalogue lacks is an error.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +62,41 @@ import pyarrow.compute as pc
 
 from semid.errors import SemidError
 
-__all__ = ["DEFAULT_TEMPLATE", "TextTemplate", "render_texts", "to_table"]
+__all__ = [
+    "BRAND_FIELDS",
+    "CATEGORY_FIELDS",
+    "DEFAULT_TEMPLATE",
+    "NOT_TEXT_NAMES",
+    "PRICE_FIELDS",
+    "SHORT_TEXT_MAX_CHARS",
+    "TITLE_FIELDS",
+    "TextTemplate",
+    "default_template",
+    "item_text_fields",
+    "render_texts",
+    "to_table",
+]
 
 DEFAULT_TEMPLATE = "Title: {title}; Brand: {brand}; Categories: {categories}; Price: {price}"
+
+# Field names of each part of the default item text, most usual first (see the module docs).
+TITLE_FIELDS = (
+    "title", "name", "item_name", "item_title", "product_name", "product_title", "movie_title", "book_title",
+)  # fmt: skip
+BRAND_FIELDS = ("brand", "brand_name", "manufacturer", "maker", "vendor", "publisher")
+CATEGORY_FIELDS = (
+    "categories", "category", "category_path", "category_list", "genres", "genre", "genre_list", "tags", "tag",
+    "tag_list",
+)  # fmt: skip
+PRICE_FIELDS = ("price",)
+# Longest median value, in characters, of a field the default text takes as "short text".
+SHORT_TEXT_MAX_CHARS = 100
+# Names of fields that are no item text: ids and codes, links and images, times, Amazon's sales rank.
+NOT_TEXT_NAMES = re.compile(
+    r"(^|_)(ids?|asins?|sku|ean|upc|isbn|gtin|urls?|uri|links?|images?|img|imurl|timestamp|time|date)$"
+    r"|^sales_(type|rank)$",
+    re.IGNORECASE,
+)
 
 _EMPTY = ["", "None", "none", "nan", "NaN"]  # values that mean "missing" in real catalogues
 _PART_SEP = "; "
@@ -171,22 +232,120 @@ class TextTemplate:
         return pc.if_else(literal, joined, col)
 
 
-def render_texts(items: Any, template: str | TextTemplate = DEFAULT_TEMPLATE) -> list[str]:
+def render_texts(items: Any, template: str | TextTemplate | None = None) -> list[str]:
     """Render one text per item.
 
     Args:
         items: a :class:`semid.data.Catalogue`, a ``pyarrow.Table``, a pandas ``DataFrame``, a dict of
             columns (``{"title": [...], ...}``) or a list of row dicts.
-        template: a template string or a :class:`TextTemplate`.
+        template: a template string or a :class:`TextTemplate`; ``None`` (the default) builds the template
+            from the fields the items have (:func:`default_template`).
 
     Example::
 
         >>> render_texts({"title": ["Red Lipstick"], "brand": ["None"], "categories": [["Beauty", "Makeup"]],
         ...               "price": [10.0]})
         ['Title: Red Lipstick; Categories: Beauty, Makeup; Price: 10.0']
+        >>> render_texts({"name": ["Hair Dryer"], "manufacturer": ["Acme"]})
+        ['Name: Hair Dryer; Manufacturer: Acme']
     """
+    table = to_table(items)
+    if template is None:
+        return default_template(table).render(table)
     tpl = template if isinstance(template, TextTemplate) else TextTemplate(template)
-    return tpl.render(items)
+    return tpl.render(table)
+
+
+def default_template(items: Any, *, strip_quotes: Literal["tokens", "single"] = "tokens") -> TextTemplate:
+    """The default item text of a catalogue: a template over the fields it has (rule in the module docs).
+
+    The result's ``template`` is the chosen template string and its ``fields`` the fields it reads, for
+    showing which fields went into the text. A catalogue with no field that qualifies is an error asking for
+    an explicit template.
+
+    Example::
+
+        >>> tpl = default_template({"item_id": ["a"], "name": ["Hair Dryer"], "manufacturer": ["Acme"]})
+        >>> tpl.template, tpl.fields
+        ('Name: {name}; Manufacturer: {manufacturer}', ['name', 'manufacturer'])
+    """
+    table = to_table(items)
+    fields = item_text_fields(table)
+    if not fields:
+        have = ", ".join(c for c in table.column_names if c != "item_id")
+        raise SemidError(
+            f"no field for the default item text: no title-, brand-, category- or price-like field and no short "
+            f"text field (fields: {have}); pass a template naming the fields to read, e.g. "
+            f"'Description: {{description}}' (--template on the command line)"
+        )
+    template = "; ".join(f"{_label(f)}: {{{f}}}" for f in fields)
+    lists = [f for f in fields if f.lower() in CATEGORY_FIELDS]  # token-seq strings in category-like fields
+    return TextTemplate(
+        template, strip_quotes=strip_quotes, list_fields=tuple(dict.fromkeys(["categories", *lists]))
+    )
+
+
+def item_text_fields(items: Any) -> list[str]:
+    """The fields the default item text reads, in its order; empty when none qualifies (see the module docs).
+
+    Example::
+
+        >>> item_text_fields({"item_id": ["a"], "sales_rank": [3.0], "title": ["Soap"], "colour": ["red"]})
+        ['title', 'colour']
+    """
+    table = to_table(items)
+    probe = TextTemplate()  # renders a field as a template would, to look at its values
+    names = [n for n in table.column_names if n != "item_id" and n.isidentifier()]
+    by_lower: dict[str, str] = {}
+    for n in names:
+        by_lower.setdefault(n.lower(), n)
+    chosen: list[str] = []
+    roles = ((TITLE_FIELDS, False), (BRAND_FIELDS, False), (CATEGORY_FIELDS, False), (PRICE_FIELDS, True))
+    for candidates, numbers_ok in roles:
+        for candidate in candidates:
+            name = by_lower.get(candidate)
+            if name is None or name in chosen:
+                continue
+            if _field_values(table, name, probe, numbers_ok=numbers_ok) is not None:
+                chosen.append(name)
+                break
+    for name in names:
+        if name in chosen or NOT_TEXT_NAMES.search(name):
+            continue
+        text = _field_values(table, name, probe, numbers_ok=False)
+        if text is not None and _is_short_text(text):
+            chosen.append(name)
+    return chosen
+
+
+def _field_values(table: pa.Table, name: str, probe: TextTemplate, *, numbers_ok: bool) -> pa.Array | None:
+    """A field rendered as text (null where missing), or None when it holds neither text nor lists of text
+    (nor numbers, with ``numbers_ok``); a column of nulls only (``null`` type) counts as text."""
+    col = table.column(name).combine_chunks()
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    ok = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+    ok = ok or (numbers_ok and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)))
+    return probe._field_text(col, name) if ok else None
+
+
+def _is_short_text(text: pa.Array) -> bool:
+    """Whether rendered values read as words and are short (the *short text field* rule of the module docs)."""
+    values = text.drop_null()
+    if len(values) == 0:
+        return False
+    letter = pc.match_substring_regex(values, r"\pL")
+    link = pc.match_substring_regex(values, r"^\s*(https?://|www\.)", ignore_case=True)
+    if 2 * pc.sum(pc.and_(letter, pc.invert(link))).as_py() < len(values):
+        return False
+    return float(np.median(pc.utf8_length(values).to_numpy(zero_copy_only=False))) <= SHORT_TEXT_MAX_CHARS
+
+
+def _label(name: str) -> str:
+    """The label of a field in the default text: ``movie_title`` -> ``Movie title``."""
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
 
 
 def to_table(items: Any) -> pa.Table:

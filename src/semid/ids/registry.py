@@ -63,6 +63,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -167,6 +168,12 @@ class Registry:
 
     ``version`` is the ID version this handle assigns into and reads by default: the current one at open.
     A version created without a fingerprint is bound by the first open that passes one.
+
+    A file that is an SQLite database of another application (it has tables, but not a registry's) is
+    refused and left untouched. ``created`` says whether this handle created the file. Used as a context
+    manager, a block that raises (any exception, ``KeyboardInterrupt`` included) removes a registry this
+    handle created that still holds no committed IDs, with its ``-wal``/``-shm``/``-journal`` side files
+    and the parent folders the open created: a failed first job leaves no empty registry bound to its model.
     """
 
     def __init__(
@@ -180,6 +187,8 @@ class Registry:
     ) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.created = False  # whether this handle created the database file
+        self._made_dirs: list[Path] = []  # parent folders it created, deepest first
         self._conn: sqlite3.Connection | None = None
         if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint.strip()):
             raise SemidError(f"fingerprint={fingerprint!r} should be a non-empty string or None")
@@ -189,7 +198,7 @@ class Registry:
         if not exists and not create:
             raise SemidError(f"{self.path}: no such registry file")
         if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_file()
         # SQLite answers "locked" at once, without waiting out its busy timeout, where waiting could deadlock
         # (e.g. two processes switching a fresh file to WAL together): setup is retried until the deadline.
         deadline = time.monotonic() + timeout
@@ -208,14 +217,37 @@ class Registry:
                 if locked and time.monotonic() < deadline:
                     time.sleep(0.02 + 0.08 * random.random())
                     continue
-                if locked:
+                if locked:  # another process works on the file: never remove it under that process
                     raise SemidError(
                         f"{self.path} is locked by another process; gave up after timeout={timeout} s"
                     ) from None
+                self._remove_if_unused()
                 raise SemidError(f"{self.path}: not a readable semid registry ({e})") from None
             except BaseException:
                 self.close()
+                self._remove_if_unused()
                 raise
+
+    def _create_file(self) -> None:
+        """Create the (empty) database file and its parent folders, remembering what this handle made.
+
+        ``O_EXCL`` tells exactly one of several processes opening a new path at once that it created it.
+        """
+        missing = []
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:  # another process created it first: it is theirs
+            return
+        except OSError as e:
+            raise SemidError(f"{self.path}: cannot create registry ({e.strerror or e})") from None
+        os.close(fd)
+        self.created = True
+        self._made_dirs = missing
 
     @classmethod
     def open(
@@ -242,6 +274,7 @@ class Registry:
                 f"SQLite {sqlite3.sqlite_version} in this Python lacks the JSON functions the registry needs "
                 "(SQLite >= 3.38, or an older build with JSON1)"
             ) from None
+        self._check_not_foreign()  # before anything writes to the file (WAL mode changes its header)
         conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer and vice versa
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe against corruption in WAL
         conn.execute("PRAGMA cache_size=-65536")  # up to 64 MiB of page cache: big batches stay in memory
@@ -271,6 +304,35 @@ class Registry:
                 )
             return current
 
+    def _check_not_foreign(self) -> None:
+        """Refuse an SQLite database that has tables but is not a semid registry (it is left as it was)."""
+        conn = self._db
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            )
+        ]
+        if not tables or self._is_registry(tables):
+            return
+        shown = ", ".join(tables[:10]) + (f", ... ({len(tables)} in all)" if len(tables) > 10 else "")
+        raise SemidError(
+            f"{self.path} is an SQLite database of another application (tables: {shown}); "
+            "give a new path or a semid registry"
+        )
+
+    def _is_registry(self, tables: list[str]) -> bool:
+        if not {"meta", "versions", "ids"} <= set(tables):
+            return False
+        try:
+            row = self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as e:  # a "meta" table with other columns
+            if "locked" in str(e):
+                raise
+            return False
+        return row is not None
+
     def _start_version(self, version: int, fingerprint: str | None) -> int:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._db.execute(
@@ -289,8 +351,41 @@ class Registry:
     def __enter__(self) -> Registry:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close()
+        if exc_type is not None:
+            self._remove_if_unused()
+
+    def _remove_if_unused(self) -> None:
+        """Remove the file (and side files, and the folders the open made) if this handle created it and
+        it holds no committed IDs. Best effort and closed first: it never hides the error being raised."""
+        if not self.created or not self.path.exists():
+            return
+        self.close()
+        try:
+            # a short wait: a file another process holds locked is in use, so it is kept
+            conn = sqlite3.connect(self.path, timeout=min(self.timeout, 0.5), isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            has_ids = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ids'"
+            ).fetchone()
+            if has_ids and conn.execute("SELECT 1 FROM ids LIMIT 1").fetchone() is not None:
+                return
+        except sqlite3.Error:  # unreadable: keep it rather than guess
+            return
+        finally:
+            conn.close()  # the last connection: SQLite checkpoints and removes -wal and -shm
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        for folder in self._made_dirs:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
+        self.created = False
 
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"version={self.version}"

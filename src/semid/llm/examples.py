@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from semid._utils import atomic_path, check_random_state
+from semid._outputs import atomic_path, check_output, has_marker
+from semid._utils import check_random_state
 from semid.data.model import Catalogue, Sequences
-from semid.embed.text import DEFAULT_TEMPLATE, TextTemplate, render_texts
+from semid.embed.text import default_template, item_text_fields
 from semid.errors import SemidError
 from semid.ids import format_id
 
@@ -399,11 +400,10 @@ ITEMS_FILE = "items.parquet"
 
 
 def _item_texts(catalogue: Catalogue, titles: list[str]) -> list[str]:
-    """Each item as `semid embed`'s default template renders it, keeping the parts whose field the
-    catalogue has (the titles when it has none of them)."""
-    have = set(catalogue.fields)
-    parts = [p for p in DEFAULT_TEMPLATE.split("; ") if set(TextTemplate(p).fields) <= have]
-    return render_texts(catalogue, "; ".join(parts)) if parts else titles
+    """Each item as `semid embed` renders it by default (:func:`semid.embed.text.default_template`: the
+    catalogue's title-, brand-, category- and price-like fields, then its other short text fields); the
+    titles when no field qualifies."""
+    return default_template(catalogue).render(catalogue) if item_text_fields(catalogue) else titles
 
 
 def prepare_dataset(
@@ -424,6 +424,12 @@ def prepare_dataset(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_output(
+        directory,
+        is_dir=True,
+        replaceable=has_marker(DATA_META),
+        what="a directory of examples written by semid llm prepare",
+    )
     rows = check_ids_cover(catalogue, np.asarray(ids.item_ids, dtype=object), where=ids_path)
     codes = np.asarray(ids.codes, dtype=np.int64)[rows]  # (n_items, L) in catalogue order
     if len(np.unique(codes, axis=0)) != len(codes):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from semid._utils import atomic_path
+from semid._outputs import atomic_path, has_marker
 from semid.errors import SemidError
 from semid.ids import token_vocabulary
 from semid.llm.examples import ID_FORMAT, REC_TOKEN, id_text
@@ -378,7 +378,9 @@ def save_llm(
     if hasattr(model, "merge_and_unload"):  # a peft model: save plain weights, loadable without peft
         model = model.merge_and_unload()
     directory = Path(directory)
-    with atomic_path(directory, is_dir=True) as tmp:
+    with atomic_path(
+        directory, is_dir=True, replaceable=has_marker(META_FILE), what="a semid language-model directory"
+    ) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         pq.write_table(items, tmp / ITEMS_FILE)

@@ -33,10 +33,12 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from semid._outputs import check_output, has_marker
 from semid._utils import decay_progress, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
 from semid.llm.model import (
+    META_FILE,
     ScratchConfig,
     SemanticVocab,
     add_semantic_tokens,
@@ -248,6 +250,14 @@ def train_llm(
     config = config or TrainConfig()
     config.check()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    local = [s for s in (config.base_model, getattr(config.query_prefix, "query_encoder", None)) if s]
+    check_output(  # before anything is trained
+        out_dir,
+        is_dir=True,
+        inputs=[data_dir, *(s for s in local if Path(s).exists())],
+        replaceable=has_marker(META_FILE),
+        what="a language-model directory written by semid llm train",
+    )
     meta, train, valid, items = _load_prepared(data_dir)
     device = resolve_device(config.device)
     encoder = None

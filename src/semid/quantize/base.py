@@ -119,7 +119,9 @@ class BaseQuantizer:
             "fingerprint": fingerprint_arrays(arrays),
             **self._get_config(),
         }
-        with atomic_path(directory, is_dir=True) as tmp:
+        with atomic_path(
+            directory, is_dir=True, replaceable=is_quantizer_dir, what="a quantizer directory"
+        ) as tmp:
             save_file(arrays, str(tmp / WEIGHTS_NAME), metadata={"model_type": self.model_type})
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
@@ -168,6 +170,16 @@ class BaseQuantizer:
 
     def _set_state(self, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+def is_quantizer_dir(directory: str | os.PathLike) -> bool:
+    """True for a directory :meth:`BaseQuantizer.save_pretrained` wrote (what ``semid fit`` may replace)."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") in _MODEL_MODULES
 
 
 def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:

@@ -181,6 +181,9 @@ class RQKMeans(BaseQuantizer):
             raise SemidError(
                 f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer"
             )
+        if not isinstance(self.random_state, np.random.Generator):
+            check_random_state(self.random_state)  # a negative seed fails here, before any work
+        resolve_device(self.device)
         return sizes
 
     @property

@@ -182,8 +182,8 @@ class RQVAEConfig:
         for name in ("normalize_codebooks", "kmeans_init", "balanced_last_level"):
             if not isinstance(getattr(self, name), bool):
                 raise SemidError(f"{name}={getattr(self, name)!r} should be true or false")
-        if self.random_state is not None and not _is_int(self.random_state):
-            raise SemidError(f"random_state={self.random_state!r} should be an integer or None")
+        if self.random_state is not None and (not _is_int(self.random_state) or self.random_state < 0):
+            raise SemidError(f"random_state={self.random_state!r} should be a non-negative integer or None")
         resolve_device(self.device)
         if not isinstance(self.train, TrainConfig):
             raise SemidError(f"train={self.train!r} should be a TrainConfig")

@@ -488,7 +488,7 @@ class Trainer:
             "data_fingerprint": run.data_fp,
             "seed": self.seed,
         }
-        with atomic_path(self.run_dir / "checkpoints" / name, is_dir=True) as tmp:
+        with atomic_path(self.run_dir / "checkpoints" / name, is_dir=True, replaceable=lambda _: True) as tmp:
             save_file(tensors, str(tmp / STATE_NAME))
             (tmp / TRAINER_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid._outputs import check_output
 from semid._utils import (
     atomic_path,
     bf16_is_fast,
@@ -52,6 +54,8 @@ from semid._utils import (
 from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.data import (
+    ITEMS_NAME,
+    SEQUENCES_NAME,
     Examples,
     RecData,
     collate,
@@ -632,10 +636,27 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def check_new_run_dir(run_dir: str | os.PathLike) -> None:
-    """Refuse to start a run in a directory that holds one (it would be overwritten)."""
-    if swapped_aside(Path(run_dir) / LAST).exists():
+# What a run directory holds; a directory with anything else in it is not a run's and is never written into.
+RUN_FILES = frozenset(
+    {CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, EMBEDDINGS_NAME, "checkpoints", "tensorboard"}
+    | {ITEMS_NAME, SEQUENCES_NAME}
+)
+
+
+def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse to start a run where it would overwrite something: a run (resume it instead), a file, a
+    directory holding files a run does not write, one of ``inputs``, or a folder the user cannot write in.
+    A directory left by a run killed before its first checkpoint holds only run files and is reused."""
+    run_dir = Path(run_dir)
+    if swapped_aside(run_dir / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
+    check_output(
+        run_dir,
+        is_dir=True,
+        inputs=inputs,
+        replaceable=lambda d: all(p.name in RUN_FILES for p in d.iterdir()),
+        what="a run directory",
+    )
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -679,7 +700,7 @@ def _save_checkpoint(
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "data_fingerprint": data_fp,
     }
-    with atomic_path(run_dir / LAST, is_dir=True) as tmp:
+    with atomic_path(run_dir / LAST, is_dir=True, replaceable=lambda _: True) as tmp:
         save_file(tensors, str(tmp / STATE_NAME))
         (tmp / TRAINER_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 

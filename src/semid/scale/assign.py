@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from semid._utils import atomic_path
+from semid._outputs import atomic_path, has_marker
 from semid.errors import SemidError
 from semid.scale.batches import PATH_COLUMN, EncodeBatch, matrix_from_column
 from semid.scale.parts import Parts, check_unique_ids, list_parts
@@ -133,7 +133,7 @@ def assign_dataset(
     }
     keep = dedup == "remap"
     with (
-        atomic_path(output, is_dir=True) as tmp,
+        atomic_path(output, is_dir=True, replaceable=has_marker(MANIFEST)) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
         buckets = n_buckets or bucket_count(parts.n_rows, dedup, at_least=workers)

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semid._utils import atomic_path
+from semid._outputs import atomic_path, has_marker
 from semid.errors import SemidError
 from semid.scale.assign import MANIFEST, _ray_session, ray_map_parts
 from semid.scale.batches import EmbedBatch
@@ -36,6 +36,7 @@ class EmbedJobResult:
     dim: int | None = None
     engine: str = "local"
     seconds: dict[str, float] = field(default_factory=dict)
+    template: str = ""  # the item text template used (the default one is built from the catalogue's fields)
 
 
 def _is_parquet_table(paths: list[Path]) -> bool:
@@ -87,9 +88,19 @@ def embed_dataset(
         parts = list_parts(paths[0], (id_column,))
         check_unique_ids(parts, id_column)
         n_total = parts.n_rows
+    if template is None:  # one default for every part, built from the fields of the first rows
+        from semid.embed.text import default_template
+
+        if parquet:
+            sample = next(pq.ParquetFile(parts.files[0]).iter_batches(batch_size=min(rows_per_part, 10_000)))
+            sample = pa.Table.from_batches([sample])
+        else:
+            sample = next(_loaded_batches(paths, format, id_column, 10_000))
+        template = default_template(sample.drop_columns([id_column]), strip_quotes=strip_quotes).template
+    result.template = template
     args = dict(model=model, template=template, strip_quotes=strip_quotes, id_column=id_column)
     with (
-        atomic_path(output, is_dir=True) as tmp,
+        atomic_path(output, is_dir=True, replaceable=has_marker(MANIFEST)) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
         if engine == "ray":

@@ -16,28 +16,32 @@ Endpoints (JSON; the OpenAPI schema is at ``/openapi.json``, interactive docs at
 ==========================  ===============================================================================
 
 Errors are ``{"detail": "<one line>"}`` with status 404 (unknown item, user or ID), 413 (body over
-``max_body_bytes``), 422 (invalid request: ``k`` out of range, empty query or history, malformed ID) or 503
-(the served directory has no model for this). Concurrent ``/recommend`` and ``/search`` requests are
+``max_body_bytes``), 422 (invalid request: ``k`` out of range, empty query or history, malformed ID), 503
+(the served directory has no model for this) or 500 (the report could not be built). Concurrent ``/recommend`` and ``/search`` requests are
 gathered into one model call (:class:`~semid.serve.batching.MicroBatcher`), run on one worker thread.
 No endpoint takes a file path: everything served was loaded at start-up.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 import semid
+from semid.errors import SemidError
 from semid.serve.batching import MicroBatcher
 from semid.serve.service import MAX_ID_CHARS, RequestError, Service
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("semid.serve")
 
 MAX_K = 100
 MAX_HISTORY = 200
@@ -146,6 +150,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": Problem, "description": "The request is invalid."},
     503: {"model": Problem, "description": "The served directory has no model for this."},
 }
+REPORT_FAILED: dict[str, Any] = {"model": Problem, "description": "The report could not be built."}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -279,10 +284,27 @@ def create_app(service: Service, *, ui: bool = True, max_body_bytes: int = MAX_B
         """The items whose Semantic ID starts with `prefix` (e.g. `12-4`): how many, and the first `limit`."""
         return service.prefix(prefix, limit=limit)
 
-    @app.get("/report", response_class=HTMLResponse, responses={503: ERRORS[503]}, tags=["model"])
-    def report() -> HTMLResponse:
+    @app.get(
+        "/report",
+        response_class=HTMLResponse,
+        responses={500: REPORT_FAILED, 503: ERRORS[503]},
+        tags=["model"],
+    )
+    def report() -> Response:
         """The `semid report` page of the served IDs and model (built on first request, then kept)."""
-        return HTMLResponse(service.report_html())
+        try:
+            return HTMLResponse(service.report_html())
+        except RequestError:
+            raise
+        except SemidError as e:  # a file went bad since start-up, say: one line, no traceback
+            log.error("/report: %s", e)
+            return JSONResponse({"detail": f"the report could not be built: {e}"}, status_code=500)
+        except Exception:  # noqa: BLE001 - a bug: its traceback goes to the log, a JSON line to the client
+            log.exception("/report failed")
+            return JSONResponse(
+                {"detail": "the report could not be built (an internal error; see the server log)"},
+                status_code=500,
+            )
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:

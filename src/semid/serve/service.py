@@ -452,6 +452,8 @@ class Service:
         """Read a serving directory (see the module docstring); ``embedder``: an object or a model name.
 
         The query embedder defaults to the packaged all-MiniLM-L6-v2, which made the demo's embeddings.
+        Every file it will serve from is checked here, before anything else loads, including those only the
+        report reads later: a missing, unreadable or corrupt one is a one-line :class:`SemidError` naming it.
         """
         config = config or ServeConfig()
         config.validate()
@@ -473,17 +475,30 @@ class Service:
                 f"{root}: found neither a run of `semid train` (config.json + model.safetensors) nor "
                 "ids.parquet; serve the output of `semid demo` or a run directory"
             )
+        # Check every file now, cheapest first: the report reads ids and embeddings only when first asked.
+        from semid.ids.table import read_ids
+
+        id_table = read_ids(src.ids) if src.ids is not None else None
+        if src.embeddings is not None:
+            _check_embeddings(src.embeddings)
+        if src.llm is not None:
+            _check_llm(src.llm)
         recommender = None
         if run is not None:
             from semid.rec.data import RecData
             from semid.rec.train import load_model
 
-            data = RecData.load(run)
+            try:
+                data = RecData.load(run)
+            except SemidError:
+                raise
+            except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError; its text names the file
+                raise SemidError(f"{run}: not a readable run ({_first_line(e)})") from None
             model = load_model(run, device=config.device)
             recommender = Recommender(model, data, beam_size=config.beam_size)
             catalogue = Catalogue(data.item_ids, data.titles, data.semantic_ids, data.codes)
         else:
-            catalogue = _catalogue_from_ids(src.ids, data_dir)  # type: ignore[arg-type]
+            catalogue = _catalogue_from_ids(id_table, data_dir)  # type: ignore[arg-type]
 
         searcher: LMSearch | DenseSearch | None = None
         if src.llm is not None:
@@ -691,24 +706,80 @@ def _llm_dir(path: Path) -> Path | None:
     return path if (path / META_FILE).is_file() else None
 
 
-def _load_llm(path: Path, device: str) -> Any:
-    """A trained language model, from safetensors weights only (a pickled checkpoint is refused)."""
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _check_llm(path: Path) -> None:
+    """A language model directory with safetensors weights (a pickled checkpoint is refused)."""
+    from semid.llm.model import META_FILE
+
     if not path.is_dir():
         raise SemidError(f"{path}: no such directory")
     if not any(path.glob("*.safetensors")):
         raise SemidError(
             f"{path}: no .safetensors weights; the server loads no pickled checkpoints (*.bin, *.pt)"
         )
+    if not (path / META_FILE).is_file():
+        raise SemidError(
+            f"{path}: not a semid language model (no {META_FILE}; train one with semid llm train)"
+        )
+
+
+def _load_llm(path: Path, device: str) -> Any:
+    """A trained language model, from safetensors weights only; a corrupt one is a one-line SemidError."""
+    _check_llm(path)
     from semid.llm.model import load_llm
 
-    return load_llm(path, device=device)
+    try:
+        return load_llm(path, device=device)
+    except SemidError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers and safetensors fail on a corrupt file in many types
+        raise SemidError(f"{path}: not a readable language model ({_first_line(e)})") from None
 
 
-def _catalogue_from_ids(ids_path: Path, data_dir: Path | None) -> Catalogue:
-    """Catalogue of an ``ids.parquet`` (titles from the dataset in ``data_dir`` when there is one)."""
-    from semid.ids.table import read_ids
+def _check_embeddings(path: Path) -> None:
+    """What :func:`~semid.embed.store.read_embeddings` would refuse about ``path`` without reading the
+    vectors: it exists, and each Parquet file has a readable footer and the item_id and embedding columns
+    (a ``.npy`` array: a readable 2-D header)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    table = read_ids(ids_path)
+    if not path.exists():
+        raise SemidError(f"{path}: no such file")
+    if path.suffix == ".npy" and path.is_file():
+        try:
+            X = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError) as e:
+            raise SemidError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+        if X.ndim != 2:
+            raise SemidError(f"{path}: array has shape {X.shape}, expected (n_items, dim)")
+        return
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise SemidError(f"{path}: no .parquet files in this directory")
+    elif path.suffix == ".parquet":
+        files = [path]
+    else:
+        raise SemidError(
+            f"{path}: unknown embeddings format {path.suffix!r} "
+            "(expected .parquet, .npy or a directory of .parquet files)"
+        )
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SemidError(f"{f}: not a readable Parquet file ({_first_line(e)})") from None
+        for col in ("item_id", "embedding"):
+            if col not in names:
+                raise SemidError(f"{f}: no column {col!r} (columns: {', '.join(names)})")
+
+
+def _catalogue_from_ids(table: Any, data_dir: Path | None) -> Catalogue:
+    """Catalogue of a read ``ids.parquet`` (an IdTable; titles from the dataset in ``data_dir`` if any)."""
     titles = None
     if data_dir is not None:
         from semid.data import load_dataset
