@@ -57,11 +57,14 @@ def load_beauty() -> Any:
 
 
 def make_ids(method: str, out: Path, seed: int) -> Any:
-    """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes + a suffix level for collisions."""
+    """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes + a suffix level for collisions.
+
+    Seed 0 keeps the file name of the single-seed runs (``ids-rq-kmeans.parquet``); others add ``-s<seed>``.
+    """
     from semid.ids import deduplicate, format_ids
     from semid.ids.table import IdTable, read_ids, write_ids
 
-    path = out / f"ids-{method}.parquet"
+    path = out / f"ids-{method}{seed_suffix(seed)}.parquet"
     if path.is_file():
         return read_ids(path)
     X = np.load(BEAUTY / "embeddings" / "minilm-l6-v2.npy").astype(np.float32)
@@ -88,13 +91,20 @@ def make_ids(method: str, out: Path, seed: int) -> Any:
     return table
 
 
-def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def seed_suffix(seed: int) -> str:
+    return "" if seed == 0 else f"-s{seed}"
+
+
+def run_model(
+    model_type: str, data: Any, run_dir: Path, args: argparse.Namespace, seed: int
+) -> dict[str, Any]:
     """Train (or resume) one model into ``run_dir`` and evaluate its best epoch on all test users."""
     from semid.rec.evaluate import evaluate
     from semid.rec.train import LAST, fit, split_examples
 
-    train = {"valid_users": 5000, **(args.config["train"] if model_type == "tiger" else {})}
-    train.update(num_threads=args.threads, seed=args.seed, progress=not args.quiet)
+    section = args.config if model_type == "tiger" else args.sasrec_config
+    train = {"valid_users": 5000, **section["train"]}
+    train.update(num_threads=args.threads, seed=seed, progress=not args.quiet)
     if args.valid_users is not None:
         train["valid_users"] = args.valid_users
     if args.max_minutes:
@@ -105,7 +115,7 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
     resume = args.resume and (run_dir / LAST).exists()
     if resume:
         train = {k: v for k, v in train.items() if k in ("num_threads", "progress", "max_minutes", "epochs")}
-    model_config = {**args.config["model"], **args.model_set} if model_type == "tiger" else {}
+    model_config = {**section["model"], **(args.model_set if model_type == "tiger" else {})}
     model, result = fit(
         model_type,
         None if resume else data,
@@ -128,6 +138,7 @@ def run_model(model_type: str, data: Any, run_dir: Path, args: argparse.Namespac
         "users/s": test.users_per_s,
         "invalid": test.invalid_rate,
         "run_dir": str(run_dir),
+        "seed": seed,
     }
 
 
@@ -152,7 +163,12 @@ def main() -> None:
         "--valid-users", type=int, default=None, help="users validated each epoch (0: all; default 5000)"
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds: each model (and its IDs) is trained once per seed, and the table shows "
+        "mean ± sd over them (runs of seed s > 0 go to NAME-s<s>)",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("bench/out/beauty-rec"), help="run directories and ID files"
     )
@@ -178,6 +194,12 @@ def main() -> None:
         help="TIGER's `semid train tiger --config` file (model: TIGERConfig, train: TrainConfig options), "
         "e.g. configs/tiger-beauty.json; --max-minutes, --valid-users, --train-set, --model-set override it",
     )
+    p.add_argument(
+        "--sasrec-config",
+        type=Path,
+        help="SASRec's `semid train sasrec --config` file, e.g. configs/sasrec-beauty.json (default: the "
+        "library defaults); --max-minutes, --valid-users and --train-set override it",
+    )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
@@ -186,6 +208,10 @@ def main() -> None:
     from semid.rec.train import read_config_file
 
     args.config = read_config_file(args.config) if args.config else {"model": {}, "train": {}}
+    args.sasrec_config = (
+        read_config_file(args.sasrec_config) if args.sasrec_config else {"model": {}, "train": {}}
+    )
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
     import torch
@@ -200,7 +226,9 @@ def main() -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     methods = [m.strip() for m in args.ids.split(",") if m.strip()]
     id_sets = (
-        {method: make_ids(method, args.out, args.seed) for method in methods} if "tiger" in models else {}
+        {(method, s): make_ids(method, args.out, s) for method in methods for s in seeds}
+        if "tiger" in models
+        else {}
     )
     base = RecData.from_dataset(ds)
     print(f"Beauty: {base.n_users:,} users, {base.n_items:,} items, loaded in {time.perf_counter() - t:.1f}s")
@@ -222,22 +250,47 @@ def main() -> None:
             },
         },
     ]
-    if "sasrec" in models:
-        rows.append({"model": "SASRec (ours)", **run_model("sasrec", base, args.out / "sasrec", args)})
-        print_table(rows, COLUMNS, "so far")
-    for method, table in id_sets.items():
-        data = RecData.from_dataset(ds, table, ids_name=f"ids-{method}")
-        rows.append(
-            {
-                "model": f"TIGER, {method} IDs (ours)",
-                **run_model("tiger", data, args.out / f"tiger-{method}", args),
-            }
-        )
-        print_table(rows, COLUMNS, "so far")
-    print_table(rows, COLUMNS, "Amazon Beauty, leave-one-out, full ranking (test users)")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    runs: list[dict[str, Any]] = []  # one row per model and seed
+    sasrec_name = (
+        "SASRec, tuned (ours)"
+        if args.sasrec_config["model"] or args.sasrec_config["train"]
+        else "SASRec (ours)"
+    )
+    for s in seeds:
+        if "sasrec" in models:
+            run = run_model("sasrec", base, args.out / f"sasrec{seed_suffix(s)}", args, s)
+            runs.append({"model": sasrec_name, **run})
+            print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
+        for method in methods if "tiger" in models else []:
+            data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
+            run = run_model("tiger", data, args.out / f"tiger-{method}{seed_suffix(s)}", args, s)
+            runs.append({"model": f"TIGER, {method} IDs (ours)", **run})
+            print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
+    rows += summarize_seeds(runs) if len(seeds) > 1 else runs
+    title = "Amazon Beauty, leave-one-out, full ranking (test users)"
+    if len(seeds) > 1:
+        print_table(runs, COLUMNS + ["seed"], "each seed")
+        title += f", mean ± sd over seeds {', '.join(map(str, seeds))}"
+    print_table(rows, COLUMNS, title)
+    (args.out / "results.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=2) + "\n")
     if args.json:
-        emit_json(rows)
+        emit_json([*rows, *runs])
+
+
+def summarize_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model: each metric as "mean ± sd" (sample sd over the seeds) and the raw figures."""
+    from semid.rec.evaluate import mean_sd
+
+    out = []
+    for name in dict.fromkeys(r["model"] for r in runs):
+        group = [r for r in runs if r["model"] == name]
+        row: dict[str, Any] = {"model": f"{name}, {len(group)} seeds"}
+        for key in ("R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best epoch", "users/s", "invalid"):
+            mean, sd = mean_sd([r[key] for r in group])
+            row[key] = f"{mean:.4f} ± {sd:.4f}" if key.startswith(("R@", "N@")) else round(mean, 2)
+            row[f"{key} mean"], row[f"{key} sd"] = mean, sd
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":

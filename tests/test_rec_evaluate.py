@@ -99,3 +99,14 @@ def test_evaluate_runs_any_recommender_over_length_batches() -> None:
     assert res.metrics["recall@5"] == pytest.approx(2 / 3)
     assert res.n_users == 3
     assert res.invalid_rate == pytest.approx(1 / 5)
+
+
+def test_mean_sd_over_seeds_is_the_mean_and_the_sample_standard_deviation():
+    from semid.rec.evaluate import mean_sd
+
+    # by hand: mean (0.09 + 0.10 + 0.08) / 3 = 0.09; squared deviations 0, 1e-4, 1e-4 -> sd sqrt(2e-4 / 2) = 0.01
+    mean, sd = mean_sd([0.09, 0.10, 0.08])
+    assert mean == pytest.approx(0.09, abs=1e-12) and sd == pytest.approx(0.01, abs=1e-12)
+    assert mean_sd([0.0777]) == (0.0777, 0.0)  # one seed: no spread to report
+    with pytest.raises(SemidError, match="at least one value"):
+        mean_sd([])

@@ -61,6 +61,17 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, f
     return out
 
 
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator) of one metric over seeds.
+
+    What a table's "mean ± sd over 3 seeds" means; one value has sd 0 (and is labelled as one seed).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) == 0:
+        raise SemidError("mean_sd needs at least one value")
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
 def recall_ndcg(
     recommended: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, ks: Sequence[int] = KS
 ) -> dict[str, float]:
