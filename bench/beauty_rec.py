@@ -126,6 +126,14 @@ def run_model(
     )
     test = evaluate(model, split_examples(model, data, "test"), batch_size=256, progress=not args.quiet)
     m = test.metrics
+    cold = {}
+    if args.cold_start:  # the same model on the test users whose target is a cold item
+        from semid.rec.train import evaluate_run
+
+        res = evaluate_run(run_dir, "test", cold_start=True, item_vectors=args.item_vectors)
+        cold = {"cold R@10": res["model"]["recall@10"], "cold N@10": res["model"]["ndcg@10"]}
+        cold["cold users"] = res["cold_start"]["users"]
+        args.cold_baselines = {"most popular": res["most_popular"], "content (MiniLM text)": res["content"]}
     return {
         "R@5": m["recall@5"],
         "N@5": m["ndcg@5"],
@@ -139,6 +147,7 @@ def run_model(
         "invalid": test.invalid_rate,
         "run_dir": str(run_dir),
         "seed": seed,
+        **cold,
     }
 
 
@@ -200,6 +209,13 @@ def main() -> None:
         help="SASRec's `semid train sasrec --config` file, e.g. configs/sasrec-beauty.json (default: the "
         "library defaults); --max-minutes, --valid-users and --train-set override it",
     )
+    p.add_argument(
+        "--cold-start",
+        type=float,
+        default=0.0,
+        help="train every model on a cold-start split with this share of cold items (e.g. 0.05, seeded, the "
+        "same for every model) and add the cold-start table (runs go to NAME-cold)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
@@ -232,9 +248,20 @@ def main() -> None:
     )
     base = RecData.from_dataset(ds)
     print(f"Beauty: {base.n_users:,} users, {base.n_items:,} items, loaded in {time.perf_counter() - t:.1f}s")
+    cold = "-cold" if args.cold_start else ""
+    args.item_vectors = None
+    if args.cold_start:
+        base = base.with_cold_start(args.cold_start, 0)
+        n_cold_users = int(np.isin(base.split.test_target, base.cold_items).sum())
+        print(
+            f"cold start: {len(base.cold_items):,} cold items, {n_cold_users:,} test users with a cold target"
+        )
+        X = np.load(BEAUTY / "embeddings" / "minilm-l6-v2.npy").astype(np.float32)
+        order = {i: r for r, i in enumerate(json.loads((BEAUTY / "embeddings" / "items.json").read_text()))}
+        args.item_vectors = X[[order[str(i)] for i in base.item_ids]]
 
-    s = base.split
-    pop = evaluate_most_popular(s.test_history, s.test_target, base.n_items)
+    split = base.split
+    pop = evaluate_most_popular(split.test_history, split.test_target, base.n_items)
     rows: list[dict[str, Any]] = [
         *REFERENCES,
         {
@@ -258,12 +285,14 @@ def main() -> None:
     )
     for s in seeds:
         if "sasrec" in models:
-            run = run_model("sasrec", base, args.out / f"sasrec{seed_suffix(s)}", args, s)
+            run = run_model("sasrec", base, args.out / f"sasrec{cold}{seed_suffix(s)}", args, s)
             runs.append({"model": sasrec_name, **run})
             print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
         for method in methods if "tiger" in models else []:
             data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
-            run = run_model("tiger", data, args.out / f"tiger-{method}{seed_suffix(s)}", args, s)
+            if args.cold_start:
+                data = data.with_cold_start(args.cold_start, 0)
+            run = run_model("tiger", data, args.out / f"tiger-{method}{cold}{seed_suffix(s)}", args, s)
             runs.append({"model": f"TIGER, {method} IDs (ours)", **run})
             print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
     rows += summarize_seeds(runs) if len(seeds) > 1 else runs
@@ -272,6 +301,15 @@ def main() -> None:
         print_table(runs, COLUMNS + ["seed"], "each seed")
         title += f", mean ± sd over seeds {', '.join(map(str, seeds))}"
     print_table(rows, COLUMNS, title)
+    if args.cold_start:
+        cold_rows = [{"model": r["model"], "R@10": r["cold R@10"], "N@10": r["cold N@10"]} for r in runs]
+        for name, m in getattr(args, "cold_baselines", {}).items():
+            cold_rows.append({"model": name, "R@10": m["recall@10"], "N@10": m["ndcg@10"]})
+        n = runs[0]["cold users"] if runs else 0
+        print_table(
+            cold_rows, ["model", "R@10", "N@10"], f"Cold start: the {n:,} test users whose target is cold"
+        )
+        rows += [{**r, "model": f"cold start: {r['model']}"} for r in cold_rows]
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=2) + "\n")
     if args.json:
         emit_json([*rows, *runs])

@@ -227,3 +227,67 @@ def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, ca
     assert {k: config["train"][k] for k in recipe_options["train"]} == recipe_options["train"]
     assert config["model"]["encoder_tokens"] == "items" and config["model"]["d_model"] == 128  # paper scale
     assert config["train"]["epochs"] == 1
+
+
+@pytest.fixture(scope="module")
+def cold_run(shop: Path) -> Path:
+    run_dir = shop / "runs" / "tiger-cold"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["train", "tiger", str(shop / "data"), "--ids", str(shop / "ids.parquet"), "-o", str(run_dir)]
+            + ["--config", str(shop / "config.json"), "--quiet", "--cold-start", "0.2"]
+        )
+    assert exc.value.code in (0, None)
+    return run_dir
+
+
+def test_a_cold_start_run_trains_without_the_cold_items_and_keeps_them_in_the_trie(cold_run: Path) -> None:
+    from semid.rec.data import RecData
+    from semid.rec.train import load_model
+
+    data = RecData.load(cold_run)
+    assert len(data.cold_items) == 8  # 20% of the 40 interacted items
+    s = data.split
+    assert not np.isin(s.train.items, data.cold_items).any()  # no training sequence holds one
+    assert not np.isin(s.valid_target, data.cold_items).any()
+    assert not np.isin(s.test_history.items, data.cold_items).any()
+    assert np.isin(s.test_target, data.cold_items).any()  # but some users' test targets are cold
+    model = load_model(cold_run)
+    assert data.codes.shape[0] == 40  # every item keeps its Semantic ID ...
+    np.testing.assert_array_equal(model.item_codes.numpy(), data.codes)
+    assert all(row in model.index.trie for row in data.codes[data.cold_items])  # ... in the decoding trie
+
+
+def test_evaluate_cold_start_scores_the_cold_target_users_and_the_content_baseline(
+    cold_run: Path, shop: Path, capsys
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from semid.rec.data import RecData
+
+    X = np.eye(N_ITEMS, dtype=np.float32) + np.eye(N_ITEMS, k=1, dtype=np.float32)  # item i is near i + 1
+    pq.write_table(
+        pa.table({"item_id": [f"i{i}" for i in range(N_ITEMS)], "embedding": pa.array(list(X))}),
+        shop / "text.parquet",
+    )
+    code, out, err = run(
+        ["evaluate", str(cold_run), "--cold-start", "--json", "--embeddings", str(shop / "text.parquet")],
+        capsys,
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    data = RecData.load(cold_run)
+    n_cold_users = int(np.isin(data.split.test_target, data.cold_items).sum())
+    assert res["cold_start"] == {"cold_items": 8, "users": n_cold_users}
+    assert res["model"]["n_users"] == n_cold_users and res["model"]["invalid_rate"] == 0.0
+    assert set(res["content"]) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+    assert res["content"]["recall@10"] > 0.3  # the next item of a walk is the nearest text vector
+
+
+def test_cold_start_on_a_run_without_the_split_is_one_clear_error(tiger_run: Path, capsys) -> None:
+    code, _, err = run(["evaluate", str(tiger_run), "--cold-start"], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"Error: {tiger_run} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
+    )

@@ -82,6 +82,17 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="Dataset format (default: detect).")] = "auto",
+    cold_start: Annotated[
+        float | None,
+        typer.Option(
+            "--cold-start",
+            help="Make this share of the items cold (e.g. 0.05): out of every training sequence, kept only "
+            "as test targets and in the ID trie; `semid evaluate RUN --cold-start` then measures them.",
+        ),
+    ] = None,
+    cold_start_seed: Annotated[
+        int, typer.Option("--cold-start-seed", help="Seed of the cold items (the same set for every model).")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train SASRec or TIGER with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR."""
@@ -101,9 +112,10 @@ def train_cmd(
     }
     train_options = {**sections["train"], **{k: v for k, v in changes.items() if v is not None}}
     if resume:
-        if data or ids is not None or sections["model"]:
+        if data or ids is not None or sections["model"] or cold_start is not None:
             raise SemidError(
-                "--resume continues a run with its own data, IDs and model: drop DATA, --ids, 'model'"
+                "--resume continues a run with its own data, IDs, split and model: "
+                "drop DATA, --ids, --cold-start, 'model'"
             )
         _, result = fit(model.value, None, output, train_config=train_options, resume=True)
     else:
@@ -121,6 +133,13 @@ def train_cmd(
 
             id_table = read_ids(ids)
         rec = RecData.from_dataset(ds, id_table, ids_name=str(ids))
+        if cold_start is not None:
+            n_before = rec.n_users
+            rec = rec.with_cold_start(cold_start, cold_start_seed)
+            console.print(
+                f"cold start: {len(rec.cold_items):,} items kept out of training (test targets only); "
+                f"{n_before - rec.n_users:,} users left with < 3 items dropped"
+            )
         if rec.n_dropped_users:
             console.print(f"left out {rec.n_dropped_users:,} users with fewer than 3 interactions")
         console.print(f"{rec.n_users:,} users, {rec.n_items:,} items -> {output}")
@@ -155,11 +174,27 @@ def evaluate_cmd(
         bool, typer.Option("--unconstrained", help="TIGER: decode without the trie; report invalid IDs.")
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per batch.")] = 256,
+    cold_start: Annotated[
+        bool,
+        typer.Option(
+            "--cold-start",
+            help="Only test users whose target is a cold item (a run trained with --cold-start).",
+        ),
+    ] = False,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            "--embeddings",
+            help="Item text embeddings (.parquet item_id + embedding): adds the content baseline (nearest "
+            "items to the mean of the history).",
+        ),
+    ] = None,
     device: Device = "cpu",
 ) -> None:
     """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline."""
     from semid.rec.train import evaluate_run
 
+    vectors = _run_item_vectors(run_dir, embeddings) if embeddings is not None else None
     if batch_size < 1:
         raise SemidError(f"--batch-size {batch_size} should be at least 1")
     if beam_size is not None and beam_size < 1:
@@ -172,19 +207,45 @@ def evaluate_cmd(
         beam_size=beam_size,
         constrained=not unconstrained,
         progress=not as_json,
+        cold_start=cold_start,
+        item_vectors=vectors,
     )
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True))
         return
     m = res["model"]
-    table = _metrics_table(f"{run_dir} on {m['n_users']:,} users ({split.value})")
+    who = f"{m['n_users']:,} users ({split.value})"
+    if cold_start:
+        who = f"{m['n_users']:,} test users whose target is one of {res['cold_start']['cold_items']:,} cold items"
+    table = _metrics_table(f"{run_dir} on {who}")
     table.add_row(*_metrics_row(res["model_type"], m))
     table.add_row(*_metrics_row("most popular", res["most_popular"]))
+    if "content" in res:
+        table.add_row(*_metrics_row("content (text embeddings)", res["content"]))
     speed = f"{m['users_per_s']:,.0f} users/s"
     if res["model_type"] == "tiger":
         speed += f", invalid IDs {m['invalid_rate']:.2%}"
     table.caption = speed
     out.print(table)
+
+
+def _run_item_vectors(run_dir: Path, path: Path) -> Any:
+    """The vectors of ``path`` in the run's item order; items without one are an error naming the first."""
+    import numpy as np
+
+    from semid.embed.store import read_embeddings
+    from semid.rec.data import RecData
+
+    data = RecData.load(run_dir)
+    ids, X = read_embeddings(path)
+    row = {str(i): r for r, i in enumerate(ids)}
+    missing = [str(i) for i in data.item_ids if str(i) not in row]
+    if missing:
+        raise SemidError(
+            f"{path}: no embedding for item {missing[0]!r} ({len(missing):,} of the run's "
+            f"{data.n_items:,} items have none)"
+        )
+    return X[np.array([row[str(i)] for i in data.item_ids])]
 
 
 @app.command("recommend")

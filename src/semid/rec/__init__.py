@@ -4,7 +4,11 @@
 - :mod:`~semid.rec.tiger`: TIGER, an encoder-decoder that generates the next item's Semantic ID;
 - :mod:`~semid.rec.beam`: beam search over Semantic IDs, constrained to real items by a prefix trie;
 - :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
-- :mod:`~semid.rec.train`: the shared trainer (checkpoints, resume, early stopping) and run directories;
+- :mod:`~semid.rec.train`: the shared trainer (validation each epoch, early stopping, resume);
+- :mod:`~semid.rec.config`: :class:`TrainConfig`, each model's defaults and run-config files;
+- :mod:`~semid.rec.io`: build, save and load models; what a run directory holds;
+- :mod:`~semid.rec.checkpoints`: the checkpointed training state, saved and restored;
+- :mod:`~semid.rec.runs`: :func:`evaluate_run`, a run's best model on the test or validation targets;
 - :mod:`~semid.rec.data`: :class:`RecData`, next-item examples and length-bucketed batches.
 
 Names are imported on first use, so ``import semid.rec`` stays light (torch loads with the models). The
@@ -32,13 +36,13 @@ _EXPORTS = {
     "beam_search": "semid.rec.beam",
     "evaluate_most_popular": "semid.rec.evaluate",
     "recall_ndcg": "semid.rec.evaluate",
-    "TrainConfig": "semid.rec.train",
+    "TrainConfig": "semid.rec.config",
     "TrainResult": "semid.rec.train",
-    "build_model": "semid.rec.train",
-    "evaluate_run": "semid.rec.train",
+    "build_model": "semid.rec.io",
+    "evaluate_run": "semid.rec.runs",
     "fit": "semid.rec.train",
-    "load_model": "semid.rec.train",
-    "save_model": "semid.rec.train",
+    "load_model": "semid.rec.io",
+    "save_model": "semid.rec.io",
     "train_demo_tiger": "semid.rec.train",
 }
 

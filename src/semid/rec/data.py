@@ -68,6 +68,8 @@ class RecData:
     codes: np.ndarray | None = None  # (n_items, L) int64 Semantic ID codes, unique per item
     semantic_ids: np.ndarray | None = None  # (n_items,) object array of Semantic ID strings
     n_dropped_users: int = field(default=0, compare=False)  # users left out for having < 3 items
+    # items of a cold-start split (sorted indices): in no training sequence, only as test targets; None = no split
+    cold_items: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -129,6 +131,26 @@ class RecData:
             data.codes, data.semantic_ids = align_ids(ids, data.item_ids, name=ids_name)
         return data
 
+    def with_cold_start(self, share: float = 0.05, seed: int = 0) -> RecData:
+        """This data with a seeded ``share`` of the items made cold (:func:`semid.rec.cold.cold_start_split`):
+        they keep their titles and Semantic IDs but appear only as test targets; users left with fewer than
+        3 items are dropped (added to :attr:`n_dropped_users`)."""
+        from semid.rec.cold import cold_start_split
+
+        if self.cold_items is not None:
+            raise SemidError("this data already has a cold-start split")
+        split = cold_start_split(self.sequences, self.n_items, share, seed)
+        return RecData(
+            item_ids=self.item_ids,
+            sequences=split.sequences,
+            user_ids=self.user_ids[split.kept_users],
+            titles=self.titles,
+            codes=self.codes,
+            semantic_ids=self.semantic_ids,
+            n_dropped_users=self.n_dropped_users + self.n_users - len(split.kept_users),
+            cold_items=split.cold_items,
+        )
+
     # -- persistence -------------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -142,6 +164,10 @@ class RecData:
             cols["semantic_id"] = pa.array(self.semantic_ids.tolist(), pa.string())
         if self.codes is not None:
             cols["codes"] = _list_array(self.codes, np.arange(0, self.codes.size + 1, self.codes.shape[1]))
+        if self.cold_items is not None:
+            cold = np.zeros(self.n_items, dtype=bool)
+            cold[self.cold_items] = True
+            cols["cold"] = pa.array(cold)
         with atomic_path(directory / ITEMS_NAME) as tmp:
             pq.write_table(pa.table(cols), tmp)
         seq = pa.table(
@@ -160,8 +186,8 @@ class RecData:
         for name in (ITEMS_NAME, SEQUENCES_NAME):
             if not (directory / name).is_file():
                 raise SemidError(f"{directory / name}: no such file (is {directory} a semid run directory?)")
-        items = pq.read_table(directory / ITEMS_NAME)
-        seq = pq.read_table(directory / SEQUENCES_NAME)
+        items = _read_run_table(directory, ITEMS_NAME, ("item_id",))
+        seq = _read_run_table(directory, SEQUENCES_NAME, ("user_id", "items"))
         lists = seq["items"].combine_chunks()
         codes = None
         if "codes" in items.column_names:
@@ -182,6 +208,11 @@ class RecData:
             titles=objects("title"),
             codes=codes,
             semantic_ids=objects("semantic_id"),
+            cold_items=(
+                np.flatnonzero(items["cold"].to_numpy(zero_copy_only=False))
+                if "cold" in items.column_names
+                else None
+            ),
         )
 
     def parse_history(self, history: list[str]) -> np.ndarray:
@@ -195,6 +226,24 @@ class RecData:
                 + (f"; {len(unknown)} unknown items in all" if len(unknown) > 1 else "")
             )
         return np.array([self.index[h] for h in history], dtype=np.int64)
+
+
+def _read_run_table(directory: Path, name: str, columns: tuple[str, ...]) -> pa.Table:
+    """``directory/name`` as a table; an unreadable file or a missing column is one error naming the file."""
+    path = directory / name
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:  # damaged or not Parquet: pyarrow's first line says how
+        text = str(e).split("': ", 1)[-1] if str(e).startswith("Could not open Parquet input") else str(e)
+        reason = " ".join(text.split()).split(". ")[0].rstrip(".") or type(e).__name__  # one line, one clause
+        raise SemidError(f"{directory}: not a readable run ({path}: {reason})") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise SemidError(
+            f"{directory}: not a readable run ({path}: no column {missing[0]!r}; "
+            f"columns: {', '.join(table.column_names)})"
+        )
+    return table
 
 
 def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.Array:

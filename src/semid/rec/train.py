@@ -9,19 +9,10 @@ predict at every position). Batches group examples of equal history length, so a
 After each epoch the model is evaluated on the validation targets (Recall/NDCG@5/10, full ranking); the
 best NDCG@10 so far is saved, and ``patience`` epochs without improvement stop the run.
 
-What a run directory holds (each file written atomically)::
-
-    run_dir/config.json             model type, model config, training config, data summary
-    run_dir/model.safetensors       the best weights so far (by validation NDCG@10)
-    run_dir/items.parquet           the item universe (ids, titles, Semantic IDs) ...
-    run_dir/sequences.parquet       ... and the users' sequences: evaluation needs nothing else
-    run_dir/metrics.jsonl           one JSON object per epoch (loss, lr, validation metrics, speed)
-    run_dir/tensorboard/            the same scalars, when tensorboard is installed
-    run_dir/checkpoints/last/       state.safetensors (weights, optimizer tensors, RNG) + trainer.json
-
-Checkpoints are written after every epoch and when a run stops early (time or step limit, mid-epoch
-included). Batch order depends only on ``(seed, epoch)`` and the torch RNG state is saved, so a resumed run
-continues exactly as the uninterrupted one would have (same machine, same threads).
+The parts live in their own modules (all re-exported here): :mod:`~semid.rec.config` (:class:`TrainConfig`,
+defaults, run-config files), :mod:`~semid.rec.io` (build, save and load models; what a run directory
+holds), :mod:`~semid.rec.checkpoints` (the checkpointed state, resume) and :mod:`~semid.rec.runs`
+(:func:`evaluate_run`). This module holds the training loop, :func:`fit` and the demo.
 """
 
 from __future__ import annotations
@@ -30,9 +21,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,284 +31,68 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._outputs import check_output
 from semid._utils import (
-    atomic_path,
     bf16_is_fast,
     decay_progress,
     fingerprint_arrays,
     finish_interrupted_swap,
     resolve_device,
-    swapped_aside,
 )
 from semid.data import Sequences
 from semid.errors import SemidError
+from semid.rec.checkpoints import (  # noqa: F401  (re-exported)
+    RUN_FILES,
+    TrainState,
+    _checkpoint_weights,
+    _load_checkpoint,
+    _save_checkpoint,
+    _truncate_metrics,
+    check_new_run_dir,
+    read_checkpoint,
+    read_metrics,
+)
+from semid.rec.config import (  # noqa: F401  (re-exported)
+    AUTOCAST,
+    MODELS,
+    RESUMABLE,
+    SCHEDULES,
+    SELECT_BY,
+    TrainConfig,
+    config_from_dict,
+    default_train_config,
+    read_config_file,
+)
 from semid.rec.data import (
-    ITEMS_NAME,
-    SEQUENCES_NAME,
     Examples,
     RecData,
     collate,
-    history_examples,
     length_batches,
     prefix_examples,
     window_examples,
 )
-from semid.rec.evaluate import KS, EvalResult, evaluate, evaluate_most_popular
-from semid.rec.sasrec import SASRec, SASRecConfig
-from semid.rec.tiger import TIGER, TIGERConfig
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.jsonl"
-STATE_NAME = "state.safetensors"
-TRAINER_NAME = "trainer.json"
-EMBEDDINGS_NAME = "item_embeddings.parquet"
-LAST = Path("checkpoints") / "last"
-MODELS: dict[str, tuple[type[nn.Module], type]] = {
-    "sasrec": (SASRec, SASRecConfig),
-    "tiger": (TIGER, TIGERConfig),
-}
-SCHEDULES = ("cosine", "linear", "constant")
-AUTOCAST = ("auto", "bf16", "off")
-SELECT_BY = "ndcg@10"  # the validation metric that picks the best epoch and drives early stopping
-# Options that may change when a run is resumed: they say how long and where to run, not what to learn.
-RESUMABLE = {
-    "epochs",
-    "max_minutes",
-    "max_steps",
-    "device",
-    "num_threads",
-    "progress",
-    "tensorboard",
-    "eval_batch_size",
-}
-
-
-@dataclass
-class TrainConfig:
-    """How to train. :func:`default_train_config` gives each model's defaults."""
-
-    epochs: int = 200  # an upper bound: early stopping usually ends the run sooner
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0  # AdamW decay of weight matrices and embeddings (never of biases and norms)
-    warmup_steps: int = 200  # linear warmup from 0, in optimizer steps
-    # after warmup: "cosine" or "linear" decay to lr * min_lr_ratio at the last epoch, or "constant"
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.05
-    clip_grad_norm: float = 1.0  # 0 disables clipping
-    patience: int = 10  # validations without a better NDCG@10 before stopping; 0 = never stop early
-    eval_every: int = 1  # epochs between validations
-    valid_users: int = 0  # validate on a fixed random subset of this many users (0 = all) to save time
-    eval_batch_size: int = 256
-    # stop (validated and saved) after this much training time in all, over every session of a resumed run
-    # (raise it when resuming to train longer); the learning-rate decay then follows the time budget too,
-    # so a run cut by the clock still ends at the low rate. 0 = no limit
-    max_minutes: float = 0.0
-    max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit
-    # TIGER only: each epoch keeps the example whose target is item t (0-based, so t >= 1) of a training
-    # sequence of n items with probability (t / (n - 1)) ** target_bias, so the last target is always kept
-    # and early ones are seen less often (target sampling biased to recent items, as GenPAS, arXiv
-    # 2509.13648). 0 = every prefix every epoch (the paper's recipe). Epochs get shorter, and patience
-    # counts validations, so under max_minutes give patience=0 (bench/results/beauty_rec_tiger_tb1.txt). On
-    # Beauty, 1 matched 0 on validation but lost 13% test NDCG@10 (beauty_rec_tiger_tb1_p0.txt)
-    target_bias: float = 0.0
-    # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
-    autocast: str = "auto"
-    device: str = "auto"  # "auto", "cpu", "cuda" or "mps"
-    num_threads: int = 2  # torch CPU threads (this machine's cores are shared)
-    seed: int = 0
-    progress: bool = True  # tqdm bars
-    tensorboard: bool = True  # also log to run_dir/tensorboard when tensorboard is installed
-
-    def validate(self) -> None:
-        """Reject bad values with one line quoting them."""
-        for name, low in (
-            ("epochs", 1),
-            ("batch_size", 1),
-            ("warmup_steps", 0),
-            ("patience", 0),
-            ("eval_every", 1),
-            ("valid_users", 0),
-            ("eval_batch_size", 1),
-            ("max_steps", 0),
-            ("num_threads", 1),
-            ("seed", 0),
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise SemidError(f"{name}={v!r} should be an integer >= {low}")
-        for name, low, high in (
-            ("lr", 0.0, math.inf),
-            ("weight_decay", 0.0, math.inf),
-            ("min_lr_ratio", 0.0, 1.0),
-            ("clip_grad_norm", 0.0, math.inf),
-            ("max_minutes", 0.0, math.inf),
-            ("target_bias", 0.0, math.inf),
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
-                raise SemidError(f"{name}={v!r} should be a number in [{low:g}, {high:g}]")
-        if self.lr <= 0:
-            raise SemidError(f"lr={self.lr!r} should be > 0")
-        if self.schedule not in SCHEDULES:
-            raise SemidError(f"schedule={self.schedule!r} is not one of {', '.join(map(repr, SCHEDULES))}")
-        if self.autocast not in AUTOCAST:
-            raise SemidError(f"autocast={self.autocast!r} is not one of {', '.join(map(repr, AUTOCAST))}")
-        resolve_device(self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def default_train_config(model_type: str, **changes: Any) -> TrainConfig:
-    """Each model's training defaults (what the CLI uses), with ``changes`` applied."""
-    if model_type == "sasrec":
-        base = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, patience=10)
-    elif model_type == "tiger":
-        base = TrainConfig(batch_size=256, lr=1e-3, weight_decay=0.035, warmup_steps=500, patience=5)
-    else:
-        raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
-    return TrainConfig(**{**base.to_dict(), **changes})
-
-
-def config_from_dict(cls: type, data: dict[str, Any], *, source: str) -> Any:
-    """``cls(**data)`` after checking the keys: an unknown key is an error listing the known ones."""
-    if not isinstance(data, dict):
-        raise SemidError(f"{source}: expected a mapping of option names to values, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SemidError(f"{source}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return cls(**data)
-
-
-def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """A JSON (or, with PyYAML, YAML) run config: ``{"model": {...}, "train": {...}}``, both sections optional.
-
-    ``model`` holds :class:`~semid.rec.sasrec.SASRecConfig` / :class:`~semid.rec.tiger.TIGERConfig` options,
-    ``train`` :class:`TrainConfig` options; anything else is an error naming it.
-    """
-    from semid._utils import read_config_file as read_mapping
-
-    data = read_mapping(path)
-    if not isinstance(data, dict):
-        raise SemidError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
-    unknown = sorted(set(data) - {"model", "train"})
-    if unknown:
-        raise SemidError(f"{path}: unknown section {unknown[0]!r} (expected 'model' and/or 'train')")
-    for section in ("model", "train"):
-        if not isinstance(data.get(section, {}), dict):
-            raise SemidError(f"{path}: section {section!r} should be a mapping of options to values")
-    return {"model": dict(data.get("model") or {}), "train": dict(data.get("train") or {})}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Models: build, save, load
-# --------------------------------------------------------------------------------------------------------
-
-
-def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
-    """A fresh model for ``data``: the paper defaults, the data's sizes, then ``overrides``."""
-    if model_type not in MODELS:
-        raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
-    klass, config_cls = MODELS[model_type]
-    fixed = {"n_items": data.n_items}
-    if model_type == "tiger":
-        if data.codes is None:
-            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
-        fixed["codebook_sizes"] = [int(c) + 1 for c in data.codes.max(axis=0)]
-        given = overrides.get("codebook_sizes")
-        if given is not None:  # wider vocabularies are fine (e.g. the quantizer's K), narrower ones are not
-            if len(given) != len(fixed["codebook_sizes"]) or any(
-                g < f for g, f in zip(given, fixed["codebook_sizes"], strict=True)
-            ):
-                raise SemidError(
-                    f"codebook_sizes={given} do not fit the IDs (levels need at least {fixed['codebook_sizes']})"
-                )
-            fixed["codebook_sizes"] = list(given)
-    for key in ("n_items",):
-        if key in overrides and overrides[key] != fixed[key]:
-            raise SemidError(f"{key}={overrides[key]} does not match the data ({fixed[key]})")
-    config = config_from_dict(config_cls, {**overrides, **fixed}, source=f"{model_type} config")
-    return klass(config, data.codes) if model_type == "tiger" else klass(config)
-
-
-def save_model(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``model_type``, ``model`` config, plus ``extra``)."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp))
-    _write_config(directory, model, extra or {})
-    return directory
-
-
-def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a run (or model) directory."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise SemidError(f"{path}: no such file (is {directory} a semid run directory?)")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
-    if config.get("model_type") not in MODELS:
-        raise SemidError(f"{path}: unknown model_type {config.get('model_type')!r}")
-    return config
-
-
-def _model_from(
-    model_type: str, model_config: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path
-) -> nn.Module:
-    klass = MODELS[model_type][0]
-    try:
-        return klass.from_state(model_config, tensors)  # type: ignore[attr-defined]
-    except (RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise SemidError(f"{where}: weights do not fit the config ({first})") from None
-
-
-def load_model(directory: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """The model saved in ``directory`` (the best weights of a run), in eval mode on ``device``."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    config = read_config(directory)
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise SemidError(f"{weights}: no such file (the run has not finished an epoch yet)")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise SemidError(f"{weights}: cannot read weights ({e})") from None
-    model = _model_from(config["model_type"], config["model"], tensors, weights)
-    return model.to(resolve_device(device)).eval()
-
+from semid.rec.evaluate import evaluate, evaluate_most_popular
+from semid.rec.io import (  # noqa: F401  (re-exported)
+    CONFIG_NAME,
+    EMBEDDINGS_NAME,
+    LAST,
+    METRICS_NAME,
+    STATE_NAME,
+    TRAINER_NAME,
+    WEIGHTS_NAME,
+    _model_from,
+    _write_config,
+    build_model,
+    export_item_embeddings,
+    load_model,
+    read_config,
+    save_model,
+)
+from semid.rec.runs import evaluate_run, split_examples  # noqa: F401  (re-exported)
+from semid.rec.sasrec import SASRec
 
 # --------------------------------------------------------------------------------------------------------
 # The training loop
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; what a checkpoint restores."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    batch_in_epoch: int = 0  # batches of the current epoch already done (mid-epoch checkpoints)
-    loss_sum: float = 0.0  # running sum of the current epoch's batch losses
-    best_value: float | None = None  # best validation NDCG@10
-    best_epoch: int | None = None
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    bad_evals: int = 0  # validations since the last improvement
-    early_stopped: bool = False
-    seconds: float = 0.0  # training wall time over all sessions
 
 
 @dataclass
@@ -381,16 +155,6 @@ def training_examples(model: nn.Module, data: RecData) -> Examples:
     """The training examples ``model`` learns from: windows (SASRec) or every prefix (TIGER)."""
     make = window_examples if model.example_kind == "windows" else prefix_examples
     return make(data.split.train, data.user_keys, model.max_history)
-
-
-def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Examples:
-    """One example per user: the validation (``"valid"``) or test (``"test"``) target after its history."""
-    s = data.split
-    if split == "valid":
-        return history_examples(s.train, s.valid_target, data.user_keys, model.max_history)
-    if split == "test":
-        return history_examples(s.test_history, s.test_target, data.user_keys, model.max_history)
-    raise SemidError(f"split={split!r} is not one of 'valid', 'test'")
 
 
 def target_keep_probability(examples: Examples, seqs: Sequences, target_bias: float) -> np.ndarray:
@@ -606,14 +370,6 @@ def _train(
     )
 
 
-def _write_config(run_dir: Path, model: nn.Module, extra: dict[str, Any]) -> None:
-    path = run_dir / CONFIG_NAME
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    config = {**old, **extra, "model_type": model.model_type, "model": model.config.to_dict()}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
 def _log(run_dir: Path, record: dict[str, Any], writer: Any) -> None:
     with open(run_dir / METRICS_NAME, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -634,125 +390,6 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is an optional extra (semid[rec])
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-# What a run directory holds; a directory with anything else in it is not a run's and is never written into.
-RUN_FILES = frozenset(
-    {CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, EMBEDDINGS_NAME, "checkpoints", "tensorboard"}
-    | {ITEMS_NAME, SEQUENCES_NAME}
-)
-
-
-def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
-    """Refuse to start a run where it would overwrite something: a run (resume it instead), a file, a
-    directory holding files a run does not write, one of ``inputs``, or a folder the user cannot write in.
-    A directory left by a run killed before its first checkpoint holds only run files and is reused."""
-    run_dir = Path(run_dir)
-    if swapped_aside(run_dir / LAST).exists():
-        raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
-    check_output(
-        run_dir,
-        is_dir=True,
-        inputs=inputs,
-        replaceable=lambda d: all(p.name in RUN_FILES for p in d.iterdir()),
-        what="a run directory",
-    )
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl`` (empty if there are none)."""
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------------
-
-
-def _save_checkpoint(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    state: TrainState,
-    config: TrainConfig,
-    data_fp: str,
-) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, Any] = {}
-    for pid, pstate in opt["state"].items():
-        for key, val in pstate.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"optim.{pid}.{key}"] = val.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = val
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {
-        "model_type": model.model_type,
-        "model": model.config.to_dict(),
-        "train": config.to_dict(),
-        "state": asdict(state),
-        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-        "data_fingerprint": data_fp,
-    }
-    with atomic_path(run_dir / LAST, is_dir=True, replaceable=lambda _: True) as tmp:
-        save_file(tensors, str(tmp / STATE_NAME))
-        (tmp / TRAINER_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-
-
-def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``trainer.json`` of ``run_dir``'s last checkpoint (model type and config, train config, state)."""
-    path = swapped_aside(Path(run_dir) / LAST) / TRAINER_NAME
-    if not path.is_file():
-        raise SemidError(f"{Path(run_dir)}: no checkpoint to resume ({path} is missing)")
-    return json.loads(path.read_text())
-
-
-def _load_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, data_fp: str
-) -> TrainState:
-    from safetensors.torch import load_file
-
-    meta = read_checkpoint(run_dir)
-    where = run_dir / LAST
-    if meta["model_type"] != model.model_type or meta["model"] != model.config.to_dict():
-        raise SemidError(
-            f"{where}: the checkpoint holds another model ({meta['model_type']}, {meta['model']})"
-        )
-    if meta["data_fingerprint"] != data_fp:
-        raise SemidError(f"{where}: the run was trained on other data; resume with the same data and IDs")
-    for key, old in meta["train"].items():
-        new = getattr(config, key, None)
-        if key not in RESUMABLE and new != old:
-            raise SemidError(
-                f"{where}: the run was trained with {key}={old!r}, not {new!r}; resume with the same config"
-            )
-    tensors = load_file(str(where / STATE_NAME))
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            opt_state.setdefault(int(pid), {})[key] = v
-    for k, v in meta["optimizer"]["scalars"].items():
-        pid, key = k.split(".", 1)
-        opt_state.setdefault(int(pid), {})[key] = v
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    _truncate_metrics(run_dir, meta["state"]["step"])
-    return TrainState(**meta["state"])
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metrics records written after the checkpoint (a run killed between the two writes)."""
-    records = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    with atomic_path(run_dir / METRICS_NAME) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -808,54 +445,6 @@ def fit(
     if isinstance(model, SASRec):
         export_item_embeddings(model, data, Path(run_dir) / EMBEDDINGS_NAME)
     return model, result
-
-
-def export_item_embeddings(model: SASRec, data: RecData, path: str | os.PathLike) -> Path:
-    """Write SASRec's item vectors as an embeddings file (``item_id`` + ``embedding``), e.g. for an RQ-VAE."""
-    from semid.embed.store import write_embeddings
-
-    return write_embeddings(path, data.item_ids.astype(str), model.item_embeddings())
-
-
-def _checkpoint_weights(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(run_dir) / LAST / STATE_NAME))
-    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-
-
-def evaluate_run(
-    run_dir: str | os.PathLike,
-    split: str = "test",
-    *,
-    device: str = "cpu",
-    batch_size: int = 256,
-    beam_size: int | None = None,
-    constrained: bool = True,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Test (or validation) metrics of a run's best model next to the most-popular baseline."""
-    device = resolve_device(device)
-    model = load_model(run_dir, device=device)
-    data = RecData.load(run_dir)
-    examples = split_examples(model, data, split)
-    options: dict[str, Any] = {}
-    if isinstance(model, TIGER):
-        options = {"beam_size": beam_size, "constrained": constrained}
-    elif beam_size is not None or not constrained:
-        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
-    res: EvalResult = evaluate(
-        model, examples, batch_size=batch_size, device=device, progress=progress, **options
-    )
-    s = data.split
-    history = s.train if split == "valid" else s.test_history
-    popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
-    return {
-        "model_type": model.model_type,
-        "split": split,
-        "model": res.to_dict(),
-        "most_popular": popular,
-    }
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""How to train: :class:`TrainConfig`, each model's defaults, and the run-config file that sets them.
+
+    config = default_train_config("tiger", lr=2e-3)         # the TIGER defaults with one change
+    sections = read_config_file("run.yaml")                # {"model": {...}, "train": {...}}
+
+:data:`MODELS` names the model types and their config classes; :data:`RESUMABLE` the training options
+that may change when a run is resumed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from semid._utils import resolve_device
+from semid.errors import SemidError
+from semid.rec.sasrec import SASRec, SASRecConfig
+from semid.rec.tiger import TIGER, TIGERConfig
+
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "sasrec": (SASRec, SASRecConfig),
+    "tiger": (TIGER, TIGERConfig),
+}
+SCHEDULES = ("cosine", "linear", "constant")
+AUTOCAST = ("auto", "bf16", "off")
+SELECT_BY = "ndcg@10"  # the validation metric that picks the best epoch and drives early stopping
+# Options that may change when a run is resumed: they say how long and where to run, not what to learn.
+RESUMABLE = {
+    "epochs",
+    "max_minutes",
+    "max_steps",
+    "device",
+    "num_threads",
+    "progress",
+    "tensorboard",
+    "eval_batch_size",
+}
+
+
+@dataclass
+class TrainConfig:
+    """How to train. :func:`default_train_config` gives each model's defaults."""
+
+    epochs: int = 200  # an upper bound: early stopping usually ends the run sooner
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # AdamW decay of weight matrices and embeddings (never of biases and norms)
+    warmup_steps: int = 200  # linear warmup from 0, in optimizer steps
+    # after warmup: "cosine" or "linear" decay to lr * min_lr_ratio at the last epoch, or "constant"
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    clip_grad_norm: float = 1.0  # 0 disables clipping
+    patience: int = 10  # validations without a better NDCG@10 before stopping; 0 = never stop early
+    eval_every: int = 1  # epochs between validations
+    valid_users: int = 0  # validate on a fixed random subset of this many users (0 = all) to save time
+    eval_batch_size: int = 256
+    # stop (validated and saved) after this much training time in all, over every session of a resumed run
+    # (raise it when resuming to train longer); the learning-rate decay then follows the time budget too,
+    # so a run cut by the clock still ends at the low rate. 0 = no limit
+    max_minutes: float = 0.0
+    max_steps: int = 0  # stop after this many optimizer steps in all; 0 = no limit
+    # TIGER only: each epoch keeps the example whose target is item t (0-based, so t >= 1) of a training
+    # sequence of n items with probability (t / (n - 1)) ** target_bias, so the last target is always kept
+    # and early ones are seen less often (target sampling biased to recent items, as GenPAS, arXiv
+    # 2509.13648). 0 = every prefix every epoch (the paper's recipe). Epochs get shorter, and patience
+    # counts validations, so under max_minutes give patience=0 (bench/results/beauty_rec_tiger_tb1.txt). On
+    # Beauty, 1 matched 0 on validation but lost 13% test NDCG@10 (beauty_rec_tiger_tb1_p0.txt)
+    target_bias: float = 0.0
+    # "bf16" autocast of the forward pass, "off", or "auto": bf16 where it is fast (CUDA, AVX512-BF16/AMX CPUs)
+    autocast: str = "auto"
+    device: str = "auto"  # "auto", "cpu", "cuda" or "mps"
+    num_threads: int = 2  # torch CPU threads (this machine's cores are shared)
+    seed: int = 0
+    progress: bool = True  # tqdm bars
+    tensorboard: bool = True  # also log to run_dir/tensorboard when tensorboard is installed
+
+    def validate(self) -> None:
+        """Reject bad values with one line quoting them."""
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("warmup_steps", 0),
+            ("patience", 0),
+            ("eval_every", 1),
+            ("valid_users", 0),
+            ("eval_batch_size", 1),
+            ("max_steps", 0),
+            ("num_threads", 1),
+            ("seed", 0),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise SemidError(f"{name}={v!r} should be an integer >= {low}")
+        for name, low, high in (
+            ("lr", 0.0, math.inf),
+            ("weight_decay", 0.0, math.inf),
+            ("min_lr_ratio", 0.0, 1.0),
+            ("clip_grad_norm", 0.0, math.inf),
+            ("max_minutes", 0.0, math.inf),
+            ("target_bias", 0.0, math.inf),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+                raise SemidError(f"{name}={v!r} should be a number in [{low:g}, {high:g}]")
+        if self.lr <= 0:
+            raise SemidError(f"lr={self.lr!r} should be > 0")
+        if self.schedule not in SCHEDULES:
+            raise SemidError(f"schedule={self.schedule!r} is not one of {', '.join(map(repr, SCHEDULES))}")
+        if self.autocast not in AUTOCAST:
+            raise SemidError(f"autocast={self.autocast!r} is not one of {', '.join(map(repr, AUTOCAST))}")
+        resolve_device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_train_config(model_type: str, **changes: Any) -> TrainConfig:
+    """Each model's training defaults (what the CLI uses), with ``changes`` applied."""
+    if model_type == "sasrec":
+        base = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, patience=10)
+    elif model_type == "tiger":
+        base = TrainConfig(batch_size=256, lr=1e-3, weight_decay=0.035, warmup_steps=500, patience=5)
+    else:
+        raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
+    return TrainConfig(**{**base.to_dict(), **changes})
+
+
+def config_from_dict(cls: type, data: dict[str, Any], *, source: str) -> Any:
+    """``cls(**data)`` after checking the keys: an unknown key is an error listing the known ones."""
+    if not isinstance(data, dict):
+        raise SemidError(f"{source}: expected a mapping of option names to values, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SemidError(f"{source}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return cls(**data)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """A JSON (or, with PyYAML, YAML) run config: ``{"model": {...}, "train": {...}}``, both sections optional.
+
+    ``model`` holds :class:`~semid.rec.sasrec.SASRecConfig` / :class:`~semid.rec.tiger.TIGERConfig` options,
+    ``train`` :class:`TrainConfig` options; anything else is an error naming it.
+    """
+    from semid._utils import read_config_file as read_mapping
+
+    data = read_mapping(path)
+    if not isinstance(data, dict):
+        raise SemidError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise SemidError(f"{path}: unknown section {unknown[0]!r} (expected 'model' and/or 'train')")
+    for section in ("model", "train"):
+        if not isinstance(data.get(section, {}), dict):
+            raise SemidError(f"{path}: section {section!r} should be a mapping of options to values")
+    return {"model": dict(data.get("model") or {}), "train": dict(data.get("train") or {})}

@@ -1,0 +1,134 @@
+"""Model I/O of a run (or model) directory: build a model, save and load its weights and ``config.json``.
+
+What a run directory holds (each file written atomically)::
+
+    run_dir/config.json             model type, model config, training config, data summary
+    run_dir/model.safetensors       the best weights so far (by validation NDCG@10)
+    run_dir/items.parquet           the item universe (ids, titles, Semantic IDs) ...
+    run_dir/sequences.parquet       ... and the users' sequences: evaluation needs nothing else
+    run_dir/metrics.jsonl           one JSON object per epoch (loss, lr, validation metrics, speed)
+    run_dir/tensorboard/            the same scalars, when tensorboard is installed
+    run_dir/checkpoints/last/       state.safetensors (weights, optimizer tensors, RNG) + trainer.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from semid._utils import atomic_path, read_json_mapping, resolve_device
+from semid.errors import SemidError
+from semid.rec.config import MODELS, config_from_dict
+from semid.rec.data import RecData
+from semid.rec.sasrec import SASRec
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.jsonl"
+STATE_NAME = "state.safetensors"
+TRAINER_NAME = "trainer.json"
+EMBEDDINGS_NAME = "item_embeddings.parquet"
+LAST = Path("checkpoints") / "last"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models: build, save, load
+# --------------------------------------------------------------------------------------------------------
+
+
+def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
+    """A fresh model for ``data``: the paper defaults, the data's sizes, then ``overrides``."""
+    if model_type not in MODELS:
+        raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
+    klass, config_cls = MODELS[model_type]
+    fixed = {"n_items": data.n_items}
+    if model_type == "tiger":
+        if data.codes is None:
+            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+        fixed["codebook_sizes"] = [int(c) + 1 for c in data.codes.max(axis=0)]
+        given = overrides.get("codebook_sizes")
+        if given is not None:  # wider vocabularies are fine (e.g. the quantizer's K), narrower ones are not
+            if len(given) != len(fixed["codebook_sizes"]) or any(
+                g < f for g, f in zip(given, fixed["codebook_sizes"], strict=True)
+            ):
+                raise SemidError(
+                    f"codebook_sizes={given} do not fit the IDs (levels need at least {fixed['codebook_sizes']})"
+                )
+            fixed["codebook_sizes"] = list(given)
+    for key in ("n_items",):
+        if key in overrides and overrides[key] != fixed[key]:
+            raise SemidError(f"{key}={overrides[key]} does not match the data ({fixed[key]})")
+    config = config_from_dict(config_cls, {**overrides, **fixed}, source=f"{model_type} config")
+    return klass(config, data.codes) if model_type == "tiger" else klass(config)
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (``model_type``, ``model`` config, plus ``extra``)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp))
+    _write_config(directory, model, extra or {})
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a run (or model) directory."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise SemidError(f"{path}: no such file (is {directory} a semid run directory?)")
+    config = read_json_mapping(path)  # damaged, not UTF-8 or not an object: one error naming the file
+    if config.get("model_type") not in MODELS:
+        raise SemidError(f"{path}: unknown model_type {config.get('model_type')!r}")
+    return config
+
+
+def _model_from(
+    model_type: str, model_config: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path
+) -> nn.Module:
+    klass = MODELS[model_type][0]
+    try:
+        return klass.from_state(model_config, tensors)  # type: ignore[attr-defined]
+    except (RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise SemidError(f"{where}: weights do not fit the config ({first})") from None
+
+
+def load_model(directory: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """The model saved in ``directory`` (the best weights of a run), in eval mode on ``device``."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise SemidError(f"{weights}: no such file (the run has not finished an epoch yet)")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise SemidError(f"{weights}: cannot read weights ({e})") from None
+    model = _model_from(config["model_type"], config["model"], tensors, weights)
+    return model.to(resolve_device(device)).eval()
+
+
+def _write_config(run_dir: Path, model: nn.Module, extra: dict[str, Any]) -> None:
+    path = run_dir / CONFIG_NAME
+    old = read_json_mapping(path) if path.is_file() else {}
+    config = {**old, **extra, "model_type": model.model_type, "model": model.config.to_dict()}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def export_item_embeddings(model: SASRec, data: RecData, path: str | os.PathLike) -> Path:
+    """Write SASRec's item vectors as an embeddings file (``item_id`` + ``embedding``), e.g. for an RQ-VAE."""
+    from semid.embed.store import write_embeddings
+
+    return write_embeddings(path, data.item_ids.astype(str), model.item_embeddings())

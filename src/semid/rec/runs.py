@@ -1,0 +1,99 @@
+"""Evaluation entry points of a run directory: its best model on the validation or test targets.
+
+    print(evaluate_run("runs/tiger", "test"))   # the model's Recall/NDCG@5/10 next to most-popular
+
+:func:`split_examples` gives those targets, one per user; training validates on them too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from semid._utils import resolve_device
+from semid.errors import SemidError
+from semid.rec.cold import cold_test_users, content_scores
+from semid.rec.data import Examples, RecData, history_examples
+from semid.rec.evaluate import KS, EvalResult, evaluate, evaluate_most_popular, recall_ndcg
+from semid.rec.io import load_model
+from semid.rec.tiger import TIGER
+
+
+def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Examples:
+    """One example per user: the validation (``"valid"``) or test (``"test"``) target after its history."""
+    s = data.split
+    if split == "valid":
+        return history_examples(s.train, s.valid_target, data.user_keys, model.max_history)
+    if split == "test":
+        return history_examples(s.test_history, s.test_target, data.user_keys, model.max_history)
+    raise SemidError(f"split={split!r} is not one of 'valid', 'test'")
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    device: str = "cpu",
+    batch_size: int = 256,
+    beam_size: int | None = None,
+    constrained: bool = True,
+    progress: bool = False,
+    cold_start: bool = False,
+    item_vectors: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Test (or validation) metrics of a run's best model next to the most-popular baseline.
+
+    ``cold_start``: only the test users whose target is a cold item of the run's cold-start split
+    (``semid train --cold-start``; :mod:`semid.rec.cold`). ``item_vectors`` ((n_items, D), rows in the run's
+    item order, e.g. text embeddings) adds the content baseline: the items nearest the mean of the history.
+    """
+    device = resolve_device(device)
+    model = load_model(run_dir, device=device)
+    data = RecData.load(run_dir)
+    if cold_start and data.cold_items is None:
+        raise SemidError(
+            f"{run_dir} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
+        )
+    if cold_start and split != "test":
+        raise SemidError("cold items are test targets only: --cold-start evaluates the test split")
+    if item_vectors is not None and np.shape(item_vectors)[0] != data.n_items:
+        raise SemidError(f"item vectors have {np.shape(item_vectors)[0]:,} rows for {data.n_items:,} items")
+    examples = split_examples(model, data, split)
+    users = np.arange(len(examples))
+    if cold_start:
+        users = cold_test_users(examples.target, data.cold_items)
+        if len(users) == 0:
+            raise SemidError(f"{run_dir}: no test user has a cold target")
+        examples = examples.take(users)
+    options: dict[str, Any] = {}
+    if isinstance(model, TIGER):
+        options = {"beam_size": beam_size, "constrained": constrained}
+    elif beam_size is not None or not constrained:
+        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
+    res: EvalResult = evaluate(
+        model, examples, batch_size=batch_size, device=device, progress=progress, **options
+    )
+    s = data.split
+    history = s.train if split == "valid" else s.test_history
+    popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
+    out = {
+        "model_type": model.model_type,
+        "split": split,
+        "model": res.to_dict(),
+        "most_popular": popular,
+    }
+    if cold_start:
+        out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
+    if item_vectors is not None:
+        histories = [history.items[history.offsets[u] : history.offsets[u + 1]] for u in users]
+        top = np.concatenate(  # (n_users, k) in blocks of 1,024 users: the score matrix stays small
+            [
+                np.argsort(-content_scores(histories[i : i + 1024], item_vectors), axis=1)[:, : max(KS)]
+                for i in range(0, len(histories), 1024)
+            ]
+        )
+        out["content"] = recall_ndcg(top, examples.target, KS)
+    return out
