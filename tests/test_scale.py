@@ -233,6 +233,39 @@ def test_an_existing_foreign_directory_is_never_overwritten(data, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("workers", [0, -2])
+def test_fewer_than_one_worker_is_one_error_before_a_cluster_starts(
+    data, tmp_path, capsys, monkeypatch, workers
+):
+    import semid.scale.assign as assign_mod
+    import semid.scale.embed as embed_mod
+    from semid.scale.embed import embed_dataset
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a Ray session was started")
+
+    monkeypatch.setattr(assign_mod, "_ray_session", no_ray)
+    monkeypatch.setattr(embed_mod, "_ray_session", no_ray)
+    root = data[0]
+    message = f"num_workers={workers} should be a whole number >= 1"
+    with pytest.raises(SemidError, match=f"^{message}"):
+        assign_dataset(
+            root / "model",
+            root / "parts",
+            tmp_path / "ids",
+            engine="ray",
+            num_workers=workers,
+            progress=False,
+        )
+    with pytest.raises(SemidError, match=f"^{message}"):
+        embed_dataset(root / "parts", tmp_path / "emb", engine="ray", num_workers=workers, progress=False)
+    for argv in (["assign", root / "model", root / "parts", "-o", tmp_path / "ids"],
+                 ["embed", root / "parts", "-o", tmp_path / "emb"]):  # fmt: skip
+        code, _, err = run(capsys, *argv, "--engine", "ray", "--num-workers", workers)
+        assert code == 1 and err.startswith(f"Error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- sampling for fit -------------------------------------------------------------------------------------
 
 

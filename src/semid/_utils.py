@@ -99,12 +99,37 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
+def _read_utf8(path: Path, what: str) -> str:
+    """The text of ``path``; a byte that is not UTF-8 is an error naming the file, line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SemidError(
+            f"{path} line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; save {what} as UTF-8"
+        ) from None
+
+
+def read_json_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding one object (a metadata file semid wrote); a damaged one is one error naming it."""
+    path = Path(path)
+    text = _read_utf8(path, "the file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise SemidError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON (``.json``) or YAML (``.yaml``/``.yml``) file holding one mapping."""
     path = Path(path)
     if not path.is_file():
         raise SemidError(f"{path}: no such config file")
-    text = path.read_text()
+    text = _read_utf8(path, "the config")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

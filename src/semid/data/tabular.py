@@ -218,13 +218,30 @@ def _skip_rows(report: ParseReport, origin: Origin, rows: np.ndarray, message: A
     skip_rows(report, origin.file, rows, origin.where, message if callable(message) else lambda i: message)
 
 
-def _id_column(table: pa.Table, name: str) -> pa.Array:
+def _id_column(table: pa.Table, name: str, origin: Origin) -> pa.Array:
     col = table.column(name).combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if pa.types.is_floating(col.type):
         raise SemidError(f"{name} column holds floats ({col.type}); ids should be text or integers")
-    return pc.cast(col, pa.string())
+    try:
+        return pc.cast(col, pa.string())
+    except pa.ArrowInvalid:
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            raise
+        # bytes that are not UTF-8 (a binary Parquet column, or a CSV cell pyarrow left as bytes)
+        for r, value in enumerate(col.to_pylist()):
+            try:
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError:
+                hint = (
+                    ""
+                    if tabular_format(origin.file) == "parquet"
+                    else "; if the file is Latin-1, pass --encoding latin-1 (encoding='latin-1' in Python)"
+                )
+                raise SemidError(f"{origin.where(r)}: {name} {value!r} is not UTF-8 text{hint}") from None
+        raise
 
 
 def table_to_catalogue(
@@ -244,7 +261,7 @@ def table_to_catalogue(
     require_columns(origin.file, names, {f"fields[{f!r}]": f for f in fields})
     if "item_id" in fields and item_id != "item_id":
         raise SemidError(f"{origin.file}: a field is named 'item_id' while item_id={item_id!r}; rename one")
-    ids = _id_column(table, item_id)
+    ids = _id_column(table, item_id, origin)
     missing = null_mask(ids)
     _skip_rows(report, origin, missing, "item_id is empty")
     codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False)
@@ -302,7 +319,7 @@ def table_to_interactions(
     require_columns(
         origin.file, names, {"user_id": user_id, "item_id": item_id, "timestamp": timestamp, "rating": rating}
     )
-    users, items = _id_column(table, user_id), _id_column(table, item_id)
+    users, items = _id_column(table, user_id, origin), _id_column(table, item_id, origin)
     bad = np.zeros(table.num_rows, dtype=bool)
     for role, col in (("user_id", users), ("item_id", items)):
         miss = null_mask(col) & ~bad

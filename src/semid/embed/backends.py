@@ -285,7 +285,9 @@ class SentenceTransformerEmbedder(Embedder):
                     str(self.path), device=self.device, trust_remote_code=self.trust_remote_code, **kwargs
                 )
             except (OSError, ValueError) as e:
-                raise SemidError(f"{self.path}: cannot load a sentence-transformers model ({e})") from None
+                raise SemidError(
+                    f"{self.path}: cannot load a sentence-transformers model ({_one_line(e)})"
+                ) from None
         self.model.eval()
         if self.max_length is not None:
             self.model.max_seq_length = self.max_length
@@ -430,6 +432,10 @@ class HFEmbedder(Embedder):
         with _quiet_transformers():
             from transformers import AutoModel, AutoTokenizer
 
+            if self.path.is_dir() and not (self.path / "config.json").is_file():
+                raise SemidError(
+                    f"{self.path}: cannot load a transformers model (no config.json in this directory)"
+                )
             kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), **kwargs)
@@ -437,7 +443,7 @@ class HFEmbedder(Embedder):
                     kwargs["dtype"] = _torch_dtype(self.dtype)
                 self.model = AutoModel.from_pretrained(str(self.path), **kwargs).to(self.device).eval()
             except (OSError, ValueError) as e:
-                raise SemidError(f"{self.path}: cannot load a transformers model ({e})") from None
+                raise SemidError(f"{self.path}: cannot load a transformers model ({_one_line(e)})") from None
         tok = self.tokenizer
         if self.padding_side is not None:
             tok.padding_side = self.padding_side
@@ -562,9 +568,15 @@ def _resolve_model(model: str | os.PathLike | None, revision: str | None) -> tup
         local = Path(snapshot_download(name, revision=revision, ignore_patterns=_HUB_SKIP))
     except Exception as e:  # network, auth, unknown repo: all say why in their message
         raise SemidError(
-            f"{name}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {e})"
+            f"{name}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {_one_line(e)})"
         ) from None
     return local, f"{name}@{local.name}"  # snapshots/<commit>
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line (library messages often span several), cut to ``limit`` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _dir_hash(path: Path) -> str:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from semid._outputs import atomic_path, has_marker
+from semid._utils import read_json_mapping
 from semid.errors import SemidError
 from semid.ids import token_vocabulary
 from semid.llm.examples import ID_FORMAT, REC_TOKEN, id_text
@@ -175,6 +176,22 @@ class ScratchConfig:
     max_position: int = 512
     tie_embeddings: bool = True  # halves the parameters of a model this small
 
+    def check(self) -> None:
+        """Sizes a Llama can have, checked before any work (a 0-layer or 0-wide model is an error)."""
+        for name in ("hidden_size", "n_layers", "n_heads", "intermediate_size", "max_position"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SemidError(f"{name}={v!r} should be a positive integer")
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 300:
+            raise SemidError(
+                f"vocab_size={self.vocab_size!r} should be an integer >= 300 (256 bytes + merges)"
+            )
+        if self.hidden_size % self.n_heads or (self.hidden_size // self.n_heads) % 2:
+            raise SemidError(
+                f"hidden_size={self.hidden_size} should be an even multiple of n_heads={self.n_heads} "
+                "(each head's width must be even for rotary positions)"
+            )
+
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer learnt from ``texts`` (any text encodes; no unknown tokens).
@@ -204,8 +221,7 @@ def scratch_model(tokenizer: PreTrainedTokenizerBase, config: ScratchConfig | No
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = config or ScratchConfig()
-    if config.hidden_size % config.n_heads:
-        raise SemidError(f"hidden_size={config.hidden_size} should be a multiple of n_heads={config.n_heads}")
+    config.check()
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
@@ -419,7 +435,14 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu", *, query_encoder
         raise SemidError(
             f"{directory}: not a semid language model (no {META_FILE}; train one with semid llm train)"
         )
-    meta = json.loads((directory / META_FILE).read_text())
+    try:
+        meta = read_json_mapping(directory / META_FILE)
+    except SemidError as e:  # "<path> line 1: invalid JSON (...)" -> named by the model directory
+        reason = str(e).removeprefix(str(directory / META_FILE))
+        raise SemidError(f"{directory}: not a readable language model ({META_FILE}{reason})") from None
+    missing = [k for k in ("codebook_sizes", "system_prompt") if k not in meta]
+    if missing:
+        raise SemidError(f"{directory}: not a readable language model ({META_FILE} has no {missing[0]!r})")
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
     vocab = SemanticVocab.from_tokenizer(

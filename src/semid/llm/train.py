@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from semid._outputs import check_output, has_marker
-from semid._utils import decay_progress, resolve_device
+from semid._utils import decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
 from semid.llm.model import (
@@ -106,6 +106,10 @@ class TrainConfig:
             raise SemidError(f"max_steps={self.max_steps!r} should be a positive integer")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise SemidError(f"max_minutes={self.max_minutes!r} should be positive")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SemidError(f"seed={self.seed!r} should be a non-negative integer")
+        if self.base_model is None:
+            self.scratch.check()
         if self.query_prefix is not None:
             self.query_prefix.check()
 
@@ -127,7 +131,7 @@ def _load_prepared(data_dir: Path) -> tuple[dict[str, Any], list[dict], list[dic
     meta_path = data_dir / DATA_META
     if not meta_path.is_file():
         raise SemidError(f"{data_dir}: not a prepared directory (no {DATA_META}; run semid llm prepare)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json_mapping(meta_path)
     train = read_jsonl(data_dir / "train.jsonl")
     valid = read_jsonl(data_dir / "valid.jsonl")
     if not train:

@@ -17,6 +17,7 @@ Everything is written beside the output and renamed into place at the end: a fai
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import shutil
 import time
@@ -108,8 +109,7 @@ def assign_dataset(
 
     check_strategy(dedup)
     _check_format(fmt)
-    if engine not in ("local", "ray"):
-        raise SemidError(f"engine={engine!r} should be 'local' or 'ray'")
+    check_engine(engine, num_workers)
     if batch_size < 1:
         raise SemidError(f"batch_size={batch_size} should be >= 1")
     output = Path(output)
@@ -400,6 +400,17 @@ def _bar(jobs: list, progress: bool) -> Any:
 
 
 # --- Ray plumbing -----------------------------------------------------------------------------------------
+
+
+def check_engine(engine: str, num_workers: int | None) -> None:
+    """``engine`` is ``"local"`` or ``"ray"``; ``num_workers``, when given, at least 1 (checked before any
+    Ray cluster is started)."""
+    if engine not in ("local", "ray"):
+        raise SemidError(f"engine={engine!r} should be 'local' or 'ray'")
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 1
+    ):
+        raise SemidError(f"num_workers={num_workers!r} should be a whole number >= 1 (or None: one per CPU)")
 
 
 class _ray_session:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from semid._outputs import atomic_path, has_marker
 from semid.errors import SemidError
-from semid.scale.assign import MANIFEST, _ray_session, ray_map_parts
+from semid.scale.assign import MANIFEST, _ray_session, check_engine, ray_map_parts
 from semid.scale.batches import EmbedBatch
 from semid.scale.parts import check_unique_ids, list_parts
 
@@ -70,8 +70,7 @@ def embed_dataset(
     """
     paths = [Path(p) for p in (catalogue if isinstance(catalogue, (list, tuple)) else [catalogue])]
     output = Path(output)
-    if engine not in ("local", "ray"):
-        raise SemidError(f"engine={engine!r} should be 'local' or 'ray'")
+    check_engine(engine, num_workers)
     if output.suffix == ".parquet":
         raise SemidError(f"{output}: a streamed embed writes a directory of part files; drop '.parquet'")
     if output.exists() and not (output / MANIFEST).exists():

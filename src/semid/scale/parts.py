@@ -102,7 +102,7 @@ def check_unique_ids(parts: Parts, id_column: str = "item_id", *, batch_size: in
                 if ids.null_count:
                     row = start + int(np.argmax(ids.is_null().to_numpy(zero_copy_only=False)))
                     raise SemidError(f"{parts.where(row)}: {id_column} is null")
-                ids = ids.cast(pa.string())
+                ids = _ids_as_text(ids, parts, start, id_column)
                 rows = pa.array(np.arange(start, start + len(ids), dtype=np.int64))
                 start += len(ids)
                 if n_buckets == 1:
@@ -126,6 +126,29 @@ def check_unique_ids(parts: Parts, id_column: str = "item_id", *, batch_size: in
         for b in sorted(writers):
             with ipc.open_stream(os.path.join(tmp, f"{b}.arrow")) as reader:
                 _check_bucket(reader.read_all(), parts, id_column)
+
+
+class _PartRows:
+    """Names global rows of ``parts`` the way :mod:`semid.embed.store` names rows in its messages."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def row(self, r: int) -> str:
+        return self.parts.where(r)
+
+    def __str__(self) -> str:
+        return self.parts.root.name
+
+
+def _ids_as_text(ids: pa.Array, parts: Parts, start: int, id_column: str) -> pa.Array:
+    """A batch of ids (from global row ``start``) as strings; bytes that are not UTF-8 name their row."""
+    t = ids.type
+    if pa.types.is_dictionary(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        from semid.embed.store import _ids_as_text_or_int
+
+        ids = _ids_as_text_or_int(ids, _PartRows(parts), id_column, start)  # type: ignore[arg-type]
+    return ids.cast(pa.string())
 
 
 def _check_bucket(table: pa.Table, parts: Parts, id_column: str) -> None:

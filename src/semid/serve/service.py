@@ -752,6 +752,8 @@ def _check_embeddings(path: Path) -> None:
     if path.suffix == ".npy" and path.is_file():
         try:
             X = np.load(path, allow_pickle=False, mmap_mode="r")
+        except EOFError:
+            raise SemidError(f"{path}: empty file, not a .npy array") from None
         except (ValueError, OSError) as e:
             raise SemidError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
         if X.ndim != 2:
