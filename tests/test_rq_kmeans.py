@@ -277,3 +277,18 @@ def test_one_refinement_round_never_raises_the_error_of_fixed_codes():
     assert error == pytest.approx(before, rel=1e-5)  # it reports the error of the codebooks it was given
     fixed = float(((X - sum(C[c] for C, c in zip(new, codes, strict=True))) ** 2).sum())
     assert fixed <= before * (1 + 1e-6)  # same codes, least-squares centroids
+
+
+@pytest.mark.parametrize("method", ["rq-kmeans", "rq-vae"])
+def test_a_negative_seed_is_a_semid_error_before_any_work(method):
+    from semid.quantize.rq_vae import RQVAE
+
+    model = (
+        RQKMeans(n_levels=1, codebook_size=4, random_state=-1)
+        if method == "rq-kmeans"
+        else RQVAE(random_state=-1)
+    )
+    with pytest.raises(SemidError, match=r"random_state=-1 should be a non-negative integer"):
+        model._validate_params()  # what `semid fit` calls before reading the embeddings
+    with pytest.raises(SemidError, match=r"random_state=-1"):
+        model.fit(np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
