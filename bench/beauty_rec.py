@@ -14,15 +14,18 @@ leave-one-out: the last item of each user is the test target, the second last th
 Semantic IDs: RQ-KMeans 3 x 256 on the reference MiniLM item embeddings plus a suffix level for
 collisions (as TIGER does with its RQ-VAE); ``--ids rq-vae`` adds an RQ-VAE (3 x 256) when
 ``semid.quantize.rq_vae`` is present. Each model trains with the library defaults (TIGER: the paper's
-4+4 layers, d_model 128, 6 x 64 heads, MLP 1024) until early stopping, ``--epochs`` or ``--max-minutes``;
+4+4 layers, d_model 128, 6 x 64 heads, MLP 1024, with our recipe's item tokens, dropout 0.2 and no user
+token; ``--config configs/tiger-paper.json`` for the paper's layout) until early stopping, ``--epochs`` or ``--max-minutes``;
 the best validation epoch is then evaluated on all test users with full ranking (SASRec: scores of all
 12,101 items; TIGER: beam search of 20 beams constrained to real IDs). Printed: Recall/NDCG@5/10, training
 wall time, epochs, decoding users/s and the share of invalid IDs (always 0 when constrained).
 
-``--model-set encoder_tokens=items`` gives TIGER one encoder token per history item (the sum of its codes'
-embeddings) instead of one per code: about 3x the training throughput on CPU; the recorded full run
-(``bench/results/beauty_rec_tiger_items.txt``) uses it. ``--config configs/tiger-beauty.json`` runs our
-best recipe (``bench/results/beauty_rec_tiger_nouser.txt``; with user tokens ``beauty_rec_tiger_fast.txt``).
+One encoder token per history item (the default; ``--model-set encoder_tokens=codes`` for one per code)
+gives about 3x the training throughput on CPU. ``--config configs/tiger-beauty.json`` runs our best recipe
+with its 145-minute budget (``bench/results/beauty_rec_tiger_nouser.txt``; with user tokens
+``beauty_rec_tiger_fast.txt``). ``--sasrec-config configs/sasrec-beauty.json`` trains the tuned SASRec;
+``--seeds 0,1,2`` repeats every model per seed and prints mean ± sd; ``--cold-start 0.05`` trains on a
+cold-start split and adds the cold-start table (with the MiniLM content baseline).
 """
 
 from __future__ import annotations

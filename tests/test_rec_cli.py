@@ -229,6 +229,37 @@ def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, ca
     assert config["train"]["epochs"] == 1
 
 
+def test_without_a_config_tiger_trains_the_best_measured_recipe_and_the_paper_is_one_file_away(
+    shop: Path, capsys
+) -> None:
+    from semid.rec.tiger import TIGERConfig
+    from semid.rec.train import default_train_config
+
+    beauty = json.loads((Path(__file__).resolve().parents[1] / "configs" / "tiger-beauty.json").read_text())
+    defaults = TIGERConfig().to_dict()
+    assert {k: defaults[k] for k in beauty["model"]} == beauty["model"]  # items layout, dropout 0.2, 1 user
+    train = default_train_config("tiger").to_dict()
+    assert {k: train[k] for k in ("lr", "warmup_steps", "weight_decay")} == {
+        k: beauty["train"][k] for k in ("lr", "warmup_steps", "weight_decay")
+    }
+    paper = Path(__file__).resolve().parents[1] / "configs" / "tiger-paper.json"
+    run_dir = shop / "runs" / "paper"
+    argv = ["train", "tiger", str(shop / "data"), "--ids", str(shop / "ids.parquet"), "-o", str(run_dir)]
+    code, _, err = run(argv + ["--config", str(paper), "--epochs", "1", "--quiet"], capsys)
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (
+        config["model"]["encoder_tokens"],
+        config["model"]["dropout"],
+        config["model"]["n_user_tokens"],
+    ) == (
+        "codes",
+        0.1,
+        2000,
+    )
+    assert (config["train"]["lr"], config["train"]["weight_decay"]) == (0.001, 0.035)
+
+
 @pytest.fixture(scope="module")
 def cold_run(shop: Path) -> Path:
     run_dir = shop / "runs" / "tiger-cold"

@@ -153,7 +153,7 @@ def test_tiger_encoder_reads_a_token_per_code_or_one_per_item(data: RecData) -> 
     torch.manual_seed(0)
     history = torch.tensor([[-1, -1, 3], [5, 6, 7]])  # (B=2, T=3), left-padded
     user = torch.tensor([11, -1])
-    codes_model = build_model("tiger", data, **TINY_TIGER).eval()
+    codes_model = build_model("tiger", data, **{**TINY_TIGER, "encoder_tokens": "codes"}).eval()
     items_model = build_model("tiger", data, **{**TINY_TIGER, "encoder_tokens": "items"}).eval()
     with torch.no_grad():
         per_code, code_mask = codes_model.encode(history, user)

@@ -123,7 +123,8 @@ def default_train_config(model_type: str, **changes: Any) -> TrainConfig:
     if model_type == "sasrec":
         base = TrainConfig(batch_size=128, lr=1e-3, warmup_steps=100, patience=10)
     elif model_type == "tiger":
-        base = TrainConfig(batch_size=256, lr=1e-3, weight_decay=0.035, warmup_steps=500, patience=5)
+        # configs/tiger-beauty.json's optimizer (lr 2e-3, decay 0.1); the paper's is in configs/tiger-paper.json
+        base = TrainConfig(batch_size=256, lr=2e-3, weight_decay=0.1, warmup_steps=500, patience=5)
     else:
         raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
     return TrainConfig(**{**base.to_dict(), **changes})
