@@ -230,7 +230,11 @@ CASES = [
     ),
     case("fit-rq-vae-levels-0", "fit {s}/e.parquet -o {s}/m --method rq-vae --levels 0", "n_levels=0"),
     case("fit-device-cuda", "fit {s}/e.parquet -o {s}/m --device cuda", NO_CUDA, cuda=True),
-    case("fit-ids-txt-not-utf8", "fit {s}/e.npy --ids {s}/bad_ids.txt -o {s}/m", "bad_ids.txt: byte 146"),
+    case(
+        "fit-ids-txt-not-utf8",
+        "fit {s}/e.npy --ids {s}/bad_ids.txt -o {s}/m",
+        "bad_ids.txt line 40: byte 0xff is not UTF-8",
+    ),
     case(
         "fit-parquet-binary-ids-not-utf8",
         "fit {s}/binary_ids.parquet -o {s}/m",
@@ -318,7 +322,7 @@ CASES = [
     case(
         "assign-ids-txt-not-utf8",
         "assign {s}/model {s}/e.npy --ids {s}/bad_ids.txt -o {s}/out.parquet",
-        "bad_ids.txt: byte 146",
+        "bad_ids.txt line 40: byte 0xff is not UTF-8",
     ),
     case(
         "assign-parquet-binary-ids-not-utf8",
@@ -344,7 +348,7 @@ CASES = [
     case(
         "stats-emb-ids-txt-not-utf8",
         "stats {s}/model --emb {s}/e.npy --ids {s}/bad_ids.txt",
-        "bad_ids.txt: byte 146",
+        "bad_ids.txt line 40: byte 0xff is not UTF-8",
     ),
     case(
         "stats-emb-binary-ids-not-utf8",

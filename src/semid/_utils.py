@@ -99,6 +99,16 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
+def read_json_file(path: str | os.PathLike, what: str = "the file") -> Any:
+    """The JSON value in ``path``; bytes that are not UTF-8 or invalid JSON are one error naming the file."""
+    path = Path(path)
+    text = _read_utf8(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+
+
 def _read_utf8(path: Path, what: str) -> str:
     """The text of ``path``; a byte that is not UTF-8 is an error naming the file, line and byte."""
     data = path.read_bytes()
@@ -114,11 +124,7 @@ def _read_utf8(path: Path, what: str) -> str:
 def read_json_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON file holding one object (a metadata file semid wrote); a damaged one is one error naming it."""
     path = Path(path)
-    text = _read_utf8(path, "the file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise SemidError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

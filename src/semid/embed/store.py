@@ -19,7 +19,6 @@ nothing loops over rows in Python.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semid._utils import atomic_path
+from semid._utils import _read_utf8, atomic_path, read_json_file
 from semid.errors import SemidError
 
 __all__ = ["iter_embedding_batches", "read_embeddings", "write_embeddings"]
@@ -339,13 +338,21 @@ def _concat_ids(parts: list[np.ndarray]) -> np.ndarray:
     return out.astype(object) if any(p.dtype == object for p in parts) else out
 
 
-def _read_npy(path: Path, ids_path: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+def open_npy(path: str | os.PathLike, label: str | None = None) -> np.ndarray:
+    """A ``.npy`` array memory-mapped (no pickles); an empty or unreadable file is one error naming it
+    (as ``label``, default the path)."""
+    label = label or str(path)
     try:
-        X = np.load(path, allow_pickle=False, mmap_mode="r")
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except EOFError:
-        raise SemidError(f"{path.name}: empty file, not a .npy array") from None
+        raise SemidError(f"{label}: empty file, not a .npy array") from None
     except (ValueError, OSError) as e:
-        raise SemidError(f"{path.name}: not a readable .npy array ({e})") from None
+        reason = " ".join(str(e).split())[:300]
+        raise SemidError(f"{label}: not a readable .npy array ({reason})") from None
+
+
+def _read_npy(path: Path, ids_path: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    X = open_npy(path, path.name)
     if X.ndim != 2:
         raise SemidError(f"{path.name}: array has shape {X.shape}, expected (n_items, dim)")
     if X.shape[0] == 0:
@@ -369,15 +376,8 @@ def _read_ids_file(path: Path) -> np.ndarray:
     """Ids from ``.json`` (a list), ``.npy`` (a 1-D array) or text (one id a line, as strings)."""
     if not path.is_file():
         raise SemidError(f"{path}: no such file")
-    try:
-        text = None if path.suffix == ".npy" else path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SemidError(f"{path.name}: byte {e.start} is not UTF-8 text; save the ids as UTF-8") from None
     if path.suffix == ".json":
-        try:
-            ids = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SemidError(f"{path.name} line {e.lineno}: invalid JSON ({e.msg})") from None
+        ids = read_json_file(path, "the ids")
         if not isinstance(ids, list):
             raise SemidError(f"{path.name}: expected a JSON list of item ids, got {type(ids).__name__}")
         arr = pa.array(ids)
@@ -387,16 +387,11 @@ def _read_ids_file(path: Path) -> np.ndarray:
             raise SemidError(f"{path.name}: item ids should be strings or integers, got {arr.type}")
         return arr.to_numpy(zero_copy_only=False)
     if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except EOFError:
-            raise SemidError(f"{path.name}: empty file, not a .npy array") from None
-        except (ValueError, OSError) as e:
-            raise SemidError(f"{path.name}: not a readable .npy array ({e})") from None
+        arr = open_npy(path, path.name)
         if arr.ndim != 1:
             raise SemidError(f"{path.name}: ids array has shape {arr.shape}, expected (n_items,)")
         return arr.astype(object) if arr.dtype.kind == "U" else arr
-    lines = text.splitlines()
+    lines = _read_utf8(path, "the ids").splitlines()
     if lines and lines[-1] == "":
         lines.pop()
     return np.asarray(lines, dtype=object)

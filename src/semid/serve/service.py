@@ -750,12 +750,9 @@ def _check_embeddings(path: Path) -> None:
     if not path.exists():
         raise SemidError(f"{path}: no such file")
     if path.suffix == ".npy" and path.is_file():
-        try:
-            X = np.load(path, allow_pickle=False, mmap_mode="r")
-        except EOFError:
-            raise SemidError(f"{path}: empty file, not a .npy array") from None
-        except (ValueError, OSError) as e:
-            raise SemidError(f"{path}: not a readable .npy array ({_first_line(e)})") from None
+        from semid.embed.store import open_npy
+
+        X = open_npy(path)
         if X.ndim != 2:
             raise SemidError(f"{path}: array has shape {X.shape}, expected (n_items, dim)")
         return
