@@ -49,8 +49,17 @@ REFERENCES = [  # TIGER (Rajput et al., NeurIPS 2023), Table 2, Beauty
     # IDs + a suffix level; test metrics from snap-research/GRID jobs/logs/reproducing/beauty/train.log
     # (its two other embedding sizes, reproducing/{L,XXL}/beauty, read N@10 0.0365 and 0.0334).
     {"model": "TIGER (GRID repro.)", "R@5": 0.0452, "N@5": 0.0304, "R@10": 0.0655, "N@10": 0.0369},
+    # Later generative models on the same split, as their papers report them (decoded items, no filtering):
+    {"model": "RPG (arXiv 2506.05781)", "R@10": 0.0809, "N@10": 0.0464},
+    {"model": "LC-Rec, Qwen3-1.7B (phonism/genrec)", "R@10": 0.0791, "N@10": 0.0438},
+    {"model": "ActionPiece (arXiv 2502.13581)", "R@10": 0.0775, "N@10": 0.0424},
+    # Tuned SASRec of "SASRec is still strong" (arXiv 2508.06450, blondered/transformer_benchmark, RecTools):
+    # evaluated with the items a user has seen filtered out, hence the "unseen" columns
+    {"model": "SASRec, sampled softmax (2508.06450)", "R@10 unseen": 0.0921, "N@10 unseen": 0.0531},
+    {"model": "eSASRec (2508.06450)", "R@10 unseen": 0.0928, "N@10 unseen": 0.0523},
 ]
 COLUMNS = ["model", "R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best epoch", "users/s", "invalid"]
+COLUMNS += ["R@10 unseen", "N@10 unseen"]  # the same model never recommending an item of the history
 
 
 def load_beauty() -> Any:
@@ -127,8 +136,11 @@ def run_model(
         train_config=train,
         resume=resume,
     )
-    test = evaluate(model, split_examples(model, data, "test"), batch_size=256, progress=not args.quiet)
+    examples = split_examples(model, data, "test")
+    test = evaluate(model, examples, batch_size=256, progress=not args.quiet)
     m = test.metrics
+    # the protocol of most SASRec benchmarks (RecTools, aprec): never recommend an item of the history
+    seen = evaluate(model, examples, batch_size=256, progress=not args.quiet, exclude_history=True).metrics
     cold = {}
     if args.cold_start:  # the same model on the test users whose target is a cold item
         from semid.rec.train import evaluate_run
@@ -148,6 +160,8 @@ def run_model(
         "stopped": result.stopped,
         "users/s": test.users_per_s,
         "invalid": test.invalid_rate,
+        "R@10 unseen": seen["recall@10"],
+        "N@10 unseen": seen["ndcg@10"],
         "run_dir": str(run_dir),
         "seed": seed,
         **cold,
@@ -326,7 +340,7 @@ def summarize_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in dict.fromkeys(r["model"] for r in runs):
         group = [r for r in runs if r["model"] == name]
         row: dict[str, Any] = {"model": f"{name}, {len(group)} seeds"}
-        for key in ("R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best epoch", "users/s", "invalid"):
+        for key in COLUMNS[1:]:
             mean, sd = mean_sd([r[key] for r in group])
             row[key] = f"{mean:.4f} ± {sd:.4f}" if key.startswith(("R@", "N@")) else round(mean, 2)
             row[f"{key} mean"], row[f"{key} sd"] = mean, sd

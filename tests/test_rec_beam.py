@@ -140,3 +140,16 @@ def test_a_step_function_with_the_wrong_shape_is_named() -> None:
 def test_code_index_needs_unique_ids() -> None:
     with pytest.raises(SemidError, match=r"^1 of 3 items share a Semantic ID with another"):
         CodeIndex(np.array([[0, 1], [0, 1], [1, 0]]))
+
+
+def test_excluded_items_are_never_returned_and_the_rest_keep_their_order() -> None:
+    # Without exclusion the order is items 1, 2, 0, 3 (log p above). Row 0 excludes item 1 (its history),
+    # row 1 excludes items 2 and 3: each gets the others in the same order, with the same scores.
+    exclude = torch.zeros(2, 4, dtype=torch.bool)
+    exclude[0, 1] = True
+    exclude[1, [2, 3]] = True
+    res = beam_search(fixed_model, CodeIndex(CODES), batch_size=2, beam_size=4, k=3, exclude=exclude)
+    assert res.items[0].tolist() == [2, 0, 3]
+    assert res.items[1].tolist()[:2] == [1, 0]
+    assert res.items[1].tolist()[2] == -1  # only two items are left for that row: no third one
+    assert res.scores[0].tolist() == pytest.approx([log_prob([1, 2]), log_prob([0, 0]), log_prob([2, 0])])

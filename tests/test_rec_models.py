@@ -370,3 +370,21 @@ def test_tiger_with_target_bias_trains_on_fewer_examples_and_still_learns(
     assert res.metrics["recall@1"] >= 0.95
     with pytest.raises(SemidError, match=r"^target_bias applies to TIGER's prefix examples, not to SASRec$"):
         fit("sasrec", data, tmp_path / "s", model_config=TINY_SASREC, train_config={**train, "lr": 0.01})
+
+
+@pytest.mark.parametrize("run", ["sasrec_run", "tiger_items_run"], ids=["sasrec", "tiger"])
+def test_exclude_history_never_recommends_a_history_item_and_keeps_the_others_order(
+    run: str, data: RecData, request: pytest.FixtureRequest
+) -> None:
+    model = request.getfixturevalue(run)[0].eval()
+    ex = split_examples(model, data, "test")
+    batch = collate(ex, np.arange(32))
+    k = 10
+    plain, _ = model.recommend(batch, k + batch.history.shape[1])
+    filtered, _ = model.recommend(batch, k, exclude_history=True)
+    for row in range(32):
+        seen = set(batch.history[row][batch.history[row] >= 0].tolist())
+        got = filtered[row].tolist()
+        assert not seen & set(got) and min(got) >= 0
+        if run == "sasrec_run":  # a full ranking: the filtered list is the plain one without the history
+            assert got == [i for i in plain[row].tolist() if i not in seen][:k]

@@ -181,6 +181,14 @@ def evaluate_cmd(
             help="Only test users whose target is a cold item (a run trained with --cold-start).",
         ),
     ] = False,
+    exclude_history: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-history",
+            help="Never recommend an item of the user's history ('filter seen items', as most SASRec "
+            "benchmarks evaluate).",
+        ),
+    ] = False,
     embeddings: Annotated[
         Path | None,
         typer.Option(
@@ -209,6 +217,7 @@ def evaluate_cmd(
         progress=not as_json,
         cold_start=cold_start,
         item_vectors=vectors,
+        exclude_history=exclude_history,
     )
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True))
@@ -257,6 +266,9 @@ def recommend_cmd(
     k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
     user: Annotated[str | None, typer.Option("--user", help="User id (TIGER hashes it).")] = None,
     beam_size: Annotated[int | None, typer.Option("--beam-size", help="TIGER beams.")] = None,
+    exclude_history: Annotated[
+        bool, typer.Option("--exclude-history", help="Never recommend an item of the history.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Device = "cpu",
 ) -> None:
@@ -277,9 +289,11 @@ def recommend_cmd(
     users = user_keys([user]) if user is not None else None
     batch = histories_batch([items], users, device=next(model.parameters()).device)
     options = {"beam_size": beam_size} if isinstance(model, TIGER) else {}
-    top, scores = model.recommend(batch, k, **options)
+    top, scores = model.recommend(batch, k, exclude_history=exclude_history, **options)
     rows = []
     for item, score in zip(top[0].tolist(), scores[0].tolist(), strict=True):
+        if item < 0:  # fewer than k items left once the history is excluded
+            continue
         rows.append(
             {
                 "item_id": str(data.item_ids[item]),

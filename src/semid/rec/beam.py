@@ -99,6 +99,7 @@ def beam_search(
     k: int = 10,
     constrained: bool = True,
     device: str | torch.device = "cpu",
+    exclude: torch.Tensor | None = None,
 ) -> BeamResult:
     """The ``k`` most likely IDs for each of ``batch_size`` rows, keeping ``beam_size`` prefixes per level.
 
@@ -106,6 +107,8 @@ def beam_search(
     level) and the ``(B, W)`` index of the previous beam each extends (``None`` at the first level), and
     returns ``(B, W, K_t)`` logits for their next code. With ``constrained=True`` only prefixes of real IDs
     survive, so every returned item is valid and distinct; ``k`` may then not exceed the number of items.
+    ``exclude`` ((B, n_items) bool) names items a row must not get (e.g. its history): at the last level
+    their IDs are masked like IDs of no item. Cost: one trie step per (beam, last-level code).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise SemidError(f"k={k!r} should be a positive integer")
@@ -130,6 +133,12 @@ def beam_search(
         if constrained:
             allowed = trie.allowed_mask_nodes(nodes.reshape(-1), level).view(batch_size, n_beams, n_codes)
             logp = logp.masked_fill(~allowed, float("-inf"))
+        if exclude is not None and level == n_levels - 1:
+            codes = torch.arange(n_codes, device=device).repeat(batch_size * n_beams)  # (B * W * K,)
+            leaves = trie.step(nodes.reshape(-1).repeat_interleave(n_codes), level, codes)
+            named = index.items_of_leaves(leaves).view(batch_size, -1)  # (B, W * K) item of each candidate
+            hit = exclude.to(device).gather(1, named.clamp(min=0)) & (named >= 0)  # (B, W * K)
+            logp = logp.masked_fill(hit.view(batch_size, n_beams, n_codes), float("-inf"))
         cand = (scores[:, :, None] + logp).view(batch_size, -1)  # (B, W * K)
         width = min(k if level == n_levels - 1 else beam_size, cand.shape[1])
         scores, flat = cand.topk(width, dim=1)  # (B, W'), best first

@@ -371,6 +371,12 @@ class Batch:
     def to(self, device: str | torch.device) -> Batch:
         return Batch(self.history.to(device), self.target.to(device), self.user.to(device))
 
+    def seen(self, n_items: int) -> torch.Tensor:
+        """(B, n_items) bool: True at the items of each row's history (what "filter seen items" removes)."""
+        mask = torch.zeros(len(self), n_items + 1, dtype=torch.bool, device=self.history.device)
+        mask.scatter_(1, self.history + 1, True)  # column 0 collects the padding (PAD + 1)
+        return mask[:, 1:]
+
 
 def length_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None

@@ -43,12 +43,14 @@ def evaluate_run(
     progress: bool = False,
     cold_start: bool = False,
     item_vectors: np.ndarray | None = None,
+    exclude_history: bool = False,
 ) -> dict[str, Any]:
     """Test (or validation) metrics of a run's best model next to the most-popular baseline.
 
     ``cold_start``: only the test users whose target is a cold item of the run's cold-start split
     (``semid train --cold-start``; :mod:`semid.rec.cold`). ``item_vectors`` ((n_items, D), rows in the run's
     item order, e.g. text embeddings) adds the content baseline: the items nearest the mean of the history.
+    ``exclude_history``: never recommend an item of the history the model reads ("filter seen items").
     """
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
@@ -68,9 +70,9 @@ def evaluate_run(
         if len(users) == 0:
             raise SemidError(f"{run_dir}: no test user has a cold target")
         examples = examples.take(users)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"exclude_history": exclude_history}
     if isinstance(model, TIGER):
-        options = {"beam_size": beam_size, "constrained": constrained}
+        options.update(beam_size=beam_size, constrained=constrained)
     elif beam_size is not None or not constrained:
         raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
     res: EvalResult = evaluate(

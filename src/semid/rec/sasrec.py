@@ -190,11 +190,21 @@ class SASRec(nn.Module):
         return self.hidden(history)[:, -1] @ self.item_weight.T
 
     @torch.no_grad()
-    def recommend(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k`` best-scored items of the whole catalogue: ``(items (B, k), scores (B, k))``."""
+    def recommend(
+        self, batch: Batch, k: int, *, exclude_history: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` best-scored items of the whole catalogue: ``(items (B, k), scores (B, k))``.
+
+        ``exclude_history`` leaves out the items of the history it reads ("filter seen items", as RecTools,
+        aprec and the SASRec benchmarks recommend by default); on Beauty test it took the tuned SASRec from
+        R@10 0.0838 / N@10 0.0418 to 0.0924 / 0.0562 (bench/results/beauty_rec_sasrec.txt).
+        """
         if k > self.config.n_items:
             raise SemidError(f"k={k} is larger than the catalogue ({self.config.n_items:,} items)")
-        top = self.scores(batch.history).float().topk(k, dim=1)
+        scores = self.scores(batch.history).float()  # (B, n_items)
+        if exclude_history:
+            scores = scores.masked_fill(batch.to(scores.device).seen(self.config.n_items), float("-inf"))
+        top = scores.topk(k, dim=1)
         return top.indices, top.values
 
     def item_embeddings(self) -> np.ndarray:

@@ -345,9 +345,18 @@ class TIGER(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, batch: Batch, k: int, *, beam_size: int | None = None, constrained: bool = True
+        self,
+        batch: Batch,
+        k: int,
+        *,
+        beam_size: int | None = None,
+        constrained: bool = True,
+        exclude_history: bool = False,
     ) -> BeamResult:
-        """The ``k`` most likely next-item IDs per row by beam search (constrained to real items by default)."""
+        """The ``k`` most likely next-item IDs per row by beam search (constrained to real items by default).
+
+        ``exclude_history``: the items of the history it reads are never returned ("filter seen items").
+        """
         memory, mask = self.encode(batch.history, batch.user)
         kv = self.memory_kv(memory)
         B = len(batch)
@@ -375,13 +384,22 @@ class TIGER(nn.Module):
             k=k,
             constrained=constrained,
             device=batch.history.device,
+            exclude=batch.seen(self.config.n_items) if exclude_history else None,
         )
 
     def recommend(
-        self, batch: Batch, k: int, *, beam_size: int | None = None, constrained: bool = True
+        self,
+        batch: Batch,
+        k: int,
+        *,
+        beam_size: int | None = None,
+        constrained: bool = True,
+        exclude_history: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(items (B, k), log-probabilities (B, k))``, best first; item -1 for an ID that is no item."""
-        result = self.generate(batch, k, beam_size=beam_size, constrained=constrained)
+        result = self.generate(
+            batch, k, beam_size=beam_size, constrained=constrained, exclude_history=exclude_history
+        )
         return result.items, result.scores
 
     def extra_repr(self) -> str:
