@@ -379,3 +379,20 @@ def require_columns(file: str, available: list[str], wanted: dict[str, str | Non
                 f"{file}: no column {column!r} for {role} (columns: {', '.join(available)}); "
                 f"name it with {role}=..."
             )
+
+
+def as_utf8_text(col: pa.Array, where: Callable[[int], str], name: str, hint: str = "") -> pa.Array:
+    """A binary column (or one that casts) as strings; the first value that is not UTF-8 is one error
+    naming its row (``where(row)``), the value and ``name``, with ``hint`` appended."""
+    try:
+        return pc.cast(col, pa.string())
+    except pa.ArrowInvalid:
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            raise
+        for r, value in enumerate(col.to_pylist()):
+            try:
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SemidError(f"{where(r)}: {name} {value!r} is not UTF-8 text{hint}") from None
+        raise

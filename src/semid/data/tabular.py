@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from semid.data._io import (
     as_timestamps,
+    as_utf8_text,
     decode,
     display_name,
     excerpt,
@@ -224,24 +225,13 @@ def _id_column(table: pa.Table, name: str, origin: Origin) -> pa.Array:
         col = col.dictionary_decode()
     if pa.types.is_floating(col.type):
         raise SemidError(f"{name} column holds floats ({col.type}); ids should be text or integers")
-    try:
-        return pc.cast(col, pa.string())
-    except pa.ArrowInvalid:
-        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
-            raise
-        # bytes that are not UTF-8 (a binary Parquet column, or a CSV cell pyarrow left as bytes)
-        for r, value in enumerate(col.to_pylist()):
-            try:
-                if value is not None:
-                    value.decode("utf-8")
-            except UnicodeDecodeError:
-                hint = (
-                    ""
-                    if tabular_format(origin.file) == "parquet"
-                    else "; if the file is Latin-1, pass --encoding latin-1 (encoding='latin-1' in Python)"
-                )
-                raise SemidError(f"{origin.where(r)}: {name} {value!r} is not UTF-8 text{hint}") from None
-        raise
+    # bytes that are not UTF-8 (a binary Parquet column, or a CSV cell pyarrow left as bytes) name their row
+    hint = (
+        ""
+        if tabular_format(origin.file) == "parquet"
+        else "; if the file is Latin-1, pass --encoding latin-1 (encoding='latin-1' in Python)"
+    )
+    return as_utf8_text(col, origin.where, name, hint)
 
 
 def table_to_catalogue(

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from semid._utils import _read_utf8, atomic_path, read_json_file
+from semid.data._io import as_utf8_text
 from semid.errors import SemidError
 
 __all__ = ["iter_embedding_batches", "read_embeddings", "write_embeddings"]
@@ -236,17 +237,7 @@ def _ids_as_text_or_int(ids: pa.Array, where: _Where, id_column: str, offset: in
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
         return ids
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        try:
-            return ids.cast(pa.string())
-        except pa.ArrowInvalid:
-            for r, value in enumerate(ids.to_pylist()):
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise SemidError(
-                        f"{where.row(offset + r)}: {id_column} {value!r} is not UTF-8 text"
-                    ) from None
-            raise
+        return as_utf8_text(ids, lambda r: where.row(offset + r), id_column)
     raise SemidError(f"{where}: {id_column} has type {t}; item ids should be strings or integers")
 
 
