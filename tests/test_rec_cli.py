@@ -260,6 +260,18 @@ def test_without_a_config_tiger_trains_the_best_measured_recipe_and_the_paper_is
     assert (config["train"]["lr"], config["train"]["weight_decay"]) == (0.001, 0.035)
 
 
+def test_without_a_config_sasrec_is_the_tuned_beauty_recipe() -> None:
+    from semid.rec.sasrec import SASRecConfig
+    from semid.rec.train import default_train_config
+
+    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "sasrec-beauty.json").read_text())
+    model = SASRecConfig().to_dict()
+    assert {k: model[k] for k in recipe["model"]} == recipe["model"]
+    train = default_train_config("sasrec").to_dict()
+    schedule = ("epochs", "lr", "batch_size", "warmup_steps", "schedule", "patience")
+    assert {k: train[k] for k in schedule} == {k: recipe["train"][k] for k in schedule}
+
+
 @pytest.fixture(scope="module")
 def cold_run(shop: Path) -> Path:
     run_dir = shop / "runs" / "tiger-cold"
