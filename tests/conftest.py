@@ -139,3 +139,17 @@ def serve_dir(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return root
+
+
+def write_walk_shop(directory, n_items: int, n_users: int, lengths: tuple[int, int], seed: int = 0) -> None:
+    """``items.csv`` + ``interactions.csv`` in ``directory``: each user walks the catalogue in order from a
+    random item for ``lengths[0] <= n < lengths[1]`` steps, so item i is followed by item i + 1."""
+    (directory / "items.csv").write_text(
+        "item_id,title\n" + "".join(f"i{i},Item number {i}\n" for i in range(n_items))
+    )
+    rng = np.random.default_rng(seed)
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(n_users):
+        start, n = rng.integers(0, n_items), rng.integers(*lengths)
+        rows += [f"u{u},i{(start + t) % n_items},{t}" for t in range(n)]
+    (directory / "interactions.csv").write_text("\n".join(rows) + "\n")

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import TINY_TIGER, clustered
+from conftest import TINY_TIGER, clustered, write_walk_shop
 from semid.cli import main
 
 N_ITEMS = 40
@@ -83,15 +83,7 @@ def _build(root: Path) -> None:
     # a catalogue + interactions dataset (users walk the catalogue in order)
     data = root / "data"
     data.mkdir()
-    (data / "items.csv").write_text(
-        "item_id,title\n" + "".join(f"i{i},Item number {i}\n" for i in range(N_ITEMS))
-    )
-    rng = np.random.default_rng(0)
-    rows = ["user_id,item_id,timestamp"]
-    for u in range(60):
-        start, n = rng.integers(0, N_ITEMS), rng.integers(5, 8)
-        rows += [f"u{u},i{(start + t) % N_ITEMS},{t}" for t in range(n)]
-    (data / "interactions.csv").write_text("\n".join(rows) + "\n")
+    write_walk_shop(data, N_ITEMS, n_users=60, lengths=(5, 8))
     (root / "cat.jsonl").write_text(
         "".join(json.dumps({"item_id": i, "title": f"Item {i}"}) + "\n" for i in ids)
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import semid.cli.rec  # noqa: F401  (registers the commands)
-from conftest import TINY_TIGER
+from conftest import TINY_TIGER, write_walk_shop
 from semid.cli import main
 from semid.ids.table import IdTable, write_ids
 
@@ -33,16 +33,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shop")
     data = root / "data"
     data.mkdir()
-    (data / "items.csv").write_text(
-        "item_id,title\n" + "".join(f"i{i},Item number {i}\n" for i in range(N_ITEMS))
-    )
-    rng = np.random.default_rng(0)
-    rows = ["user_id,item_id,timestamp"]
-    for u in range(120):
-        start, n = rng.integers(0, N_ITEMS), rng.integers(5, 10)
-        rows += [f"u{u},i{(start + t) % N_ITEMS},{t}" for t in range(n)]
-    rows.append("lonely,i3,0")  # one user with a single interaction: left out, and said so
-    (data / "interactions.csv").write_text("\n".join(rows) + "\n")
+    write_walk_shop(data, N_ITEMS, n_users=120, lengths=(5, 10))
+    with (data / "interactions.csv").open("a") as fh:
+        fh.write("lonely,i3,0\n")  # one user with a single interaction: left out, and said so
     codes = np.stack([np.arange(N_ITEMS) // 5, np.arange(N_ITEMS) % 5], axis=1)
     ids = IdTable(
         np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object),
