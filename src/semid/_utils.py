@@ -102,14 +102,14 @@ def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
 def read_json_file(path: str | os.PathLike, what: str = "the file") -> Any:
     """The JSON value in ``path``; bytes that are not UTF-8 or invalid JSON are one error naming the file."""
     path = Path(path)
-    text = _read_utf8(path, what)
+    text = read_utf8(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise SemidError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def _read_utf8(path: Path, what: str) -> str:
+def read_utf8(path: Path, what: str) -> str:
     """The text of ``path``; a byte that is not UTF-8 is an error naming the file, line and byte."""
     data = path.read_bytes()
     try:
@@ -135,7 +135,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SemidError(f"{path}: no such config file")
-    text = _read_utf8(path, "the config")
+    text = read_utf8(path, "the config")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

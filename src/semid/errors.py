@@ -14,3 +14,8 @@ class SemidError(ValueError):
 
 class NotFittedError(SemidError, AttributeError):
     """An estimator was used before ``fit``."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's text (libraries often write several), or its type name."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semid._utils import _read_utf8, atomic_path, read_json_file
+from semid._utils import atomic_path, read_json_file, read_utf8
 from semid.data._io import as_utf8_text
 from semid.errors import SemidError
 
@@ -382,7 +382,7 @@ def _read_ids_file(path: Path) -> np.ndarray:
         if arr.ndim != 1:
             raise SemidError(f"{path.name}: ids array has shape {arr.shape}, expected (n_items,)")
         return arr.astype(object) if arr.dtype.kind == "U" else arr
-    lines = _read_utf8(path, "the ids").splitlines()
+    lines = read_utf8(path, "the ids").splitlines()
     if lines and lines[-1] == "":
         lines.pop()
     return np.asarray(lines, dtype=object)

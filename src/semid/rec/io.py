@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from semid._utils import atomic_path, read_json_mapping, resolve_device
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 from semid.rec.config import MODELS, config_from_dict
 from semid.rec.data import RecData
 from semid.rec.sasrec import SASRec
@@ -98,8 +98,7 @@ def _model_from(
     try:
         return klass.from_state(model_config, tensors)  # type: ignore[attr-defined]
     except (RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise SemidError(f"{where}: weights do not fit the config ({first})") from None
+        raise SemidError(f"{where}: weights do not fit the config ({first_line(e)})") from None
 
 
 def load_model(directory: str | os.PathLike, device: str = "cpu") -> nn.Module:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from semid.data._io import as_utf8_text
 from semid.errors import SemidError
 from semid.scale.hashing import hash_strings
 
@@ -128,27 +129,11 @@ def check_unique_ids(parts: Parts, id_column: str = "item_id", *, batch_size: in
                 _check_bucket(reader.read_all(), parts, id_column)
 
 
-class _PartRows:
-    """Names global rows of ``parts`` the way :mod:`semid.embed.store` names rows in its messages."""
-
-    def __init__(self, parts: Parts) -> None:
-        self.parts = parts
-
-    def row(self, r: int) -> str:
-        return self.parts.where(r)
-
-    def __str__(self) -> str:
-        return self.parts.root.name
-
-
 def _ids_as_text(ids: pa.Array, parts: Parts, start: int, id_column: str) -> pa.Array:
     """A batch of ids (from global row ``start``) as strings; bytes that are not UTF-8 name their row."""
-    t = ids.type
-    if pa.types.is_dictionary(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        from semid.embed.store import _ids_as_text_or_int
-
-        ids = _ids_as_text_or_int(ids, _PartRows(parts), id_column, start)  # type: ignore[arg-type]
-    return ids.cast(pa.string())
+    if pa.types.is_dictionary(ids.type):  # e.g. a pandas category column
+        ids = ids.dictionary_decode()
+    return as_utf8_text(ids, lambda r: parts.where(start + r), id_column)
 
 
 def _check_bucket(table: pa.Table, parts: Parts, id_column: str) -> None:

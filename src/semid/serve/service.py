@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 
 __all__ = [
     "Catalogue",
@@ -493,7 +493,7 @@ class Service:
             except SemidError:
                 raise
             except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError; its text names the file
-                raise SemidError(f"{run}: not a readable run ({_first_line(e)})") from None
+                raise SemidError(f"{run}: not a readable run ({first_line(e)})") from None
             model = load_model(run, device=config.device)
             recommender = Recommender(model, data, beam_size=config.beam_size)
             catalogue = Catalogue(data.item_ids, data.titles, data.semantic_ids, data.codes)
@@ -706,11 +706,6 @@ def _llm_dir(path: Path) -> Path | None:
     return path if (path / META_FILE).is_file() else None
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 def _check_llm(path: Path) -> None:
     """A language model directory with safetensors weights (a pickled checkpoint is refused)."""
     from semid.llm.model import META_FILE
@@ -737,7 +732,7 @@ def _load_llm(path: Path, device: str) -> Any:
     except SemidError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers and safetensors fail on a corrupt file in many types
-        raise SemidError(f"{path}: not a readable language model ({_first_line(e)})") from None
+        raise SemidError(f"{path}: not a readable language model ({first_line(e)})") from None
 
 
 def _check_embeddings(path: Path) -> None:
@@ -771,7 +766,7 @@ def _check_embeddings(path: Path) -> None:
         try:
             names = pq.read_schema(f).names
         except (pa.ArrowInvalid, OSError) as e:
-            raise SemidError(f"{f}: not a readable Parquet file ({_first_line(e)})") from None
+            raise SemidError(f"{f}: not a readable Parquet file ({first_line(e)})") from None
         for col in ("item_id", "embedding"):
             if col not in names:
                 raise SemidError(f"{f}: no column {col!r} (columns: {', '.join(names)})")
