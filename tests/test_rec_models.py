@@ -388,3 +388,15 @@ def test_exclude_history_never_recommends_a_history_item_and_keeps_the_others_or
         assert not seen & set(got) and min(got) >= 0
         if run == "sasrec_run":  # a full ranking: the filtered list is the plain one without the history
             assert got == [i for i in plain[row].tolist() if i not in seen][:k]
+
+
+def test_with_the_history_excluded_a_list_longer_than_the_rest_of_the_catalogue_ends_in_no_item(
+    sasrec_run, data: RecData
+) -> None:
+    model = sasrec_run[0].eval()
+    batch = collate(split_examples(model, data, "test"), np.arange(4))
+    items, scores = model.recommend(batch, data.n_items, exclude_history=True)
+    for row in range(4):
+        n_seen = len(set(batch.history[row][batch.history[row] >= 0].tolist()))
+        assert (items[row] == -1).sum() == n_seen  # the excluded items are not returned, not even last
+        assert not torch.isfinite(scores[row][items[row] == -1]).any()

@@ -205,7 +205,8 @@ class SASRec(nn.Module):
         if exclude_history:
             scores = scores.masked_fill(batch.to(scores.device).seen(self.config.n_items), float("-inf"))
         top = scores.topk(k, dim=1)
-        return top.indices, top.values
+        # with the history excluded fewer than k items may be left: the rest is item -1, as TIGER returns
+        return torch.where(torch.isfinite(top.values), top.indices, -1), top.values
 
     def item_embeddings(self) -> np.ndarray:
         """(n_items, d_model) float32 learned item vectors, row ``i`` for item ``i``."""
