@@ -9,6 +9,7 @@ Quick start::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -141,6 +142,8 @@ def train(
         seed=seed,
     )
     result = train_llm(data, out, config)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
     how = (
         f"query prefix x{n_prefix}{' + code head' if code_head else ''}"

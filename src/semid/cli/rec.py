@@ -5,6 +5,10 @@ semid train tiger -o runs/tiger --resume --max-minutes 60            # continue 
 semid train sasrec data/beauty -o runs/sasrec                        # the baseline (+ item embeddings)
 semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
+
+Data-parallel training (docs/scaling.md), the same run directory and options:
+torchrun --nproc-per-node 4 -m semid train tiger data/beauty --ids ids.parquet -o runs/tiger
+semid train tiger data/beauty --ids ids.parquet -o runs/tiger --engine ray --num-workers 4
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ out = Console(soft_wrap=True)
 class ModelName(str, Enum):
     sasrec = "sasrec"
     tiger = "tiger"
+
+
+class TrainEngine(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 class Split(str, Enum):
@@ -94,10 +103,56 @@ def train_cmd(
         int, typer.Option("--cold-start-seed", help="Seed of the cold items (the same set for every model).")
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    engine: Annotated[
+        TrainEngine,
+        typer.Option(
+            "--engine",
+            help="local: this process (or the ranks torchrun started); ray: --num-workers Ray Train workers.",
+        ),
+    ] = TrainEngine.local,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start one.")
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", help="Ray Train workers (data-parallel ranks).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float, typer.Option("--gpus-per-worker", help="GPUs per Ray worker (> 0: NCCL on CUDA).")
+    ] = 0.0,
 ) -> None:
-    """Train SASRec or TIGER with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR."""
+    """Train SASRec or TIGER with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR.
+
+    Data-parallel on N processes: launch this command with torchrun, or give --engine ray --num-workers N.
+    """
+    import os
+
     from semid.rec.data import RecData
     from semid.rec.train import check_new_run_dir, fit, read_config_file
+
+    if engine is TrainEngine.local and (address is not None or num_workers is not None or gpus_per_worker):
+        raise SemidError("--address, --num-workers and --gpus-per-worker apply to --engine ray")
+    if num_workers is not None and num_workers < 1:
+        raise SemidError(f"--num-workers {num_workers} should be at least 1")
+    if gpus_per_worker < 0:
+        raise SemidError(f"--gpus-per-worker {gpus_per_worker:g} should be >= 0")
+    if engine is TrainEngine.ray and os.environ.get("WORLD_SIZE", "1") != "1":
+        raise SemidError("--engine ray starts its own workers: do not launch it with torchrun")
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
+
+    def run_fit(data: RecData | None, **options: Any) -> Any:
+        if engine is TrainEngine.ray:
+            from semid.rec.ray_train import fit_on_ray
+
+            return fit_on_ray(
+                model.value,
+                data,
+                output,
+                num_workers=num_workers or 2,
+                gpus_per_worker=gpus_per_worker,
+                address=address,
+                **options,
+            )
+        return fit(model.value, data, output, **options)[1]
 
     sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     if config is not None:
@@ -117,7 +172,7 @@ def train_cmd(
                 "--resume continues a run with its own data, IDs, split and model: "
                 "drop DATA, --ids, --cold-start, 'model'"
             )
-        _, result = fit(model.value, None, output, train_config=train_options, resume=True)
+        result = run_fit(None, train_config=train_options, resume=True)
     else:
         if not data:
             raise SemidError("give DATA: the dataset's files or directories (or --resume a run)")
@@ -136,22 +191,19 @@ def train_cmd(
         if cold_start is not None:
             n_before = rec.n_users
             rec = rec.with_cold_start(cold_start, cold_start_seed)
-            console.print(
-                f"cold start: {len(rec.cold_items):,} items kept out of training (test targets only); "
-                f"{n_before - rec.n_users:,} users left with < 3 items dropped"
-            )
-        if rec.n_dropped_users:
-            console.print(f"left out {rec.n_dropped_users:,} users with fewer than 3 interactions")
-        console.print(f"{rec.n_users:,} users, {rec.n_items:,} items -> {output}")
+            if main_rank:
+                console.print(
+                    f"cold start: {len(rec.cold_items):,} items kept out of training (test targets only); "
+                    f"{n_before - rec.n_users:,} users left with < 3 items dropped"
+                )
+        if main_rank:
+            if rec.n_dropped_users:
+                console.print(f"left out {rec.n_dropped_users:,} users with fewer than 3 interactions")
+            console.print(f"{rec.n_users:,} users, {rec.n_items:,} items -> {output}")
         notes = {"paths": [str(p) for p in data], "ids": str(ids) if ids else None, "name": ds.name}
-        _, result = fit(
-            model.value,
-            rec,
-            output,
-            model_config=sections["model"],
-            train_config=train_options,
-            notes=notes,
-        )
+        result = run_fit(rec, model_config=sections["model"], train_config=train_options, notes=notes)
+    if not main_rank:
+        return
     table = _metrics_table(
         f"{model.value}: best epoch {result.best_epoch} of {result.epochs} ({result.stopped}), "
         f"{result.seconds / 60:.1f} min, {result.steps:,} steps"

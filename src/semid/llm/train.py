@@ -59,6 +59,7 @@ from semid.llm.prefix import (
     request_embeddings,
     request_text,
 )
+from semid.rec.distributed import all_sum, barrier, on_main, rank_device, setup, shard
 
 __all__ = ["TrainConfig", "TrainResult", "train_llm"]
 
@@ -164,7 +165,30 @@ def _answer_loss(
     prefix: QueryPrefix | None = None,
     vocab: SemanticVocab | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of the answer tokens; the output layer runs only where there is a label (the prompt
+    """Mean cross-entropy of the answer tokens (see :func:`_answer_terms`)."""
+    total, count = _answer_terms(model, batch, prefix, vocab)
+    return total / count
+
+
+class _AnswerTerms(torch.nn.Module):
+    """:func:`_answer_terms` as ``forward`` over the trained modules, the call DistributedDataParallel hooks
+    its gradient sync into (:mod:`semid.rec.distributed`)."""
+
+    def __init__(self, model: Any, prefix: QueryPrefix | None, vocab: SemanticVocab) -> None:
+        super().__init__()
+        self.model, self.prefix, self.vocab = model, prefix, vocab
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return _answer_terms(self.model, batch, self.prefix, self.vocab)
+
+
+def _answer_terms(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    prefix: QueryPrefix | None = None,
+    vocab: SemanticVocab | None = None,
+) -> tuple[torch.Tensor, int]:
+    """``(sum, number)`` of the cross-entropies of the answer tokens of the answer tokens; the output layer runs only where there is a label (the prompt
     is most of each sequence, so this saves most of the vocabulary projection). With a ``prefix``, its
     vectors go in front of each row (``[prefix | prompt | answer | padding]``) and carry no loss; with its
     code head (and ``vocab``), a position whose target is an ID token of level ``l`` also gets the query's
@@ -190,7 +214,7 @@ def _answer_loss(
     target = targets[where]  # (N,)
     if prefix is not None and prefix.has_code_head and vocab is not None:
         logits = logits + _code_bias(logits, target, where.nonzero()[:, 0], batch["queries"], prefix, vocab)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction="sum"), len(target)
 
 
 def _code_bias(
@@ -263,7 +287,9 @@ def train_llm(
         what="a language-model directory written by semid llm train",
     )
     meta, train, valid, items = _load_prepared(data_dir)
-    device = resolve_device(config.device)
+    group = setup(resolve_device(config.device))  # a data-parallel job under torchrun, or one process
+    device = rank_device(resolve_device(config.device), group)
+    main = group.is_main
     encoder = None
     if config.query_prefix is not None:  # a wrong encoder fails now, before anything is trained
         encoder = query_encoder
@@ -298,7 +324,9 @@ def train_llm(
     if config.query_prefix is not None:
         t0 = time.perf_counter()
         groups = (train, loss_valid, rec_valid)
-        requests = [request_text(ex["messages"]) for group in groups for ex in group]
+        requests = [request_text(ex["messages"]) for part in groups for ex in part]
+        if not main:
+            barrier(group)  # rank 0 embeds and caches; the other ranks then read its cache
         Q = request_embeddings(encoder, requests, cache_dir=data_dir)  # (n, d_in), all at once
         embed_seconds = time.perf_counter() - t0
         n_train, n_loss = len(train), len(loss_valid)
@@ -322,6 +350,8 @@ def train_llm(
             X = request_embeddings(encoder, [t or None for t in texts.to_pylist()], cache_dir=data_dir)
             prefix.fit_items(X, codes)
             embed_seconds += time.perf_counter() - t0
+        if main:
+            barrier(group)
         prefix.to(device).train()
     if config.lora:
         model = apply_lora(model, vocab, r=config.lora_r)
@@ -343,24 +373,40 @@ def train_llm(
         groups.append({"params": code_params, "weight_decay": config.weight_decay, "lr": lr})
         params += code_params
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+    ddp = None
+    if group.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not main:  # a dropout stream of its own per rank
+            torch.manual_seed(config.seed * 1_000_003 + group.rank * 7_919)
+        ddp = DistributedDataParallel(
+            _AnswerTerms(model, prefix, vocab),
+            device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+        )
     start = time.perf_counter()
+    clock = [0.0]  # seconds of training so far: rank 0's, shared with every step (one clock for all ranks)
     budget = 60 * config.max_minutes if config.max_minutes else None
-    time_used = (lambda: (time.perf_counter() - start) / budget) if budget else None  # noqa: E731
+    time_used = (lambda: clock[0] / budget) if budget else None  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _lr_lambda(min(config.warmup_steps, max(1, total // 10)), total, config.min_lr_ratio, time_used),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.eos_id
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}.training"  # metrics and checkpoints while training
-    work.mkdir(exist_ok=True)
     metrics_path = work / "metrics.jsonl"
-    metrics_path.write_text("")
+
+    def start_work() -> None:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir(exist_ok=True)
+        metrics_path.write_text("")
+
+    on_main(start_work, group)  # rank 0 writes; the others only compute
 
     def log(row: dict[str, Any]) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        if main:
+            with open(metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
 
     def evaluate() -> dict[str, float]:
         model.eval()
@@ -401,36 +447,63 @@ def train_llm(
 
     start = time.perf_counter()  # the clock of the time budget (and of the schedule) starts now
     step, last_eval = 0, {}
-    bar = tqdm(total=total, disable=not config.progress, desc="train", unit="step")
-    deadline = start + 60 * config.max_minutes if config.max_minutes else math.inf
-    while step < total and time.perf_counter() < deadline:
+    bar = tqdm(total=total, disable=not (config.progress and main), desc="train", unit="step")
+    deadline = 60 * config.max_minutes if config.max_minutes else math.inf  # seconds of training
+    while step < total and clock[0] < deadline:
         order = rng.permutation(len(encoded))
         for b in range(0, len(order), config.batch_size):
-            rows = order[b : b + config.batch_size]
-            batch = _batch([encoded[i] for i in rows], pad_id, train_q[rows] if train_q is not None else None)
-            loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix, vocab)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            rows = order[b : b + config.batch_size]  # the global batch; each rank trains on its slice
+            if ddp is None:
+                batch = _batch(
+                    [encoded[i] for i in rows], pad_id, train_q[rows] if train_q is not None else None
+                )
+                loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix, vocab)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                loss_value = loss.item()
+                clock[0] = time.perf_counter() - start
+            else:
+                local, weight = shard(rows, group), 1.0
+                if len(local) == 0:  # fewer examples than ranks: join the all-reduce with weight 0
+                    local, weight = rows[:1], 0.0
+                batch = _batch(
+                    [encoded[i] for i in local], pad_id, train_q[local] if train_q is not None else None
+                )
+                total_loss, count = ddp({k: v.to(device) for k, v in batch.items()})
+                g_count, g_sum, clock[0] = all_sum(
+                    [count * weight, float(total_loss.detach()) * weight,
+                     time.perf_counter() - start if main else 0.0],
+                    group,
+                    device,
+                )  # fmt: skip
+                optimizer.zero_grad(set_to_none=True)
+                (total_loss * (weight * group.world_size / g_count)).backward()
+                loss_value = g_sum / g_count
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
             bar.update(1)
             if step % config.log_every == 0 or step == 1:
-                row = {"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
-                log({**row, "seconds": round(time.perf_counter() - start, 2)})
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                row = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+                log({**row, "seconds": round(clock[0], 2)})
+                bar.set_postfix(loss=f"{loss_value:.3f}")
             if config.eval_every and step % config.eval_every == 0:
-                last_eval = evaluate()
+                last_eval = evaluate() if main else {}
                 log({"step": step, **last_eval, "seconds": round(time.perf_counter() - start, 2)})
-            if config.save_every and step % config.save_every == 0:
+            if config.save_every and step % config.save_every == 0 and main:
                 _checkpoint(
                     work / "checkpoint", model, prefix, tokenizer, vocab, items, system_prompt, config, step
                 )
-            if step >= total or time.perf_counter() >= deadline:
+            if step >= total or clock[0] >= deadline:
                 break
     bar.close()
     seconds = time.perf_counter() - start
+    if not main:  # rank 0 validates and writes the model; the others are done
+        barrier(group)
+        return TrainResult(
+            directory=out_dir, steps=step, seconds=seconds, metrics={}, embed_seconds=embed_seconds
+        )
     last_eval = evaluate()
     log({"step": step, **last_eval, "seconds": round(seconds, 2), "final": True})
     save_llm(
@@ -451,6 +524,7 @@ def train_llm(
         extra_files={"metrics.jsonl": metrics_path},
     )
     _remove_tree(work)
+    barrier(group)
     return TrainResult(
         directory=out_dir, steps=step, seconds=seconds, metrics=last_eval, embed_seconds=embed_seconds
     )

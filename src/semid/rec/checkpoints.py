@@ -137,7 +137,13 @@ def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _load_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, data_fp: str
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    data_fp: str,
+    *,
+    truncate_metrics: bool = True,
 ) -> TrainState:
     from safetensors.torch import load_file
 
@@ -167,7 +173,8 @@ def _load_checkpoint(
         opt_state.setdefault(int(pid), {})[key] = v
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
-    _truncate_metrics(run_dir, meta["state"]["step"])
+    if truncate_metrics:  # a data-parallel run leaves this write to rank 0
+        _truncate_metrics(run_dir, meta["state"]["step"])
     return TrainState(**meta["state"])
 
 

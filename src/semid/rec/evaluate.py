@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.data import Batch, Examples, collate, length_batches
+from semid.rec.distributed import SINGLE, Dist, all_gather
 
 KS = (5, 10)  # the cut-offs TIGER reports
 
@@ -138,11 +139,15 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = False,
     desc: str = "evaluate",
+    group: Dist | None = None,
     **recommend_options: Any,
 ) -> EvalResult:
     """Recall@k / NDCG@k of ``model`` on ``examples`` (one per user: history -> held-out target).
 
     ``recommend_options`` go to ``model.recommend`` (e.g. TIGER's ``beam_size``, ``constrained``).
+    ``group`` (a data-parallel job, :mod:`semid.rec.distributed`): every rank calls this with the same
+    examples, decodes every ``world_size``-th batch of the same batch plan, and the ranks exchange the
+    targets' ranks, so every rank returns exactly the single-process figures in about 1/N of the time.
     """
     if len(examples) == 0:
         raise SemidError("no users to evaluate")
@@ -154,11 +159,19 @@ def evaluate(
     n_invalid = 0
     t = time.perf_counter()
     batches = length_batches(examples.lengths, batch_size)
-    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
+    group = group or SINGLE
+    mine = batches[group.rank :: group.world_size]  # the same batches as one process, dealt round-robin
+    for idx in tqdm(mine, desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = collate(examples, idx, device)
         items, _ = model.recommend(batch, k, **recommend_options)
         n_invalid += int((items < 0).sum())
         ranks[idx] = rank_of_target(items, examples.target[idx])
+    if group.enabled:
+        done = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+        gathered = all_gather((done, ranks[done], n_invalid), group)
+        for their_idx, their_ranks, _ in gathered:
+            ranks[their_idx] = their_ranks
+        n_invalid = sum(their_invalid for _, _, their_invalid in gathered)
     seconds = time.perf_counter() - t
     if was_training and hasattr(model, "train"):
         model.train()  # type: ignore[attr-defined]

@@ -169,6 +169,12 @@ class SASRec(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean next-item loss over every real position of the batch's windows."""
+        total, count = self.loss_terms(batch)
+        return total / count
+
+    def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """``(sum of the per-position losses, number of positions)``: what data-parallel ranks add up so
+        that their shards of a batch give exactly the gradient of the whole batch (:mod:`semid.rec.distributed`)."""
         history = batch.history[:, -self.config.max_len :]
         h = self.hidden(history)  # (B, T, C)
         # (B, T) the next item at each position
@@ -177,13 +183,13 @@ class SASRec(nn.Module):
         h, y = h[valid], targets[valid]  # (M, C), (M,)
         W = self.item_weight
         if self.config.loss == "ce":
-            return F.cross_entropy((h @ W.T).float(), y)  # (M, n_items) logits
+            return F.cross_entropy((h @ W.T).float(), y, reduction="sum"), len(y)  # (M, n_items) logits
         # Negatives drawn uniformly among the other items: shifting by 1..n-1 never hits the positive.
         n = self.config.n_items
         neg = (y[:, None] + torch.randint(1, n, (len(y), self.config.n_negatives), device=y.device)) % n
         pos_logit = (h * W[y]).sum(-1)  # (M,)
         neg_logit = torch.einsum("mc,mnc->mn", h, W[neg])  # (M, n_negatives)
-        return (F.softplus(-pos_logit.float()) + F.softplus(neg_logit.float()).sum(-1)).mean()
+        return (F.softplus(-pos_logit.float()) + F.softplus(neg_logit.float()).sum(-1)).sum(), len(y)
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """(B, n_items) next-item scores after each (B, T) history."""

@@ -334,14 +334,20 @@ class TIGER(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Cross-entropy of the target item's ID, averaged over its levels (teacher forcing)."""
+        total, count = self.loss_terms(batch)
+        return total / count
+
+    def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """``(sum over examples of the level-averaged cross-entropy, number of examples)``: what
+        data-parallel ranks add up so that their shards of a batch give exactly the whole batch's gradient."""
         memory, mask = self.encode(batch.history, batch.user)
         target = self.item_codes[batch.target]  # (B, L)
         h, _ = self.decode(self.decoder_inputs(target[:, :-1]), self.memory_kv(memory), mask)  # (B, L, C)
         losses = [
-            F.cross_entropy(self.level_logits(h[:, lv], lv).float(), target[:, lv])
+            F.cross_entropy(self.level_logits(h[:, lv], lv).float(), target[:, lv], reduction="sum")
             for lv in range(self.n_levels)
         ]
-        return torch.stack(losses).mean()
+        return torch.stack(losses).sum() / self.n_levels, len(batch)
 
     @torch.no_grad()
     def generate(

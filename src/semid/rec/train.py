@@ -70,6 +70,8 @@ from semid.rec.data import (
     prefix_examples,
     window_examples,
 )
+from semid.rec.distributed import Dist, all_sum, on_main, rank_device, setup, shard
+from semid.rec.distributed import current as current_group
 from semid.rec.evaluate import evaluate, evaluate_most_popular
 from semid.rec.io import (  # noqa: F401  (re-exported)
     CONFIG_NAME,
@@ -134,6 +136,52 @@ def train_step(
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     optimizer.step()
     return loss
+
+
+class _LossTerms(nn.Module):
+    """``model.loss_terms`` as ``forward``, the call DistributedDataParallel hooks its gradient sync into."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, int]:
+        return self.model.loss_terms(batch)
+
+
+def data_parallel_step(
+    ddp: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    examples: Examples,
+    idx: np.ndarray,
+    group: Dist,
+    device: str,
+    autocast: Any = nullcontext,
+    clip_grad_norm: float = 0.0,
+    clock: float = 0.0,
+) -> tuple[float, float]:
+    """One optimizer step of a data-parallel job on the global batch ``idx``; see :mod:`semid.rec.distributed`.
+
+    Each rank computes its slice's loss sum and count, one all-reduce adds them up (with rank 0's ``clock``),
+    and the backward pass of ``sum * world_size / global_count`` makes DDP's averaged gradient that of the
+    whole batch's mean loss. A rank whose slice is empty (a global batch smaller than the world) runs one
+    example with weight 0, so that it still joins the gradient all-reduce. Returns the global mean loss and
+    rank 0's clock.
+    """
+    local, weight = shard(idx, group), 1.0
+    if len(local) == 0:
+        local, weight = idx[:1], 0.0
+    with autocast():
+        total, count = ddp(collate(examples, local, device))
+    g_count, g_sum, g_clock = all_sum(
+        [count * weight, float(total.detach()) * weight, clock if group.is_main else 0.0], group, device
+    )
+    optimizer.zero_grad(set_to_none=True)
+    (total * (weight * group.world_size / g_count)).backward()
+    if clip_grad_norm > 0:
+        nn.utils.clip_grad_norm_(ddp.parameters(), clip_grad_norm)
+    optimizer.step()
+    return g_sum / g_count, g_clock
 
 
 def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> float:
@@ -209,7 +257,10 @@ def _train(
     resume: bool,
     notes: dict[str, Any] | None,
 ) -> TrainResult:
-    device = resolve_device(config.device)
+    group = setup(resolve_device(config.device))
+    device = rank_device(resolve_device(config.device), group)
+    main = group.is_main
+    show = config.progress and main  # bars and per-epoch lines on rank 0 only
     if device == "cpu":
         torch.set_num_threads(config.num_threads)
     use_bf16 = config.autocast == "bf16" or (config.autocast == "auto" and bf16_is_fast(device))
@@ -240,24 +291,46 @@ def _train(
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
     state = TrainState()
     if resume:
-        state = _load_checkpoint(run_dir, model, optimizer, config, data_fp)
+        state = _load_checkpoint(run_dir, model, optimizer, config, data_fp, truncate_metrics=False)
     else:
-        check_new_run_dir(run_dir)
         torch.manual_seed(config.seed)
-        data.save(run_dir)
-        (run_dir / METRICS_NAME).unlink(missing_ok=True)
-    extra = {"train": config.to_dict(), "data_fingerprint": data_fp}
+    extra = {"train": config.to_dict(), "data_fingerprint": data_fp, "distributed": group.to_dict()}
     if notes:
         extra["data"] = notes
-    _write_config(run_dir, model, extra)  # the latest session's training config (notes are kept)
 
-    writer = _tensorboard(run_dir) if config.tensorboard else None
+    def prepare_run_dir() -> None:
+        if resume:
+            _truncate_metrics(run_dir, state.step)
+        else:
+            check_new_run_dir(run_dir)
+            data.save(run_dir)
+            (run_dir / METRICS_NAME).unlink(missing_ok=True)
+        _write_config(run_dir, model, extra)  # the latest session's training config (notes are kept)
+
+    on_main(prepare_run_dir, group)
+    ddp: nn.Module | None = None
+    if group.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # a different dropout stream per rank; rank 0 keeps the run's own (saved in checkpoints)
+        if not main:
+            torch.manual_seed(config.seed * 1_000_003 + group.rank * 7_919 + state.step)
+        ddp = DistributedDataParallel(
+            _LossTerms(model), device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
+
+    writer = _tensorboard(run_dir) if config.tensorboard and main else None
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     seconds_before = state.seconds
 
     def seconds_so_far() -> float:  # training time of the run, over all its sessions
         return seconds_before + time.perf_counter() - start
+
+    def shared_clock() -> float:  # rank 0's clock on every rank (a collective: every rank calls it)
+        return all_sum([seconds_so_far() if main else 0.0], group, device)[0]
+
+    clock = seconds_before  # rank 0's clock at the last step (data-parallel jobs decide by it)
 
     stopped = ""
     while not stopped:
@@ -285,28 +358,42 @@ def _train(
             desc=f"epoch {state.epoch + 1}/{config.epochs}",
             total=len(batches),
             initial=state.batch_in_epoch,
-            disable=not config.progress,
+            disable=not show,
             leave=False,
             unit="batch",
         )
         epoch_start, n_seen = time.perf_counter(), 0
         for idx in bar:
-            lr = _lr_at(state.step, total_steps, config, seconds_so_far())
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = train_step(
-                model, optimizer, collate(examples, idx, device), autocast, config.clip_grad_norm
-            )
+            lr = _lr_at(state.step, total_steps, config, clock if ddp is not None else seconds_so_far())
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            if ddp is None:
+                loss = train_step(
+                    model, optimizer, collate(examples, idx, device), autocast, config.clip_grad_norm
+                ).item()
+                clock = seconds_so_far()
+            else:
+                loss, clock = data_parallel_step(
+                    ddp,
+                    optimizer,
+                    examples,
+                    idx,
+                    group,
+                    device,
+                    autocast,
+                    config.clip_grad_norm,
+                    seconds_so_far(),
+                )
             state.step += 1
             state.batch_in_epoch += 1
-            state.loss_sum += loss.item()
+            state.loss_sum += loss
             n_seen += len(idx)
             bar.set_postfix(
                 loss=f"{state.loss_sum / state.batch_in_epoch:.4f}", lr=f"{lr:.2e}", refresh=False
             )
             if config.max_steps and state.step >= config.max_steps:
                 stopped = "max_steps"
-            elif config.max_minutes and seconds_so_far() >= 60 * config.max_minutes:
+            elif config.max_minutes and clock >= 60 * config.max_minutes:
                 stopped = "time"
             if stopped:
                 break
@@ -330,8 +417,9 @@ def _train(
                 valid,
                 batch_size=config.eval_batch_size,
                 device=device,
-                progress=config.progress,
+                progress=show,
                 desc="validate",
+                group=group,
             )
             record.update({f"valid/{k}": v for k, v in res.metrics.items()})
             record["valid/users_per_s"] = round(res.users_per_s, 1)
@@ -339,17 +427,23 @@ def _train(
             if state.best_value is None or value > state.best_value:
                 state.best_value, state.best_epoch, state.best_metrics = value, record["epoch"], res.metrics
                 state.bad_evals = 0
-                save_model(model, run_dir, extra)
+                on_main(lambda: save_model(model, run_dir, extra), group)
             elif complete:
                 state.bad_evals += 1
                 if config.patience and state.bad_evals >= config.patience:
                     state.early_stopped = True
-        state.seconds = seconds_so_far()
+        state.seconds = seconds_so_far() if ddp is None else shared_clock()
         record["seconds"] = round(state.seconds, 1)
-        _log(run_dir, record, writer)
+        if group.enabled:
+            record["world_size"] = group.world_size
         history.append(record)
-        _save_checkpoint(run_dir, model, optimizer, state, config, data_fp)
-        if config.progress:
+
+        def write_epoch(record: dict[str, Any] = record) -> None:
+            _log(run_dir, record, writer)
+            _save_checkpoint(run_dir, model, optimizer, state, config, data_fp)
+
+        on_main(write_epoch, group)  # also the barrier: no rank runs ahead of a checkpoint being written
+        if show:
             shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
     if writer is not None:
@@ -443,7 +537,7 @@ def fit(
         model = build_model(model_type, data, **(model_config or {}))
     result = train(model, data, config, run_dir, resume=resume, notes=notes)
     if isinstance(model, SASRec):
-        export_item_embeddings(model, data, Path(run_dir) / EMBEDDINGS_NAME)
+        on_main(lambda: export_item_embeddings(model, data, Path(run_dir) / EMBEDDINGS_NAME), current_group())
     return model, result
 
 
