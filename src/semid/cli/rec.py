@@ -103,6 +103,15 @@ def train_cmd(
         int, typer.Option("--cold-start-seed", help="Seed of the cold items (the same set for every model).")
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--stream",
+            help="Stream the interactions from this directory of Parquet files sharded by user (user_id, "
+            "item_id, timestamp; semid.rec.stream) instead of holding them in memory; the items come from "
+            "DATA's catalogue or --ids.",
+        ),
+    ] = None,
     engine: Annotated[
         TrainEngine,
         typer.Option(
@@ -167,12 +176,27 @@ def train_cmd(
     }
     train_options = {**sections["train"], **{k: v for k, v in changes.items() if v is not None}}
     if resume:
-        if data or ids is not None or sections["model"] or cold_start is not None:
+        if data or ids is not None or sections["model"] or cold_start is not None or log is not None:
             raise SemidError(
                 "--resume continues a run with its own data, IDs, split and model: "
-                "drop DATA, --ids, --cold-start, 'model'"
+                "drop DATA, --ids, --stream, --cold-start, 'model'"
             )
         result = run_fit(None, train_config=train_options, resume=True)
+    elif log is not None:
+        if model is ModelName.tiger and ids is None:
+            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+        if not data and ids is None:
+            raise SemidError(
+                "--stream needs the items the log refers to: give DATA (a catalogue) or --ids ids.parquet"
+            )
+        if cold_start is not None:
+            raise SemidError("--cold-start needs the sequences in memory; it does not apply to --stream")
+        check_new_run_dir(output, inputs=[*(data or []), ids, config, log])
+        rec = _log_data(log, data, ids, format)
+        if main_rank:
+            console.print(f"{rec.n_items:,} items, interactions streamed from {log} -> {output}")
+        notes = {"log": str(log), "paths": [str(p) for p in data or []], "ids": str(ids) if ids else None}
+        result = run_fit(rec, model_config=sections["model"], train_config=train_options, notes=notes)
     else:
         if not data:
             raise SemidError("give DATA: the dataset's files or directories (or --resume a run)")
@@ -212,6 +236,32 @@ def train_cmd(
         table.add_row(*_metrics_row(f"{model.value} (validation)", result.best_valid))
         out.print(table)
     out.print(f"next: semid evaluate {output}")
+
+
+def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str) -> Any:
+    """The RecData of a streamed run: the items of DATA's catalogue (else of the IDs file), the log's path."""
+    from semid.rec.data import RecData
+
+    id_table = None
+    if ids is not None:
+        from semid.ids.table import read_ids
+
+        id_table = read_ids(ids)
+    titles = None
+    if data:
+        from semid.data import load_dataset
+
+        ds = load_dataset(data, format=format)
+        if ds.catalogue is None:
+            raise SemidError(f"{data[0]}: no catalogue; --stream needs the items (a catalogue, or --ids alone)")
+        item_ids = ds.catalogue.item_ids
+        cat = ds.catalogue
+        title_field = "title" if "title" in cat.fields else (cat.text_fields or [None])[0]
+        if title_field:
+            titles = cat.text_column(title_field).to_numpy(zero_copy_only=False)
+    else:
+        item_ids = id_table.item_ids
+    return RecData.for_log(log, item_ids, titles=titles, ids=id_table, ids_name=str(ids))
 
 
 @app.command("evaluate")

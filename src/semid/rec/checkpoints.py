@@ -24,7 +24,7 @@ from semid._outputs import check_output
 from semid._utils import atomic_path, read_json_mapping, swapped_aside
 from semid.errors import SemidError
 from semid.rec.config import RESUMABLE, TrainConfig
-from semid.rec.data import ITEMS_NAME, SEQUENCES_NAME
+from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME
 from semid.rec.io import (
     CONFIG_NAME,
     EMBEDDINGS_NAME,
@@ -51,6 +51,7 @@ class TrainState:
     bad_evals: int = 0  # validations since the last improvement
     early_stopped: bool = False
     seconds: float = 0.0  # training wall time over all sessions
+    world_size: int = 1  # data-parallel ranks of the session that wrote the checkpoint
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ class TrainState:
 # What a run directory holds; a directory with anything else in it is not a run's and is never written into.
 RUN_FILES = frozenset(
     {CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, EMBEDDINGS_NAME, "checkpoints", "tensorboard"}
-    | {ITEMS_NAME, SEQUENCES_NAME}
+    | {ITEMS_NAME, SEQUENCES_NAME, LOG_NAME}
 )
 
 

@@ -40,6 +40,7 @@ from semid.ids.table import IdTable
 
 ITEMS_NAME = "items.parquet"
 SEQUENCES_NAME = "sequences.parquet"
+LOG_NAME = "log.json"  # a run trained on a streamed log (semid.rec.stream) records where the log is
 PAD = -1  # item index of an empty history slot
 
 
@@ -70,6 +71,9 @@ class RecData:
     n_dropped_users: int = field(default=0, compare=False)  # users left out for having < 3 items
     # items of a cold-start split (sorted indices): in no training sequence, only as test targets; None = no split
     cold_items: np.ndarray | None = None
+    # a streamed interaction log (directory of user-sharded Parquet files, :mod:`semid.rec.stream`) that
+    # holds the sequences instead: ``sequences`` and ``user_ids`` are then empty
+    log: str | None = None
 
     @property
     def n_items(self) -> int:
@@ -131,6 +135,32 @@ class RecData:
             data.codes, data.semantic_ids = align_ids(ids, data.item_ids, name=ids_name)
         return data
 
+    @classmethod
+    def for_log(
+        cls,
+        log: str | os.PathLike,
+        item_ids: np.ndarray,
+        *,
+        titles: np.ndarray | None = None,
+        ids: IdTable | None = None,
+        ids_name: str = "ids",
+    ) -> RecData:
+        """The items of a catalogue (``item_ids``, optional ``titles`` and Semantic IDs) with a streamed
+        interaction log for the sequences; training reads the log shard by shard (:mod:`semid.rec.stream`)."""
+        log = Path(log).expanduser().resolve()
+        if not log.exists():
+            raise SemidError(f"{log}: no such interaction log (a directory of user-sharded Parquet files)")
+        data = cls(
+            item_ids=np.asarray(item_ids, dtype=object),
+            sequences=Sequences(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)),
+            user_ids=np.zeros(0, dtype=object),
+            titles=None if titles is None else np.asarray(titles, dtype=object),
+            log=str(log),
+        )
+        if ids is not None:
+            data.codes, data.semantic_ids = align_ids(ids, data.item_ids, name=ids_name)
+        return data
+
     def with_cold_start(self, share: float = 0.05, seed: int = 0) -> RecData:
         """This data with a seeded ``share`` of the items made cold (:func:`semid.rec.cold.cold_start_split`):
         they keep their titles and Semantic IDs but appear only as test targets; users left with fewer than
@@ -139,6 +169,8 @@ class RecData:
 
         if self.cold_items is not None:
             raise SemidError("this data already has a cold-start split")
+        if self.log is not None:
+            raise SemidError("a cold-start split needs the sequences in memory, not a streamed log")
         split = cold_start_split(self.sequences, self.n_items, share, seed)
         return RecData(
             item_ids=self.item_ids,
@@ -178,6 +210,11 @@ class RecData:
         )
         with atomic_path(directory / SEQUENCES_NAME) as tmp:
             pq.write_table(seq, tmp)
+        if self.log is not None:
+            import json
+
+            with atomic_path(directory / LOG_NAME) as tmp:
+                tmp.write_text(json.dumps({"log": self.log}, indent=1) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> RecData:
@@ -213,6 +250,7 @@ class RecData:
                 if "cold" in items.column_names
                 else None
             ),
+            log=_read_log_path(directory),
         )
 
     def parse_history(self, history: list[str]) -> np.ndarray:
@@ -226,6 +264,18 @@ class RecData:
                 + (f"; {len(unknown)} unknown items in all" if len(unknown) > 1 else "")
             )
         return np.array([self.index[h] for h in history], dtype=np.int64)
+
+
+def _read_log_path(directory: Path) -> str | None:
+    """The streamed log a run was trained on (``log.json``), or None for a run whose sequences it holds."""
+    if not (directory / LOG_NAME).is_file():
+        return None
+    from semid._utils import read_json_mapping
+
+    log = read_json_mapping(directory / LOG_NAME).get("log")
+    if not isinstance(log, str):
+        raise SemidError(f'{directory / LOG_NAME}: expected {{"log": "path of the interaction log"}}')
+    return log
 
 
 def _read_run_table(directory: Path, name: str, columns: tuple[str, ...]) -> pa.Table:

@@ -23,7 +23,17 @@ from semid.rec.tiger import TIGER
 
 
 def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Examples:
-    """One example per user: the validation (``"valid"``) or test (``"test"``) target after its history."""
+    """One example per user: the validation (``"valid"``) or test (``"test"``) target after its history.
+
+    For data with a streamed log (:attr:`RecData.log`) the log is read once, shard by shard.
+    """
+    if data.log is not None:
+        if split not in ("valid", "test"):
+            raise SemidError(f"split={split!r} is not one of 'valid', 'test'")
+        from semid.rec.stream import StreamedLog
+
+        log = StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
+        return log.eval_examples(split, model.max_history)
     s = data.split
     if split == "valid":
         return history_examples(s.train, s.valid_target, data.user_keys, model.max_history)
@@ -78,9 +88,14 @@ def evaluate_run(
     res: EvalResult = evaluate(
         model, examples, batch_size=batch_size, device=device, progress=progress, **options
     )
-    s = data.split
-    history = s.train if split == "valid" else s.test_history
-    popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
+    if data.log is None:
+        s = data.split
+        history = s.train if split == "valid" else s.test_history
+        popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
+    else:  # the most frequent items of the histories, counted over the streamed log
+        counts = _streamed_popularity(data, split)
+        top = np.lexsort((np.arange(data.n_items), -counts))[: max(KS)]
+        popular = recall_ndcg(np.broadcast_to(top, (len(examples), len(top))), examples.target, KS)
     out = {
         "model_type": model.model_type,
         "split": split,
@@ -90,6 +105,8 @@ def evaluate_run(
     if cold_start:
         out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
     if item_vectors is not None:
+        if data.log is not None:
+            raise SemidError("the content baseline reads the histories in memory; not for a streamed log")
         histories = [history.items[history.offsets[u] : history.offsets[u + 1]] for u in users]
         top = np.concatenate(  # (n_users, k) in blocks of 1,024 users: the score matrix stays small
             [
@@ -99,3 +116,25 @@ def evaluate_run(
         )
         out["content"] = recall_ndcg(top, examples.target, KS)
     return out
+
+
+def _streamed_popularity(data: RecData, split: str) -> np.ndarray:
+    """(n_items,) occurrences of each item in every user's history before the ``split`` target (one pass)."""
+    from semid.rec.stream import StreamedLog
+
+    log = StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
+    drop = 2 if split == "valid" else 1  # the validation history ends before the last two items
+    counts = np.zeros(data.n_items, dtype=np.int64)
+    chunk: list[np.ndarray] = []
+    held = 0
+    for _, items in log.iter_users():
+        if len(items) < 3:  # left out of training and evaluation (leave-one-out needs 3)
+            continue
+        chunk.append(items[:-drop])
+        held += len(items)
+        if held >= 1 << 20:  # count a million items at a time: memory stays flat
+            counts += np.bincount(np.concatenate(chunk), minlength=data.n_items)
+            chunk, held = [], 0
+    if chunk:
+        counts += np.bincount(np.concatenate(chunk), minlength=data.n_items)
+    return counts

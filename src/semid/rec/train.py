@@ -9,9 +9,15 @@ predict at every position). Batches group examples of equal history length, so a
 After each epoch the model is evaluated on the validation targets (Recall/NDCG@5/10, full ranking); the
 best NDCG@10 so far is saved, and ``patience`` epochs without improvement stop the run.
 
+Data-parallel: launched with ``torchrun`` (or by Ray Train, :mod:`~semid.rec.ray_train`), the same call
+trains on N ranks (:mod:`~semid.rec.distributed`): global batches split over ranks, so N ranks make the
+updates of one process; rank 0 writes the run. ``RecData.for_log`` streams the sequences from a
+user-sharded Parquet log instead of holding them (:mod:`~semid.rec.stream`).
+
 The parts live in their own modules (all re-exported here): :mod:`~semid.rec.config` (:class:`TrainConfig`,
-defaults, run-config files), :mod:`~semid.rec.io` (build, save and load models; what a run directory
-holds), :mod:`~semid.rec.checkpoints` (the checkpointed state, resume) and :mod:`~semid.rec.runs`
+defaults, run-config files), :mod:`~semid.rec.epochs` (what each epoch reads, in memory or streamed, and
+the data-parallel step), :mod:`~semid.rec.io` (build, save and load models; what a run directory holds),
+:mod:`~semid.rec.checkpoints` (the checkpointed state, resume) and :mod:`~semid.rec.runs`
 (:func:`evaluate_run`). This module holds the training loop, :func:`fit` and the demo.
 """
 
@@ -38,7 +44,6 @@ from semid._utils import (
     finish_interrupted_swap,
     resolve_device,
 )
-from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.checkpoints import (  # noqa: F401  (re-exported)
     RUN_FILES,
@@ -63,15 +68,19 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
     read_config_file,
 )
 from semid.rec.data import (
-    Examples,
     RecData,
-    collate,
-    length_batches,
-    prefix_examples,
-    window_examples,
 )
-from semid.rec.distributed import Dist, all_sum, on_main, rank_device, setup, shard
+from semid.rec.distributed import all_sum, on_main, rank_device, setup
 from semid.rec.distributed import current as current_group
+from semid.rec.epochs import (  # noqa: F401  (re-exported)
+    EpochPlan,
+    LossTerms,
+    MemoryPlan,
+    StreamPlan,
+    data_parallel_step,
+    target_keep_probability,
+    training_examples,
+)
 from semid.rec.evaluate import evaluate, evaluate_most_popular
 from semid.rec.io import (  # noqa: F401  (re-exported)
     CONFIG_NAME,
@@ -138,52 +147,6 @@ def train_step(
     return loss
 
 
-class _LossTerms(nn.Module):
-    """``model.loss_terms`` as ``forward``, the call DistributedDataParallel hooks its gradient sync into."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Any) -> tuple[torch.Tensor, int]:
-        return self.model.loss_terms(batch)
-
-
-def data_parallel_step(
-    ddp: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    examples: Examples,
-    idx: np.ndarray,
-    group: Dist,
-    device: str,
-    autocast: Any = nullcontext,
-    clip_grad_norm: float = 0.0,
-    clock: float = 0.0,
-) -> tuple[float, float]:
-    """One optimizer step of a data-parallel job on the global batch ``idx``; see :mod:`semid.rec.distributed`.
-
-    Each rank computes its slice's loss sum and count, one all-reduce adds them up (with rank 0's ``clock``),
-    and the backward pass of ``sum * world_size / global_count`` makes DDP's averaged gradient that of the
-    whole batch's mean loss. A rank whose slice is empty (a global batch smaller than the world) runs one
-    example with weight 0, so that it still joins the gradient all-reduce. Returns the global mean loss and
-    rank 0's clock.
-    """
-    local, weight = shard(idx, group), 1.0
-    if len(local) == 0:
-        local, weight = idx[:1], 0.0
-    with autocast():
-        total, count = ddp(collate(examples, local, device))
-    g_count, g_sum, g_clock = all_sum(
-        [count * weight, float(total.detach()) * weight, clock if group.is_main else 0.0], group, device
-    )
-    optimizer.zero_grad(set_to_none=True)
-    (total * (weight * group.world_size / g_count)).backward()
-    if clip_grad_norm > 0:
-        nn.utils.clip_grad_norm_(ddp.parameters(), clip_grad_norm)
-    optimizer.step()
-    return g_sum / g_count, g_clock
-
-
 def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> float:
     """The learning rate at ``step`` of ``total``, after ``seconds`` of training.
 
@@ -199,27 +162,17 @@ def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> 
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * shape)
 
 
-def training_examples(model: nn.Module, data: RecData) -> Examples:
-    """The training examples ``model`` learns from: windows (SASRec) or every prefix (TIGER)."""
-    make = window_examples if model.example_kind == "windows" else prefix_examples
-    return make(data.split.train, data.user_keys, model.max_history)
-
-
-def target_keep_probability(examples: Examples, seqs: Sequences, target_bias: float) -> np.ndarray:
-    """(n,) chance that each prefix example of ``seqs`` is trained on in an epoch (see ``target_bias``).
-
-    The example predicting item ``t`` (0-based position in its row, ``t >= 1``) of a row of ``n`` items
-    is kept with probability ``(t / (n - 1)) ** target_bias``: 1 for the row's last item.
-    """
-    if target_bias == 0:
-        return np.ones(len(examples))
-    rows = np.searchsorted(seqs.offsets, examples.end, side="right") - 1
-    t = examples.end - seqs.offsets[rows]
-    return (t / (seqs.lengths[rows] - 1)) ** target_bias
-
-
-def _data_fingerprint(data: RecData) -> str:
-    arrays = {"offsets": data.sequences.offsets, "items": data.sequences.items}
+def _data_fingerprint(data: RecData, stream: Any = None) -> str:
+    """A hash of what the run trains on: the sequences (or the streamed log's files) and the IDs."""
+    if stream is None:
+        arrays = {"offsets": data.sequences.offsets, "items": data.sequences.items}
+    else:  # file names, row counts and sizes: a changed or replaced shard changes the fingerprint
+        names = "\n".join(p.name for p in stream.paths).encode()
+        arrays = {
+            "names": np.frombuffer(names, dtype=np.uint8),
+            "rows": np.asarray(stream.rows, dtype=np.int64),
+            "sizes": np.array([p.stat().st_size for p in stream.paths], dtype=np.int64),
+        }
     if data.codes is not None:
         arrays["codes"] = data.codes
     return fingerprint_arrays(arrays)
@@ -248,6 +201,13 @@ def train(
         torch.set_num_threads(threads)  # leave the caller's setting as it was
 
 
+def open_log(data: RecData) -> Any:
+    """The streamed interaction log of ``data`` (:mod:`semid.rec.stream`), every shard's footer checked."""
+    from semid.rec.stream import StreamedLog
+
+    return StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
+
+
 def _train(
     model: nn.Module,
     data: RecData,
@@ -269,29 +229,36 @@ def _train(
         if use_bf16
         else nullcontext
     )
-    data_fp = _data_fingerprint(data)
-    examples = training_examples(model, data)
-    if len(examples) == 0:
-        raise SemidError("no training examples: every training sequence has a single item")
-    valid = split_examples(model, data, "valid")
-    if config.valid_users and config.valid_users < len(valid):
-        pick = np.sort(
-            np.random.default_rng([config.seed, 7]).choice(len(valid), config.valid_users, replace=False)
+    stream = open_log(data) if data.log is not None else None
+    data_fp = _data_fingerprint(data, stream)
+    plan: EpochPlan
+    if stream is None:
+        plan = MemoryPlan(model, data, config.batch_size, config.seed, config.target_bias, group, device)
+        valid = split_examples(model, data, "valid")
+        if config.valid_users and config.valid_users < len(valid):
+            pick = np.sort(
+                np.random.default_rng([config.seed, 7]).choice(len(valid), config.valid_users, replace=False)
+            )
+            valid = valid.take(pick)
+    else:
+        if config.target_bias:
+            raise SemidError("target_bias needs the sequences in memory; it does not apply to a streamed log")
+        plan = StreamPlan(stream, model, config.batch_size, config.seed, group, device)
+        valid = stream.eval_examples(
+            "valid", model.max_history, max_users=config.valid_users, seed=config.seed
         )
-        valid = valid.take(pick)
-    keep = np.ones(len(examples))
-    if config.target_bias:
-        if model.example_kind != "prefixes":
-            raise SemidError(f"target_bias applies to TIGER's prefix examples, not to {type(model).__name__}")
-        keep = target_keep_probability(examples, data.split.train, config.target_bias)
-    n_batches = math.ceil(keep.sum() / config.batch_size)  # expected batches per epoch
-    total_steps = config.epochs * n_batches
+    total_steps = config.epochs * plan.expected_batches
 
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
     state = TrainState()
     if resume:
         state = _load_checkpoint(run_dir, model, optimizer, config, data_fp, truncate_metrics=False)
+        if stream is not None and state.batch_in_epoch and state.world_size != group.world_size:
+            raise SemidError(
+                f"{run_dir} stopped mid-epoch on {state.world_size} rank(s) of a streamed log, whose shards "
+                f"are dealt per rank: resume it on {state.world_size} rank(s) (now {group.world_size})"
+            )
     else:
         torch.manual_seed(config.seed)
     extra = {"train": config.to_dict(), "data_fingerprint": data_fp, "distributed": group.to_dict()}
@@ -308,16 +275,21 @@ def _train(
         _write_config(run_dir, model, extra)  # the latest session's training config (notes are kept)
 
     on_main(prepare_run_dir, group)
-    ddp: nn.Module | None = None
+    state.world_size = group.world_size
+    # the step: one process on in-memory data takes train_step's plain mean loss, as it always has; a
+    # data-parallel job (or a streamed log, whose batches are per rank) adds sums and counts over ranks
+    loss_module: nn.Module | None = None
     if group.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         # a different dropout stream per rank; rank 0 keeps the run's own (saved in checkpoints)
         if not main:
             torch.manual_seed(config.seed * 1_000_003 + group.rank * 7_919 + state.step)
-        ddp = DistributedDataParallel(
-            _LossTerms(model), device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        loss_module = DistributedDataParallel(
+            LossTerms(model), device_ids=[torch.device(device).index] if device.startswith("cuda") else None
         )
+    elif stream is not None:
+        loss_module = LossTerms(model)
 
     writer = _tensorboard(run_dir) if config.tensorboard and main else None
     history: list[dict[str, Any]] = []
@@ -347,47 +319,36 @@ def _train(
             stopped = "time"
             break
         model.train()
-        rng = np.random.default_rng([config.seed, state.epoch])
-        if config.target_bias:
-            kept = np.flatnonzero(rng.random(len(examples)) < keep)  # this epoch's examples
-            batches = [kept[b] for b in length_batches(examples.lengths[kept], config.batch_size, rng)]
-        else:
-            batches = length_batches(examples.lengths, config.batch_size, rng)
+        n_batches, batches = plan.epoch(state.epoch, state.batch_in_epoch)
         bar = tqdm(
-            batches[state.batch_in_epoch :],
+            batches,
             desc=f"epoch {state.epoch + 1}/{config.epochs}",
-            total=len(batches),
+            total=n_batches,
             initial=state.batch_in_epoch,
             disable=not show,
             leave=False,
             unit="batch",
         )
         epoch_start, n_seen = time.perf_counter(), 0
-        for idx in bar:
-            lr = _lr_at(state.step, total_steps, config, clock if ddp is not None else seconds_so_far())
+        for batch, weight in bar:
+            lr = _lr_at(
+                state.step, total_steps, config, clock if loss_module is not None else seconds_so_far()
+            )
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            if ddp is None:
-                loss = train_step(
-                    model, optimizer, collate(examples, idx, device), autocast, config.clip_grad_norm
-                ).item()
-                clock = seconds_so_far()
+            if loss_module is None:
+                loss = train_step(model, optimizer, batch, autocast, config.clip_grad_norm).item()
+                clock, n = seconds_so_far(), len(batch)
             else:
-                loss, clock = data_parallel_step(
-                    ddp,
-                    optimizer,
-                    examples,
-                    idx,
-                    group,
-                    device,
-                    autocast,
-                    config.clip_grad_norm,
+                step = data_parallel_step(
+                    loss_module, optimizer, batch, weight, group, device, autocast, config.clip_grad_norm,
                     seconds_so_far(),
-                )
+                )  # fmt: skip
+                loss, clock, n = step.loss, step.clock, step.examples
             state.step += 1
             state.batch_in_epoch += 1
             state.loss_sum += loss
-            n_seen += len(idx)
+            n_seen += n
             bar.set_postfix(
                 loss=f"{state.loss_sum / state.batch_in_epoch:.4f}", lr=f"{lr:.2e}", refresh=False
             )
@@ -405,7 +366,7 @@ def _train(
             "loss": state.loss_sum / max(state.batch_in_epoch, 1),
             "examples_per_s": round(n_seen / max(time.perf_counter() - epoch_start, 1e-9), 1),
         }
-        complete = state.batch_in_epoch == len(batches)
+        complete = state.batch_in_epoch == n_batches
         if complete:
             state.epoch += 1
             state.batch_in_epoch, state.loss_sum = 0, 0.0
@@ -432,7 +393,7 @@ def _train(
                 state.bad_evals += 1
                 if config.patience and state.bad_evals >= config.patience:
                     state.early_stopped = True
-        state.seconds = seconds_so_far() if ddp is None else shared_clock()
+        state.seconds = seconds_so_far() if loss_module is None else shared_clock()
         record["seconds"] = round(state.seconds, 1)
         if group.enabled:
             record["world_size"] = group.world_size
