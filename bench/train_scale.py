@@ -61,7 +61,9 @@ def run(model: str, procs: int, threads: int, steps: int, out: Path, ids: Path) 
                     "--master-port", str(free_port()), "-m", "semid"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t = time.perf_counter()
-    subprocess.run(launcher + args, env=env, check=True, stdout=subprocess.DEVNULL)
+    job = subprocess.run(launcher + args, env=env, capture_output=True, text=True)
+    if job.returncode:
+        raise SystemExit(f"{' '.join(launcher + args)} failed:\n{job.stderr[-3000:]}")
     wall = time.perf_counter() - t
     record = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     return {"examples_per_s": record["examples_per_s"], "loss": record["loss"], "wall_s": wall}
@@ -72,6 +74,12 @@ def main() -> None:
     p.add_argument("--models", default="sasrec,tiger")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps per run (the recipe's batch)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_scale")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="then run bench/stream_rss.py (streamed vs in-memory loader RSS) and bench/catalogue_scale.py "
+        "(trie and lookups at 100k, 1M, 10M items) and print their tables too",
+    )
     args = p.parse_args()
     if not BEAUTY.is_dir():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
@@ -102,6 +110,12 @@ def main() -> None:
                   f"{r['wall_s']:7.1f} {r['loss']:10.4f}", flush=True)  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"\npeak RSS of the largest single process: {peak:,.0f} MiB")
+    for script in ("stream_rss.py", "catalogue_scale.py"):
+        if args.all:
+            print(f"\n$ python bench/{script}", flush=True)
+            subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=True)
+        else:
+            print(f"(streamed-log memory and million-item tries: bench/{script}, or --all)")
 
 
 if __name__ == "__main__":

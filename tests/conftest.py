@@ -153,3 +153,21 @@ def write_walk_shop(directory, n_items: int, n_users: int, lengths: tuple[int, i
         start, n = rng.integers(0, n_items), rng.integers(*lengths)
         rows += [f"u{u},i{(start + t) % n_items},{t}" for t in range(n)]
     (directory / "interactions.csv").write_text("\n".join(rows) + "\n")
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now: the rendezvous of a test's data-parallel job."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_grid_ids(path, n_items: int) -> None:
+    """ids.parquet for items ``i0 .. i{n-1}``: two levels, item i has codes ``(i // 5, i % 5)``."""
+    from semid.ids.table import IdTable, write_ids
+
+    codes = np.stack([np.arange(n_items) // 5, np.arange(n_items) % 5], axis=1)
+    names = np.array([f"i{i}" for i in range(n_items)], dtype=object)
+    write_ids(path, IdTable(names, [f"{a}-{b}" for a, b in codes], codes, codes))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 
-from conftest import WordHashEmbedder
+from conftest import WordHashEmbedder, free_port
 from semid.data import make_demo_dataset
 from semid.llm.examples import ExampleConfig, prepare_dataset
 from semid.llm.model import ScratchConfig, load_llm
@@ -55,9 +54,7 @@ def test_two_ranks_train_the_query_lm_as_one_process(prepared, tmp_path, one_tor
     alone = train_llm(
         prepared, tmp_path / "one", config(prefix), query_encoder=WordHashEmbedder() if prefix else None
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     torch.multiprocessing.spawn(
         _train_rank, args=(str(prepared), str(tmp_path / "two"), port, prefix), nprocs=2
     )

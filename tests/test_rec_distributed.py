@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,10 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 import semid.cli.rec  # noqa: F401  (registers the commands)
-from conftest import TINY_TIGER, write_walk_shop
+from conftest import TINY_TIGER, free_port, write_grid_ids, write_walk_shop
 from semid.cli import main
 from semid.errors import SemidError
-from semid.ids.table import IdTable, write_ids
 from semid.rec import distributed
 from semid.rec.data import RecData
 from semid.rec.evaluate import evaluate
@@ -40,12 +38,6 @@ SASREC = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(n: int, *args: str) -> list[str]:
@@ -64,9 +56,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     (root / "data").mkdir()
     write_walk_shop(root / "data", N_ITEMS, n_users=120, lengths=(5, 10))
-    codes = np.stack([np.arange(N_ITEMS) // 5, np.arange(N_ITEMS) % 5], axis=1)
-    names = np.array([f"i{i}" for i in range(N_ITEMS)], dtype=object)
-    write_ids(root / "ids.parquet", IdTable(names, [f"{a}-{b}" for a, b in codes], codes, codes))
+    write_grid_ids(root / "ids.parquet", N_ITEMS)
     (root / "tiger.json").write_text(json.dumps(TIGER))
     (root / "sasrec.json").write_text(json.dumps(SASREC))
     return root

@@ -15,23 +15,16 @@ import pyarrow.csv as pacsv
 import pytest
 
 import semid.cli.rec  # noqa: F401  (registers the commands)
-from conftest import TINY_TIGER, write_walk_shop
+from conftest import TINY_TIGER, write_grid_ids, write_walk_shop
 from semid.cli import main
-from semid.ids.table import IdTable, write_ids
 from semid.rec.data import RecData
 from semid.rec.stream import write_user_shards
 from semid.rec.train import load_model, read_metrics, split_examples
-from test_rec_distributed import ENV, torchrun
+from test_rec_distributed import ENV, run_cli, torchrun
 from test_stream import N_ITEMS, write_numpy_log
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIGER = {"model": TINY_TIGER["model"], "train": {**TINY_TIGER["train"], "epochs": 2, "batch_size": 32}}
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return int(exc.value.code or 0), capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +35,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_walk_shop(root / "data", 40, n_users=120, lengths=(5, 10))
     table = pacsv.read_csv(root / "data" / "interactions.csv")
     write_user_shards(table["user_id"], table["item_id"], table["timestamp"], root / "log", 4)
-    codes = np.stack([np.arange(40) // 5, np.arange(40) % 5], axis=1)
-    names = np.array([f"i{i}" for i in range(40)], dtype=object)
-    write_ids(root / "ids.parquet", IdTable(names, [f"{a}-{b}" for a, b in codes], codes, codes))
+    write_grid_ids(root / "ids.parquet", 40)
     (root / "tiger.json").write_text(json.dumps(TIGER))
     with pytest.raises(SystemExit):
         main(["train", "tiger", str(root / "data"), "--ids", str(root / "ids.parquet"), "-o", str(root / "memory"),

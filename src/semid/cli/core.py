@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -269,6 +270,8 @@ def _fit_rq_vae(
     t = time.perf_counter()
     model.fit(X, resume=resume)
     fit_s = time.perf_counter() - t
+    if os.environ.get("RANK", "0") != "0":  # torchrun: every rank trained the same model; rank 0 writes it
+        return
     model.save_pretrained(output)
     metrics = Path(model.config.train.run_dir or run_dir) / "metrics.jsonl"
     if metrics.is_file():

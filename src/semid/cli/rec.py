@@ -253,7 +253,9 @@ def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str)
 
         ds = load_dataset(data, format=format)
         if ds.catalogue is None:
-            raise SemidError(f"{data[0]}: no catalogue; --stream needs the items (a catalogue, or --ids alone)")
+            raise SemidError(
+                f"{data[0]}: no catalogue; --stream needs the items (a catalogue, or --ids alone)"
+            )
         item_ids = ds.catalogue.item_ids
         cat = ds.catalogue
         title_field = "title" if "title" in cat.fields else (cat.text_fields or [None])[0]

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from semid._distributed import all_sum, barrier, on_main, rank_device, setup, shard
 from semid._outputs import check_output, has_marker
 from semid._utils import decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
@@ -59,7 +60,6 @@ from semid.llm.prefix import (
     request_embeddings,
     request_text,
 )
-from semid.rec.distributed import all_sum, barrier, on_main, rank_device, setup, shard
 
 __all__ = ["TrainConfig", "TrainResult", "train_llm"]
 

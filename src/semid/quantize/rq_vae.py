@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from semid._distributed import rank_device, setup
 from semid._utils import resolve_device
 from semid.errors import SemidError
 from semid.quantize.base import BaseQuantizer, as_float_matrix
@@ -457,6 +458,12 @@ class RQVAE(BaseQuantizer):
                 f"collab_weight={cfg.collab_weight} needs collaborative embeddings: fit(X, collab=M)"
             )
         device = resolve_device(cfg.device)
+        group = setup(device)  # under torchrun: data-parallel ranks, each on its slice of every batch
+        device = rank_device(device, group)
+        if group.enabled and cfg.collab_weight > 0:
+            raise SemidError(
+                "collab_weight > 0 trains in one process: its in-batch negatives span the whole batch"
+            )
         train_cfg = dataclasses.replace(cfg.train, progress=cfg.train.progress or self.verbose)
         with torch.random.fork_rng(devices=[]):  # seeding below must not change the caller's global RNG
             torch.manual_seed(_init_seed(cfg.random_state))

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid._distributed import all_sum, barrier, gather_rows, setup, shard
 from semid._utils import (
     atomic_path,
     decay_progress,
@@ -200,6 +201,19 @@ class _Run:
     epoch_codes: torch.Tensor | None = None
 
 
+class _TrainingLoss(nn.Module):
+    """``model.training_loss`` as ``forward``, the call DistributedDataParallel hooks its gradient sync into."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, x: torch.Tensor, extra: torch.Tensor | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.model.training_loss(x, extra, generator)
+
+
 def _better(metric: str, new: float, old: float | None) -> bool:
     if old is None or not math.isfinite(old):
         return math.isfinite(new)
@@ -230,6 +244,19 @@ class Trainer:
         self.device = device
         self.run_config = run_config or {"train": config.to_dict()}
         self.run_dir = Path(config.run_dir) if config.run_dir else None
+        # data-parallel ranks (torchrun): each trains on its slice of every global batch; rank 0 writes
+        self.group = setup(str(device))
+        self._writes = self.group.is_main
+        self._loss_module: nn.Module = _TrainingLoss(model)
+        if self.group.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            dev = torch.device(device)
+            self._loss_module = DistributedDataParallel(
+                self._loss_module,
+                device_ids=[dev.index] if dev.type == "cuda" else None,
+                broadcast_buffers=False,  # codebooks stay equal by construction (vq: summed statistics)
+            )
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(
@@ -250,6 +277,8 @@ class Trainer:
         n = X.shape[0]
         B = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
         n_batches = math.ceil(n / B)
+        if self.group.enabled and 0 < n - (n_batches - 1) * B < self.group.world_size and n_batches > 1:
+            n_batches -= 1  # a last batch smaller than the world joins the one before (every rank gets rows)
         params = [p for p in self.model.parameters() if p.requires_grad]
         run = _Run(
             optimizer=self._optimizer(params),
@@ -261,20 +290,24 @@ class Trainer:
         )
         if resume is not None:
             state = self._load(resume, run)
-            if self.run_dir is not None:
+            if self.run_dir is not None and self._writes:
                 self._truncate_metrics(state.epoch)
         else:
             seed = _seed64(self.seed, 0)
             torch.manual_seed(seed)
             self.model.prepare(X, extra, np.random.default_rng(seed), B)
             state = TrainState()
-            if self.run_dir is not None:
+            if self.run_dir is not None and self._writes:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_path(self.run_dir / METRICS_NAME) as tmp:
                     tmp.write_text("")
         writer = self._tensorboard()
         bar = tqdm(
-            total=cfg.epochs, initial=state.epoch, desc="RQ-VAE", unit="epoch", disable=not cfg.progress
+            total=cfg.epochs,
+            initial=state.epoch,
+            desc="RQ-VAE",
+            unit="epoch",
+            disable=not (cfg.progress and self._writes),
         )
         last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
         try:
@@ -303,6 +336,7 @@ class Trainer:
             bar.close()
             if writer is not None:
                 writer.close()
+        barrier(self.group)  # rank 0's last checkpoint is written before anyone reads one
         if cfg.restore_best and state.done and state.best_epoch not in (None, state.epoch):
             self._restore_weights("best")
         self.model.eval()
@@ -326,16 +360,28 @@ class Trainer:
         perm = torch.randperm(X.shape[0], generator=run.batch_gen)
         self.model.train()
         run.optimizer.zero_grad(set_to_none=True)
+        group = self.group
         for b in range(state.batch_in_epoch, n_batches):
-            idx = perm[b * B : (b + 1) * B]
+            idx = perm[b * B : (b + 1) * B if b + 1 < n_batches else X.shape[0]]  # the global batch
+            mine = torch.from_numpy(shard(idx.numpy(), group))  # this rank's contiguous slice of it
+            share = len(mine) / len(idx)  # the rank's part of the global mean
             window_start = (b // cfg.grad_accum) * cfg.grad_accum
             window = min(cfg.grad_accum, n_batches - window_start)  # micro-batches in this optimiser step
             with self._autocast():
-                loss, logs = self.model.training_loss(
-                    X[idx], extra[idx] if extra is not None else None, run.aux_gen
+                loss, logs = self._loss_module(
+                    X[mine], extra[mine] if extra is not None else None, run.aux_gen
                 )
-            (loss / window).backward()
+            # DDP averages gradients over ranks: weighting each rank's mean by its share of the rows makes
+            # the result the gradient of the global batch's mean loss
+            if group.enabled:
+                (loss * (share * group.world_size / window)).backward()
+            else:
+                (loss / window).backward()
             codes = logs.pop("codes", None)
+            if group.enabled:  # the logged means of the global batch, and its codes
+                keys = sorted(logs)
+                logs = dict(zip(keys, all_sum([logs[k] * share for k in keys], group), strict=True))
+                codes = gather_rows(codes, group)[0] if codes is not None else None
             if codes is not None:
                 if run.epoch_codes is None:
                     run.epoch_codes = torch.full((X.shape[0], codes.shape[1]), -1, dtype=torch.long)
@@ -426,7 +472,7 @@ class Trainer:
         return record
 
     def _log(self, record: dict[str, Any], writer: Any) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self._writes:
             with open(self.run_dir / METRICS_NAME, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
         if writer is not None:
@@ -436,7 +482,7 @@ class Trainer:
             writer.flush()
 
     def _tensorboard(self) -> Any:
-        if self.run_dir is None or not self.config.tensorboard:
+        if self.run_dir is None or not self.config.tensorboard or not self._writes:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -461,7 +507,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _save(self, name: str, state: TrainState, run: _Run) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self._writes:
             return
         from safetensors.torch import save_file
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from semid._distributed import SINGLE, Dist, current, gather_rows, reduce_
 from semid.errors import SemidError
 from semid.quantize.kmeans import lloyd, nearest_centroid
 
@@ -180,7 +181,16 @@ class VectorQuantizer(nn.Module):
         """
         C = self.codebook()  # (K, D)
         s = self.scores(r.detach(), C.detach())  # (B, K)
-        if self.training and self.balanced and r.shape[0] > 1:
+        group = current() if self.training else SINGLE  # data-parallel training: ranks share their batch
+        if self.training and self.balanced and group.enabled:
+            # balance over the global batch, as one process would, and keep this rank's rows
+            all_s, start = gather_rows(s, group)  # (B_global, K)
+            if all_s.shape[0] > 1:
+                codes = sinkhorn_assign(all_s, epsilon=self.sinkhorn_epsilon, n_iter=self.sinkhorn_iters)
+                codes = codes[start : start + r.shape[0]]
+            else:
+                codes = torch.argmin(s, dim=1)
+        elif self.training and self.balanced and r.shape[0] > 1:
             codes = sinkhorn_assign(s, epsilon=self.sinkhorn_epsilon, n_iter=self.sinkhorn_iters)
         else:
             codes = torch.argmin(s, dim=1)
@@ -189,25 +199,30 @@ class VectorQuantizer(nn.Module):
         # EMA codebooks learn from the moving averages, not from a loss
         codebook_loss = (r.detach() - q).square().sum(1).mean() if self.update == "loss" else r.new_zeros(())
         if self.training:
-            self._track(r.detach(), codes, generator)
+            self._track(r.detach(), codes, generator, group)
         return q, codes, codebook_loss, commit
 
     @torch.no_grad()
-    def _track(self, r: torch.Tensor, codes: torch.Tensor, generator: torch.Generator | None) -> None:
-        counts = torch.bincount(codes, minlength=self.codebook_size).to(r.dtype)  # (K,)
+    def _track(
+        self, r: torch.Tensor, codes: torch.Tensor, generator: torch.Generator | None, group: Dist = SINGLE
+    ) -> None:
+        """EMA codebook, hit counts and dead-code resets from this batch; with data-parallel ranks from the
+        global batch (counts and sums summed over ranks, resets drawn from every rank's rows), so every
+        rank keeps the codebooks one process would."""
+        counts = reduce_(torch.bincount(codes, minlength=self.codebook_size).to(r.dtype), group)  # (K,)
         if self.update == "ema":
-            sums = torch.zeros_like(self.embed_avg).index_add_(0, codes, r)  # (K, D)
+            sums = reduce_(torch.zeros_like(self.embed_avg).index_add_(0, codes, r), group)  # (K, D)
             self.cluster_size.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
             self.embed_avg.mul_(self.ema_decay).add_(sums, alpha=1 - self.ema_decay)
             n = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace
             self.weight.copy_(self.embed_avg / smoothed[:, None])
         self.hits.add_(counts)
-        self.rows_seen.add_(r.shape[0])
+        self.rows_seen.add_(int(counts.sum()) if group.enabled else r.shape[0])
         if self.dead_code_threshold > 0 and self.rows_seen >= self.window.clamp_min(1):
             dead = torch.nonzero(self.hits < self.dead_code_threshold).flatten()
-            if dead.numel():
-                self._reset(dead, r, generator)
+            if dead.numel():  # the same on every rank: the hits are global
+                self._reset(dead, gather_rows(r, group)[0], generator)
             self.hits.zero_()
             self.rows_seen.zero_()
 

@@ -43,7 +43,13 @@ class CodeIndex:
 
     ``codes`` is ``(n_items, L)`` with one unique row per item (item ``i`` has ID ``codes[i]``). The trie
     numbers its depth-``L`` nodes in lexicographic order of the IDs, so the item of leaf ``j`` is the
-    ``j``-th row in that order.
+    ``j``-th row in that order: the trie's own sort order, so no second sort and no second table is kept.
+
+    Cost: one trie build (0.2 s and 8.8 bytes per item for 3 levels of 256 at 1M items, 3.6 s and 8.1
+    bytes per item at 10M, on one core of the 2-core development machine; the int64 trie plus a second
+    sort for an int64 leaf table took 0.46 s / 33.6 and 10.4 s / 32.2; ``bench/results/catalogue_scale.txt``)
+    plus ``codes`` itself (``8 L`` bytes per item, not copied when already int64). The compact layout
+    decodes as fast: 0.753 against 0.740 ms per user over 30 alternating rounds at 100k items, batch 1.
     """
 
     def __init__(self, codes: np.ndarray, vocab_sizes: list[int] | tuple[int, ...] | None = None) -> None:
@@ -55,7 +61,12 @@ class CodeIndex:
                 "constrained decoding needs unique IDs"
             )
         self.codes = codes
-        self.leaf_items = torch.from_numpy(np.lexsort(codes.T[::-1]).astype(np.int64))  # (n_items,)
+
+    @property
+    def leaf_items(self) -> torch.Tensor:
+        """``(n_items,)`` int64 item of each leaf (IDs in lexicographic order): a fresh CPU copy of
+        ``trie.order`` (decoding uses :meth:`items_of_leaves`, which keeps no copy)."""
+        return torch.from_numpy(self.trie.order.astype(np.int64))
 
     @property
     def n_items(self) -> int:
@@ -70,9 +81,8 @@ class CodeIndex:
         return self.trie.vocab_sizes
 
     def items_of_leaves(self, leaves: torch.Tensor) -> torch.Tensor:
-        """Item index of each depth-``L`` node id (``-1`` stays ``-1``), on the leaves' device."""
-        table = self.leaf_items.to(leaves.device)
-        return torch.where(leaves >= 0, table[leaves.clamp(min=0)], -1)
+        """Item index (int64) of each depth-``L`` node id (``-1`` stays ``-1``), on the leaves' device."""
+        return self.trie.rows_of_leaves(leaves)
 
 
 @dataclass

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from semid._distributed import Dist, all_gather, all_sum, shard
 from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.data import Batch, Examples, RecData, collate, length_batches, prefix_examples, window_examples
-from semid.rec.distributed import Dist, all_gather, all_sum, shard
 
 
 class LossTerms(nn.Module):

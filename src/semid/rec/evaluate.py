@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from semid._distributed import SINGLE, Dist, all_gather
 from semid.data import Sequences
 from semid.errors import SemidError
 from semid.rec.data import Batch, Examples, collate, length_batches
-from semid.rec.distributed import SINGLE, Dist, all_gather
 
 KS = (5, 10)  # the cut-offs TIGER reports
 

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid._distributed import all_sum, on_main, rank_device, setup
+from semid._distributed import current as current_group
 from semid._utils import (
     bf16_is_fast,
     decay_progress,
@@ -70,8 +72,6 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
 from semid.rec.data import (
     RecData,
 )
-from semid.rec.distributed import all_sum, on_main, rank_device, setup
-from semid.rec.distributed import current as current_group
 from semid.rec.epochs import (  # noqa: F401  (re-exported)
     EpochPlan,
     LossTerms,

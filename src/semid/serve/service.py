@@ -34,13 +34,23 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from semid.errors import SemidError, first_line
+from semid.serve.catalogue import (  # noqa: F401  (re-exported: the catalogue's part of the service)
+    MAX_ID_CHARS,
+    Catalogue,
+    ItemScore,
+    KeyIndex,
+    NotFoundError,
+    RequestError,
+    UnavailableError,
+    _show,
+)
 
 __all__ = [
     "Catalogue",
@@ -55,32 +65,6 @@ __all__ = [
     "Service",
     "UnavailableError",
 ]
-
-MAX_ID_CHARS = 256  # longest item id, user id or Semantic ID string a request may name
-
-
-# --------------------------------------------------------------------------------------------------------
-# Errors with an HTTP status
-# --------------------------------------------------------------------------------------------------------
-
-
-class RequestError(SemidError):
-    """A request the service cannot answer as asked; ``status_code`` is the HTTP status (422: invalid)."""
-
-    status_code = 422
-
-
-class NotFoundError(RequestError):
-    """The request names an item, user or Semantic ID that is not there (HTTP 404)."""
-
-    status_code = 404
-
-
-class UnavailableError(RequestError):
-    """The serving directory has no model for this (e.g. no TIGER run for recommendations; HTTP 503)."""
-
-    status_code = 503
-
 
 # --------------------------------------------------------------------------------------------------------
 # Settings and results
@@ -112,145 +96,11 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
-class ItemScore:
-    """One result: an item, its Semantic ID and title, and the score that ranked it (higher is better)."""
-
-    item_id: str
-    semantic_id: str | None
-    title: str | None
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class SearchResult:
     """Items for one query and the method that found them (``"lm"`` or ``"dense"``)."""
 
     items: list[ItemScore]
     method: str
-
-
-# --------------------------------------------------------------------------------------------------------
-# The catalogue: item id <-> Semantic ID
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Catalogue:
-    """Items with their titles and Semantic IDs; row ``i`` is item index ``i`` of the recommender."""
-
-    item_ids: np.ndarray  # (n,) object array of str
-    titles: np.ndarray | None  # (n,) object array of str (or None)
-    semantic_ids: np.ndarray | None  # (n,) object array of str (or None)
-    codes: np.ndarray | None  # (n, L) int64 (or None)
-    index: dict[str, int] = field(init=False, repr=False)
-    by_semantic_id: dict[str, int] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.item_ids = np.asarray([str(i) for i in self.item_ids], dtype=object)
-        self.index = {item: i for i, item in enumerate(self.item_ids)}
-        if len(self.index) != len(self.item_ids):
-            raise SemidError("the catalogue repeats an item id")
-        sids = [] if self.semantic_ids is None else self.semantic_ids
-        self.by_semantic_id = {str(s): i for i, s in enumerate(sids) if s is not None}
-
-    def __len__(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def n_levels(self) -> int:
-        return 0 if self.codes is None else int(self.codes.shape[1])
-
-    def title(self, row: int) -> str | None:
-        return None if self.titles is None or self.titles[row] is None else str(self.titles[row])
-
-    def semantic_id(self, row: int) -> str | None:
-        if self.semantic_ids is None or self.semantic_ids[row] is None:
-            return None
-        return str(self.semantic_ids[row])
-
-    def result(self, row: int, score: float) -> ItemScore:
-        return ItemScore(
-            str(self.item_ids[row]), self.semantic_id(row), self.title(row), round(float(score), 6)
-        )
-
-    def row_of(self, item_id: str) -> int:
-        """Row of ``item_id``; :class:`NotFoundError` when the catalogue has no such item."""
-        row = self.index.get(item_id)
-        if row is None:
-            raise NotFoundError(f"item {_show(item_id)} is not in the catalogue ({len(self):,} items)")
-        return row
-
-    def describe_short(self, row: int) -> dict[str, Any]:
-        """Id, Semantic ID and title of an item."""
-        return {
-            "item_id": str(self.item_ids[row]),
-            "semantic_id": self.semantic_id(row),
-            "title": self.title(row),
-        }
-
-    def describe(self, row: int) -> dict[str, Any]:
-        """An item as the API shows it: id, Semantic ID, codes, title and the size of each ID prefix."""
-        codes = None if self.codes is None else [int(c) for c in self.codes[row]]
-        prefixes = []
-        if codes is not None:
-            for depth in range(1, len(codes)):
-                prefix = codes[:depth]
-                prefixes.append(
-                    {"prefix": "-".join(map(str, prefix)), "n_items": len(self.rows_under(prefix))}
-                )
-        return {
-            "item_id": str(self.item_ids[row]),
-            "semantic_id": self.semantic_id(row),
-            "codes": codes,
-            "title": self.title(row),
-            "prefixes": prefixes,
-        }
-
-    def parse_semantic_id(self, text: str, *, prefix: bool = False) -> list[int]:
-        """Codes of a Semantic ID (or, with ``prefix=True``, of its first levels) in any known spelling."""
-        from semid.ids.formats import detect_format, parse_id
-
-        what = "Semantic ID prefix" if prefix else "Semantic ID"
-        if len(text) > MAX_ID_CHARS:
-            raise RequestError(f"the {what} is {len(text):,} characters long; the most is {MAX_ID_CHARS}")
-        if self.codes is None:
-            raise UnavailableError("this catalogue has no Semantic IDs")
-        try:
-            codes = list(parse_id(text, detect_format(text)))
-        except SemidError as e:
-            raise RequestError(str(e)) from None
-        L = self.n_levels
-        if prefix and not 1 <= len(codes) <= L:
-            raise RequestError(f"the prefix {_show(text)} has {len(codes)} levels; IDs here have {L}")
-        if not prefix and len(codes) != L:
-            raise RequestError(f"{_show(text)} has {len(codes)} levels; Semantic IDs here have {L}")
-        return codes
-
-    def row_of_codes(self, codes: Sequence[int], text: str) -> int:
-        """Row of the item whose full Semantic ID is ``codes``; :class:`NotFoundError` if none has it."""
-        rows = self.rows_under(codes)
-        if len(rows) != 1 or len(codes) != self.n_levels:
-            raise NotFoundError(f"no item has the Semantic ID {_show(text)}")
-        return int(rows[0])
-
-    def rows_under(self, prefix: Sequence[int]) -> np.ndarray:
-        """Rows of the items whose ID starts with ``prefix`` (codes), in ID order."""
-        if self.codes is None or not len(prefix):
-            return np.zeros(0, dtype=np.int64)
-        top = int(np.iinfo(np.int64).max)
-        if any(c > top for c in prefix):
-            return np.zeros(0, dtype=np.int64)
-        match = (self.codes[:, : len(prefix)] == np.asarray(prefix, dtype=np.int64)).all(axis=1)
-        rows = np.flatnonzero(match)
-        return rows[np.lexsort(self.codes[rows].T[::-1])] if len(rows) else rows
-
-
-def _show(text: str, width: int = 60) -> str:
-    """``repr`` of user input, shortened, for messages."""
-    return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -362,7 +212,7 @@ class LMSearch:
         self.llm = llm
         self.recommender = QueryRecommender.from_llm(llm)
         # LM item row -> catalogue row (-1: an item the catalogue does not know)
-        self.rows = np.array([catalogue.index.get(str(i), -1) for i in llm.item_ids], dtype=np.int64)
+        self.rows = catalogue.index.get_many([str(i) for i in llm.item_ids])
         self.lock = threading.Lock()
 
     @property
@@ -797,7 +647,7 @@ def _dense_search(
     from semid.embed.store import read_embeddings
 
     item_ids, X = read_embeddings(path)
-    rows = np.array([catalogue.index.get(str(i), -1) for i in item_ids], dtype=np.int64)
+    rows = catalogue.index.get_many([str(i) for i in item_ids])
     keep = rows >= 0
     if not keep.any():
         raise SemidError(f"{path}: none of its item ids is in the catalogue")
