@@ -160,11 +160,21 @@ def ask(
         ..., help='What you are looking for, e.g. "a matte red lipstick under $10".', show_default=False
     ),
     k: int = typer.Option(10, "-k", help="How many items."),
+    run: Path | None = typer.Option(
+        None, "--run", help="A TIGER run over the same IDs: with --history, search for that user."
+    ),
+    history: str | None = typer.Option(
+        None, "--history", help="The user's items, oldest first: ITEM,ITEM,... (needs --run)."
+    ),
+    history_weight: float = typer.Option(
+        1.0, "--history-weight", help="Weight of TIGER's log-probabilities next to the query model's."
+    ),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Answer a request with the k most likely catalogue items (every answer is a real item).
 
-    A model trained with a query prefix loads its sentence encoder too."""
+    A model trained with a query prefix loads its sentence encoder too. With --run and --history, the query
+    model and TIGER search together (personalised search, semid.llm.personal)."""
     from semid._utils import resolve_device
     from semid.errors import SemidError
     from semid.llm.generate import QueryRecommender
@@ -172,10 +182,23 @@ def ask(
 
     if not query.strip():
         raise SemidError("the query is empty: ask for something, e.g. 'a matte red lipstick'")
+    if (run is None) != (history is None):
+        raise SemidError("personalised search needs both --run (a TIGER run) and --history")
     llm = load_llm(model_dir, device=resolve_device(device))
     if k < 1 or k > len(llm.codes):
         raise SemidError(f"k={k} should be between 1 and the number of items ({len(llm.codes):,})")
-    res = QueryRecommender.from_llm(llm).recommend([query], k=k)
+    if run is None:
+        res = QueryRecommender.from_llm(llm).recommend([query], k=k)
+    else:
+        from semid.llm.personal import PersonalisedSearch
+        from semid.rec.data import RecData
+        from semid.rec.train import load_model
+
+        search = PersonalisedSearch.from_llm(
+            llm, load_model(run, device=resolve_device(device)), RecData.load(run)
+        )
+        items = [h.strip() for h in (history or "").split(",") if h.strip()]
+        res = search.search([query], [items], k=k, history_weight=history_weight)
     table = Table("rank", "item_id", "semantic_id", "title", "log p")
     for rank, (item, score) in enumerate(zip(res.items[0], res.scores[0], strict=True), start=1):
         table.add_row(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -61,19 +62,35 @@ class EmbeddingCache:
         self.path = self.directory / self.FILENAME
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
-            self._db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS models (
-                    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, dim INTEGER NOT NULL);
-                CREATE TABLE IF NOT EXISTS vectors (
-                    model INTEGER NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,
-                    PRIMARY KEY (model, key)) WITHOUT ROWID;
-                """
-            )
+            self._set_up(timeout)
         except sqlite3.DatabaseError as e:
             raise SemidError(f"{self.path}: not a usable embedding cache ({e})") from None
+
+    def _set_up(self, timeout: float) -> None:
+        """WAL mode and the tables. Switching a new file to WAL needs an exclusive lock, and SQLite may
+        answer "database is locked" at once, without waiting out the busy timeout, while another process
+        sets up the same new file: so that is retried, with backoff, until ``timeout`` has passed."""
+        deadline, pause = time.monotonic() + timeout, 0.01
+        while True:
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
+                self._db.executescript(
+                    """
+                    CREATE TABLE IF NOT EXISTS models (
+                        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, dim INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS vectors (
+                        model INTEGER NOT NULL, key BLOB NOT NULL, vec BLOB NOT NULL,
+                        PRIMARY KEY (model, key)) WITHOUT ROWID;
+                    """
+                )
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.directory)!r})"

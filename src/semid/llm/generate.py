@@ -36,7 +36,7 @@ from semid.errors import SemidError
 from semid.ids import PrefixTrie
 from semid.llm.model import LLM, SemanticVocab, prompt_ids
 from semid.llm.prefix import QueryEncoder, QueryPrefix, prepend_prefix, request_embeddings, request_text
-from semid.rec.beam import CodeIndex, beam_search
+from semid.rec.beam import CodeIndex, StepFn, beam_search
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -335,18 +335,26 @@ class QueryRecommender:
         prompts = self.prompts(queries)
         qvecs = self.query_embeddings(queries, query_embeddings)
         items, scores = [], []
-        table = self.vocab.token_ids.to(self.device)
         with self._eval_mode():
             for start in range(0, len(prompts), batch_size):
                 chunk = None if qvecs is None else qvecs[start : start + batch_size]
-                ids, mask, embeds = self._inputs(prompts[start : start + batch_size], chunk)
-                b = ids.shape[0]
-
-                step = self._step_fn(ids, mask, embeds, table, self._code_queries(chunk))
+                step = self.prompt_step_fn(prompts[start : start + batch_size], chunk)
+                b = len(prompts[start : start + batch_size])
                 res = beam_search(step, self.index, b, beam_size=beam_size, k=k, device=self.device)
                 items.append(res.items.cpu().numpy())
                 scores.append(res.scores.cpu().numpy())
         return Recommendations(items=np.concatenate(items), scores=np.concatenate(scores))
+
+    def prompt_step_fn(self, prompts: list[list[int]], query_embeddings: np.ndarray | None = None) -> StepFn:
+        """The language model as a beam-search step over a batch of ``prompts`` (:meth:`prompts`; with a
+        prefix, their ``(B, d_in)`` ``query_embeddings``). Call it in eval mode (:meth:`eval_mode`)."""
+        table = self.vocab.token_ids.to(self.device)
+        ids, mask, embeds = self._inputs(prompts, query_embeddings)
+        return self._step_fn(ids, mask, embeds, table, self._code_queries(query_embeddings))
+
+    def eval_mode(self) -> contextlib.AbstractContextManager[None]:
+        """The model (and prefix) in eval mode for a ``with`` block, then back to how they were."""
+        return self._eval_mode()
 
     @torch.no_grad()
     def generate(

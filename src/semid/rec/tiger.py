@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semid.errors import SemidError
-from semid.rec.beam import BeamResult, CodeIndex, beam_search
+from semid.rec.beam import BeamResult, CodeIndex, StepFn, beam_search
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
 from semid.rec.layers import Dropout, attention
 
@@ -363,6 +363,21 @@ class TIGER(nn.Module):
 
         ``exclude_history``: the items of the history it reads are never returned ("filter seen items").
         """
+        return beam_search(
+            self.step_fn(batch),
+            self.index,
+            len(batch),
+            beam_size=max(beam_size or self.config.beam_size, k),
+            k=k,
+            constrained=constrained,
+            device=batch.history.device,
+            exclude=batch.seen(self.config.n_items) if exclude_history else None,
+        )
+
+    def step_fn(self, batch: Batch) -> StepFn:
+        """The decoder as a beam-search step over ``batch``'s histories (encoded once, here): next-code
+        logits ``(B, W, K_t)`` of each beam, each beam continuing its parent's key/value cache. What
+        :meth:`generate` searches with, and what personalised search adds to a query model's scores."""
         memory, mask = self.encode(batch.history, batch.user)
         kv = self.memory_kv(memory)
         B = len(batch)
@@ -373,6 +388,8 @@ class TIGER(nn.Module):
         ) -> torch.Tensor:  # (B, W, t) -> (B, W, K_t)
             nonlocal cache
             W, t = prefix.shape[1], prefix.shape[2]
+            if t == 0:
+                cache = None  # a new search over the same histories
             if cache is not None and parent is not None:  # each beam continues its parent's cache
                 rows = (
                     parent + torch.arange(B, device=parent.device)[:, None] * (cache[0][0].shape[0] // B)
@@ -382,16 +399,7 @@ class TIGER(nn.Module):
             h, cache = self.decode(x, kv, mask, beams=W, past=cache)
             return self.level_logits(h[:, -1], t).view(B, W, -1)
 
-        return beam_search(
-            step,
-            self.index,
-            B,
-            beam_size=max(beam_size or self.config.beam_size, k),
-            k=k,
-            constrained=constrained,
-            device=batch.history.device,
-            exclude=batch.seen(self.config.n_items) if exclude_history else None,
-        )
+        return step
 
     def recommend(
         self,

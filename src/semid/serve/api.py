@@ -5,7 +5,7 @@ Endpoints (JSON; the OpenAPI schema is at ``/openapi.json``, interactive docs at
 ==========================  ===============================================================================
 ``POST /recommend``         ``{"history": [item_id, ...] | "user_id": "...", "k": 10}`` -> next items, by
                             TIGER's beam search constrained to real Semantic IDs
-``POST /search``            ``{"query": "...", "k": 10}`` -> items, and ``method``: ``"lm"`` (query -> ID
+``POST /search``            ``{"query": "...", "k": 10[, "history": [...]]}`` -> items, and ``method``: ``"lm"`` (query -> ID
                             language model) or ``"dense"`` (nearest item embeddings)
 ``GET /items/{item_id}``    the item, its Semantic ID, codes and ID prefixes (with their sizes)
 ``GET /ids/{semantic_id}``  the item that has this Semantic ID (``12-4-9-0``, ``<a_12>...`` or ``[SEM_...``)
@@ -24,6 +24,7 @@ No endpoint takes a file path: everything served was loaded at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 from concurrent.futures import ThreadPoolExecutor
@@ -87,11 +88,28 @@ class SearchRequest(BaseModel):
     )
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
     k: int = Field(10, ge=1, le=MAX_K, description="How many items.")
+    history: list[Id] | None = Field(
+        None,
+        max_length=MAX_HISTORY,
+        description="Personalised search: the user's items, oldest first; the query model and TIGER search "
+        "together (needs both).",
+    )
+    user_id: str | None = Field(
+        None, max_length=MAX_ID_CHARS, description="Personalised search with a stored user's history."
+    )
+    history_weight: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Weight of the history's model next to the query's (default: the server's).",
+    )
 
     @model_validator(mode="after")
     def _not_blank(self) -> SearchRequest:
         if not self.query.strip():
             raise ValueError("the query is empty: ask for something, e.g. 'a matte red lipstick'")
+        if self.history is not None and not self.history:
+            raise ValueError("the history is empty; give at least one item id")
         return self
 
 
@@ -111,7 +129,10 @@ class RecommendResponse(BaseModel):
 
 class SearchResponse(BaseModel):
     query: str
-    method: Literal["lm", "dense"] = Field(description="'lm': the language model; 'dense': embedding search.")
+    method: Literal["lm", "dense", "lm+history"] = Field(
+        description="'lm': the language model; 'dense': embedding search; 'lm+history': the language model "
+        "and TIGER together (a personalised search)."
+    )
     items: list[ItemOut]
 
 
@@ -259,7 +280,22 @@ def create_app(service: Service, *, ui: bool = True, max_body_bytes: int = MAX_B
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     async def search(body: SearchRequest) -> SearchResponse:
-        """The `k` items that best answer a text query."""
+        """The `k` items that best answer a text query; with a `history` or `user_id`, for that user."""
+        if body.history is not None or body.user_id is not None:
+            loop = asyncio.get_running_loop()
+            res = await loop.run_in_executor(
+                executor,
+                lambda: service.search_personal(
+                    body.query,
+                    body.k,
+                    history=body.history,
+                    user_id=body.user_id,
+                    history_weight=body.history_weight,
+                ),
+            )
+            return SearchResponse(
+                query=body.query.strip(), method=res.method, items=[ItemOut(**i.to_dict()) for i in res.items]
+            )
         prepared = service.prepare_search(body.query, body.k)
         res = await search_batcher.submit(prepared)
         return SearchResponse(

@@ -83,6 +83,9 @@ class ServeConfig:
     max_batch: int = 64  # most requests in one model call
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
     device: str = "cpu"
+    # personalised search (a query with a history): weight of TIGER's log-probabilities next to the query
+    # model's (semid.llm.personal); 1 = the two models count equally. Not yet chosen on a dev set
+    history_weight: float = 1.0
 
     def validate(self) -> None:
         for name in ("max_k", "max_history", "max_query_chars", "max_batch"):
@@ -281,6 +284,7 @@ class Service:
         self.catalogue = catalogue
         self.recommender = recommender
         self.searcher = searcher
+        self._personal: Any = None  # semid.llm.personal.PersonalisedSearch, built on first use
         self.sources = sources
         self.loaded_at = time.time()
         self._report: str | None = None
@@ -444,9 +448,86 @@ class Service:
             out.append(SearchResult(rows, self.searcher.method))
         return out
 
-    def search(self, query: str, k: int = 10) -> SearchResult:
-        """The ``k`` items that best answer ``query`` (language model if trained, else dense retrieval)."""
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        history: Sequence[str] | None = None,
+        user_id: str | None = None,
+        history_weight: float | None = None,
+    ) -> SearchResult:
+        """The ``k`` items that best answer ``query`` (language model if trained, else dense retrieval).
+
+        With a ``history`` (item ids, oldest first) or a stored ``user_id``, the query model and the TIGER
+        run search together (:meth:`search_personal`).
+        """
+        if history is not None or user_id is not None:
+            return self.search_personal(
+                query, k, history=history, user_id=user_id, history_weight=history_weight
+            )
         return self.search_many([self.prepare_search(query, k)])[0]
+
+    def search_personal(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        history: Sequence[str] | None = None,
+        user_id: str | None = None,
+        history_weight: float | None = None,
+    ) -> SearchResult:
+        """A query and a user's history in one beam search over the IDs (:mod:`semid.llm.personal`): the
+        query model's and TIGER's log-probabilities, TIGER's weighted by ``history_weight`` (default
+        :attr:`ServeConfig.history_weight`). Needs a language model and a TIGER run; ``method`` is
+        ``"lm+history"``."""
+        query, k = self.prepare_search(query, k)
+        if (
+            not isinstance(self.searcher, LMSearch)
+            or self.recommender is None
+            or (self.recommender.model_type != "tiger")
+        ):
+            # the request asks for what this server cannot do: a client error, never a 5xx
+            raise RequestError(
+                "personalised search needs a query language model and a TIGER run (serve both)"
+            )
+        rows, user_id, k = self.prepare_recommend(history, user_id, k)
+        weight = self.config.history_weight if history_weight is None else history_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 100:
+            raise RequestError(f"history_weight={weight!r} should be a number in [0, 100]")
+        personal = self._personal_search()
+        items = [str(self.recommender.data.item_ids[r]) for r in rows]
+        with self.searcher.lock, self.recommender.lock:
+            res = personal.search(
+                [query],
+                [items],
+                k=k,
+                history_weight=float(weight),
+                users=None if user_id is None else [user_id],
+            )
+        out = [
+            self.searcher.result(self.catalogue, int(i), s)
+            for i, s in zip(res.items[0], res.scores[0], strict=True)
+        ]
+        return SearchResult(out, "lm+history")
+
+    def _personal_search(self) -> Any:
+        if self._personal is None:
+            from semid.llm.personal import PersonalisedSearch
+
+            assert isinstance(self.searcher, LMSearch) and self.recommender is not None
+            try:
+                self._personal = PersonalisedSearch(
+                    self.searcher.recommender,
+                    self.searcher.llm.item_ids,
+                    self.recommender.model,
+                    self.recommender.data,
+                )
+            except (
+                SemidError
+            ) as e:  # the two models were trained on other IDs: this server cannot personalise
+                raise RequestError(f"personalised search is unavailable here: {e}") from None
+        return self._personal
 
     def item(self, item_id: str) -> dict[str, Any]:
         """``/items/{item_id}``: the item, its Semantic ID and its prefixes."""
