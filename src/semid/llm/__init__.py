@@ -7,6 +7,10 @@
 - :mod:`~semid.llm.train`: the training loop (:class:`TrainConfig`, :func:`train_llm`).
 - :mod:`~semid.llm.generate`: constrained generation (:class:`SemanticIdLogitsProcessor`) and top-k
   recommendation (:class:`QueryRecommender`).
+- :mod:`~semid.llm.personal`: a request and a user's history in one beam search, with TIGER
+  (:class:`PersonalisedSearch`).
+- :mod:`~semid.llm.requests`: flexible requests with set-based relevance over catalogue fields, and their
+  metrics (the benchmark of ``bench/flex_requests.py``).
 
 Names are imported on first use, so ``import semid.llm`` does not load transformers.
 
@@ -48,6 +52,13 @@ _EXPORTS = {
     "QueryRecommender": "generate",
     "Recommendations": "generate",
     "SemanticIdLogitsProcessor": "generate",
+    "PersonalisedSearch": "personal",
+    "Constraint": "requests",
+    "Request": "requests",
+    "load_requests": "requests",
+    "make_requests": "requests",
+    "save_requests": "requests",
+    "score_requests": "requests",
 }
 
 __all__ = sorted(_EXPORTS)
