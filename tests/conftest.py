@@ -171,3 +171,36 @@ def write_grid_ids(path, n_items: int) -> None:
     codes = np.stack([np.arange(n_items) // 5, np.arange(n_items) % 5], axis=1)
     names = np.array([f"i{i}" for i in range(n_items)], dtype=object)
     write_ids(path, IdTable(names, [f"{a}-{b}" for a, b in codes], codes, codes))
+
+
+def save_scratch_llm(serve_dir, out, *, spread: float = 0.0):
+    """An untrained tiny query LM over ``serve_dir``'s items and IDs, saved to ``out``; returns ``out``.
+
+    ``spread > 0`` redraws the output embeddings with that scale, so that IDs get clearly different scores
+    (an untrained model scores them almost alike, and near-ties make rankings fragile to compare).
+    """
+    import pyarrow as pa
+
+    from semid.ids.table import read_ids
+    from semid.llm.model import ScratchConfig, add_semantic_tokens, save_llm, scratch_model, train_tokenizer
+    from semid.serve.service import Service
+
+    ids = read_ids(serve_dir / "ids.parquet")
+    catalogue = Service.load(serve_dir, embedder=WordHashEmbedder()).catalogue
+    titles = [catalogue.title(catalogue.index[str(i)]) for i in ids.item_ids]
+    tok = train_tokenizer(titles, vocab_size=400)
+    model = scratch_model(tok, ScratchConfig(hidden_size=32, n_layers=1, n_heads=2, intermediate_size=64))
+    vocab = add_semantic_tokens(tok, [int(c) + 1 for c in ids.codes.max(axis=0)], model)
+    if spread:
+        with torch.no_grad():
+            model.get_output_embeddings().weight.normal_(0.0, spread)
+    items = pa.table(
+        {
+            "item_id": [str(i) for i in ids.item_ids],
+            "semantic_id": ids.semantic_ids,
+            "codes": [list(map(int, c)) for c in ids.codes],
+            "title": titles,
+        }
+    )
+    save_llm(out, model, tok, vocab, items, system_prompt="Recommend.")
+    return out

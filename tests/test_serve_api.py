@@ -12,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from conftest import WordHashEmbedder
+from conftest import WordHashEmbedder, save_scratch_llm
 from semid.cli import main
 from semid.errors import SemidError
 from semid.serve.api import create_app
@@ -141,26 +141,8 @@ def test_search_rejects_bad_requests(client, body, detail):
 
 
 def test_search_by_a_language_model_when_one_is_trained(serve_dir, tmp_path, one_torch_thread):
-    import pyarrow as pa
-
-    from semid.ids.table import read_ids
-    from semid.llm.model import ScratchConfig, add_semantic_tokens, save_llm, scratch_model, train_tokenizer
-
-    ids = read_ids(serve_dir / "ids.parquet")
     service = Service.load(serve_dir, embedder=WordHashEmbedder())
-    titles = [service.catalogue.title(service.catalogue.index[str(i)]) for i in ids.item_ids]
-    tok = train_tokenizer(titles, vocab_size=400)
-    model = scratch_model(tok, ScratchConfig(hidden_size=32, n_layers=1, n_heads=2, intermediate_size=64))
-    vocab = add_semantic_tokens(tok, [int(c) + 1 for c in ids.codes.max(axis=0)], model)
-    items = pa.table(
-        {
-            "item_id": [str(i) for i in ids.item_ids],
-            "semantic_id": ids.semantic_ids,
-            "codes": [list(map(int, c)) for c in ids.codes],
-            "title": titles,
-        }
-    )
-    save_llm(tmp_path / "llm", model, tok, vocab, items, system_prompt="Recommend.")
+    save_scratch_llm(serve_dir, tmp_path / "llm")
     lm = Service.load(serve_dir, llm=tmp_path / "llm")
     with TestClient(create_app(lm, ui=False)) as c:
         body = c.post("/search", json={"query": "a matte red lipstick", "k": 4}).json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import WordHashEmbedder
+from conftest import WordHashEmbedder, save_scratch_llm
 from semid.serve import create_app
 from semid.serve.service import Service
 
@@ -13,31 +13,11 @@ from semid.serve.service import Service
 @pytest.fixture(scope="module")
 def personal(serve_dir, tmp_path_factory):
     """The served demo layout (a tiny TIGER run) plus a tiny untrained query LM over the same IDs."""
-    import pyarrow as pa
     import torch
 
-    from semid.ids.table import read_ids
-    from semid.llm.model import ScratchConfig, add_semantic_tokens, save_llm, scratch_model, train_tokenizer
-
     torch.manual_seed(0)
-    ids = read_ids(serve_dir / "ids.parquet")
     dense = Service.load(serve_dir, embedder=WordHashEmbedder())
-    titles = [dense.catalogue.title(dense.catalogue.index[str(i)]) for i in ids.item_ids]
-    tok = train_tokenizer(titles, vocab_size=400)
-    model = scratch_model(tok, ScratchConfig(hidden_size=32, n_layers=1, n_heads=2, intermediate_size=64))
-    vocab = add_semantic_tokens(tok, [int(c) + 1 for c in ids.codes.max(axis=0)], model)
-    with torch.no_grad():  # an untrained model scores IDs almost alike; spread them so no two tie
-        model.get_output_embeddings().weight.normal_(0.0, 2.0)
-    items = pa.table(
-        {
-            "item_id": [str(i) for i in ids.item_ids],
-            "semantic_id": ids.semantic_ids,
-            "codes": [list(map(int, c)) for c in ids.codes],
-            "title": titles,
-        }
-    )
-    llm = tmp_path_factory.mktemp("personal") / "llm"
-    save_llm(llm, model, tok, vocab, items, system_prompt="Recommend.")
+    llm = save_scratch_llm(serve_dir, tmp_path_factory.mktemp("personal") / "llm", spread=2.0)
     service = Service.load(serve_dir, llm=llm)
     with TestClient(create_app(service, ui=False)) as client:
         yield service, dense, client

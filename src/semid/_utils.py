@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,25 @@ def read_json_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SemidError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; a missing file, a line that is
+    not JSON or not a JSON object is one error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SemidError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise SemidError(f"{path} line {n}: expected a JSON object")
+            yield n, row
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

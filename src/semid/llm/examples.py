@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from semid._outputs import atomic_path, check_output, has_marker
-from semid._utils import check_random_state
+from semid._utils import check_random_state, read_json_lines
 from semid.data.model import Catalogue, Sequences
 from semid.embed.text import default_template, item_text_fields
 from semid.errors import SemidError
@@ -377,21 +377,11 @@ def write_jsonl(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSONL file of examples; a malformed line raises ``SemidError`` naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemidError(f"{path}: no such file")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-                raise SemidError(f"{path} line {n}: expected an object with a 'messages' list")
-            rows.append(row)
+    for n, row in read_json_lines(path):
+        if not isinstance(row.get("messages"), list):
+            raise SemidError(f"{path} line {n}: expected an object with a 'messages' list")
+        rows.append(row)
     return rows
 
 

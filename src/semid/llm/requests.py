@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
-import json
 import math
 import os
 import re
@@ -52,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from semid._utils import read_json_lines
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 
@@ -455,28 +455,16 @@ def save_requests(path: str | os.PathLike, requests: Sequence[Request]) -> Path:
 
 def load_requests(path: str | os.PathLike, *, split: str | None = None) -> list[Request]:
     """Read a file written by :func:`save_requests`, optionally only one ``split``; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemidError(f"{path}: no such file")
     if split is not None and split not in SPLITS:
         raise SemidError(f"split={split!r} should be one of {SPLITS} or None")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SemidError(f"{path} line {n}: expected a JSON object")
-            try:
-                req = Request.from_dict(row)
-            except SemidError as e:
-                raise SemidError(f"{path} line {n}: {e}") from None
-            if split is None or req.split == split:
-                out.append(req)
+    for n, row in read_json_lines(path):
+        try:
+            req = Request.from_dict(row)
+        except SemidError as e:
+            raise SemidError(f"{path} line {n}: {e}") from None
+        if split is None or req.split == split:
+            out.append(req)
     return out
 
 
