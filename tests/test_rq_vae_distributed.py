@@ -81,10 +81,13 @@ def test_rank_0_alone_writes_the_run(runs) -> None:
     assert len((root / "two" / "metrics.jsonl").read_text().splitlines()) == 6
 
 
-def _collab_rank(rank: int, port: int, out: str) -> None:
+def _bad_rank(rank: int, port: int, out: str, case: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     try:
-        RQVAE(**{**OPTIONS, "collab_weight": 0.1}).fit(data(), collab=data()[:, :4])
+        if case == "collab":
+            RQVAE(**{**OPTIONS, "collab_weight": 0.1}).fit(data(), collab=data()[:, :4])
+        else:
+            RQVAE(**{**OPTIONS, "train": {**OPTIONS["train"], "batch_size": 1}}).fit(data())
     except SemidError as e:
         with open(os.path.join(out, f"error{rank}.json"), "w") as fh:
             json.dump(str(e), fh)
@@ -93,10 +96,17 @@ def _collab_rank(rank: int, port: int, out: str) -> None:
             torch.distributed.destroy_process_group()
 
 
-def test_the_collaborative_term_is_one_clear_error_on_several_ranks(tmp_path) -> None:
-    port = free_port()
-    torch.multiprocessing.spawn(_collab_rank, args=(port, str(tmp_path)), nprocs=2)
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("collab", "collab_weight > 0 trains in one process: its in-batch negatives span the whole batch"),
+        (
+            "batch",
+            "batch_size=1 is smaller than the 2 data-parallel ranks: every rank needs rows of each batch",
+        ),
+    ],
+)
+def test_what_two_ranks_cannot_train_is_one_clear_error_on_each(tmp_path, case, message) -> None:
+    torch.multiprocessing.spawn(_bad_rank, args=(free_port(), str(tmp_path), case), nprocs=2)
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"error{rank}.json").read_text()) == (
-            "collab_weight > 0 trains in one process: its in-batch negatives span the whole batch"
-        )
+        assert json.loads((tmp_path / f"error{rank}.json").read_text()) == message

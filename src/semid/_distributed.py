@@ -189,6 +189,19 @@ def reduce_(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
+def broadcast_module(module: torch.nn.Module, d: Dist) -> None:
+    """Copy rank 0's parameters and buffers to every rank, in place (a no-op for one process)."""
+    if not d.enabled:
+        return
+    for t in module.state_dict().values():
+        if d.backend == "nccl" and t.device.type != "cuda":
+            moved = t.cuda()
+            dist.broadcast(moved, src=0)
+            t.copy_(moved)
+        else:
+            dist.broadcast(t, src=0)
+
+
 def gather_rows(t: torch.Tensor, d: Dist) -> tuple[torch.Tensor, int]:
     """Every rank's ``t`` (rows may differ in number) stacked in rank order, and where this rank's start.
 

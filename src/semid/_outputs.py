@@ -290,7 +290,11 @@ def finish_interrupted_swap(path: str | os.PathLike) -> Path:
     path = Path(path)
     aside = swapped_aside(path)
     if aside != path:
-        aside.rename(path)
+        try:
+            aside.rename(path)
+        except FileNotFoundError:  # another rank of the same data-parallel job put it back first
+            if not path.exists():
+                raise
     return path
 
 

@@ -382,6 +382,8 @@ def train_llm(
         ddp = DistributedDataParallel(
             _AnswerTerms(model, prefix, vocab),
             device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            # the code head only scores positions whose target is an ID token: a rank's slice may have none
+            find_unused_parameters=bool(prefix is not None and prefix.has_code_head),
         )
     start = time.perf_counter()
     clock = [0.0]  # seconds of training so far: rank 0's, shared with every step (one clock for all ranks)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from semid._distributed import all_sum, barrier, gather_rows, setup, shard
+from semid._distributed import all_sum, barrier, broadcast_module, gather_rows, setup, shard
 from semid._utils import (
     atomic_path,
     decay_progress,
@@ -277,6 +277,11 @@ class Trainer:
         n = X.shape[0]
         B = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
         n_batches = math.ceil(n / B)
+        if self.group.enabled and self.group.world_size > B:
+            raise SemidError(
+                f"batch_size={B} is smaller than the {self.group.world_size} data-parallel ranks: every rank "
+                "needs rows of each batch"
+            )
         if self.group.enabled and 0 < n - (n_batches - 1) * B < self.group.world_size and n_batches > 1:
             n_batches -= 1  # a last batch smaller than the world joins the one before (every rank gets rows)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -296,6 +301,8 @@ class Trainer:
             seed = _seed64(self.seed, 0)
             torch.manual_seed(seed)
             self.model.prepare(X, extra, np.random.default_rng(seed), B)
+            # every rank starts from rank 0's codebooks (k-means on CUDA need not be bit-identical)
+            broadcast_module(self.model, self.group)
             state = TrainState()
             if self.run_dir is not None and self._writes:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -380,7 +387,9 @@ class Trainer:
             codes = logs.pop("codes", None)
             if group.enabled:  # the logged means of the global batch, and its codes
                 keys = sorted(logs)
-                logs = dict(zip(keys, all_sum([logs[k] * share for k in keys], group), strict=True))
+                logs = dict(
+                    zip(keys, all_sum([logs[k] * share for k in keys], group, self.device), strict=True)
+                )
                 codes = gather_rows(codes, group)[0] if codes is not None else None
             if codes is not None:
                 if run.epoch_codes is None:

@@ -62,9 +62,15 @@ def fit_on_ray(
     from semid.rec.train import TrainResult
 
     run_dir = Path(run_dir).resolve()
+    if not resume and (run_dir / LAST / TRAINER_NAME).is_file():
+        raise SemidError(
+            f"{run_dir} already holds a run; resume it (resume=True) or choose another directory"
+        )
     train_options = dict(train_config or {})
     if gpus_per_worker > 0:
         train_options.setdefault("device", "cuda")
+
+    existed = (run_dir / LAST / TRAINER_NAME).is_file()  # a checkpoint from before this job
 
     def train_loop() -> None:  # runs on every worker
         context = ray.train.get_context()
@@ -72,7 +78,7 @@ def fit_on_ray(
         from semid.rec.train import fit
 
         # a retried worker group continues from the last checkpoint
-        again = resume or (run_dir / LAST / TRAINER_NAME).is_file()
+        again = resume or (not existed and (run_dir / LAST / TRAINER_NAME).is_file())
         _, result = fit(
             model_type,
             None if again else data,

@@ -501,13 +501,14 @@ class Service:
             res = personal.search(
                 [query],
                 [items],
-                k=k,
+                k=min(k, personal.query.index.n_items),  # the beam runs over the language model's items
                 history_weight=float(weight),
                 users=None if user_id is None else [user_id],
             )
-        out = [
+        out = [  # an ID no model can write comes back as item -1 with score -inf: fewer than k answers
             self.searcher.result(self.catalogue, int(i), s)
             for i, s in zip(res.items[0], res.scores[0], strict=True)
+            if i >= 0 and np.isfinite(s)
         ]
         return SearchResult(out, "lm+history")
 
