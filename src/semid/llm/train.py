@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from semid._distributed import all_sum, barrier, on_main, rank_device, setup, shard
+from semid._distributed import barrier, on_main, rank_device, setup, shard
 from semid._outputs import check_output, has_marker
 from semid._utils import decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
@@ -60,6 +60,7 @@ from semid.llm.prefix import (
     request_embeddings,
     request_text,
 )
+from semid.rec.epochs import data_parallel_step
 
 __all__ = ["TrainConfig", "TrainResult", "train_llm"]
 
@@ -462,27 +463,22 @@ def train_llm(
                 loss = _answer_loss(model, {k: v.to(device) for k, v in batch.items()}, prefix, vocab)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
                 loss_value = loss.item()
                 clock[0] = time.perf_counter() - start
-            else:
+            else:  # the data-parallel step of the sequence models (semid.rec.epochs)
                 local, weight = shard(rows, group), 1.0
                 if len(local) == 0:  # fewer examples than ranks: join the all-reduce with weight 0
                     local, weight = rows[:1], 0.0
                 batch = _batch(
                     [encoded[i] for i in local], pad_id, train_q[local] if train_q is not None else None
                 )
-                total_loss, count = ddp({k: v.to(device) for k, v in batch.items()})
-                g_count, g_sum, clock[0] = all_sum(
-                    [count * weight, float(total_loss.detach()) * weight,
-                     time.perf_counter() - start if main else 0.0],
-                    group,
-                    device,
+                done = data_parallel_step(
+                    ddp, optimizer, {k: v.to(device) for k, v in batch.items()}, weight, group, device,
+                    clip_grad_norm=config.grad_clip, clock=time.perf_counter() - start, examples=len(local),
                 )  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                (total_loss * (weight * group.world_size / g_count)).backward()
-                loss_value = g_sum / g_count
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+                loss_value, clock[0] = done.loss, done.clock
             scheduler.step()
             step += 1
             bar.update(1)

@@ -55,15 +55,19 @@ class StepResult:
 def data_parallel_step(
     loss_module: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: Batch,
+    batch: Any,
     weight: float,
     group: Dist,
     device: str,
     autocast: Any = nullcontext,
     clip_grad_norm: float = 0.0,
     clock: float = 0.0,
+    examples: int | None = None,
 ) -> StepResult:
     """One optimizer step on this rank's ``batch`` of a global batch (``weight`` 0: a stand-in).
+
+    ``batch`` is whatever ``loss_module`` takes (a :class:`~semid.rec.data.Batch`, or the query LM's tensor
+    dict); ``examples`` counts its rows when ``len(batch)`` does not.
 
     ``loss_module`` (a :class:`LossTerms`, DDP-wrapped when ``group`` has several ranks) gives the batch's
     loss sum and count; one all-reduce adds them up over ranks (with rank 0's ``clock``), and the backward
@@ -77,7 +81,7 @@ def data_parallel_step(
             count * weight,
             float(total.detach()) * weight,
             clock if group.is_main else 0.0,
-            len(batch) * weight,
+            (len(batch) if examples is None else examples) * weight,
         ],
         group,
         device,

@@ -70,15 +70,13 @@ def fit_on_ray(
     if gpus_per_worker > 0:
         train_options.setdefault("device", "cuda")
 
-    existed = (run_dir / LAST / TRAINER_NAME).is_file()  # a checkpoint from before this job
-
     def train_loop() -> None:  # runs on every worker
         context = ray.train.get_context()
         os.environ["LOCAL_RANK"] = str(context.get_local_rank())
         from semid.rec.train import fit
 
         # a retried worker group continues from the last checkpoint
-        again = resume or (not existed and (run_dir / LAST / TRAINER_NAME).is_file())
+        again = resume or (run_dir / LAST / TRAINER_NAME).is_file()  # a new run's directory had none
         _, result = fit(
             model_type,
             None if again else data,
