@@ -52,6 +52,16 @@ def semantic_ids(emb: Path, work: Path) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train exactly this many steps (no time budget; seeds comparable)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed (model init, batch order); data seed 0")
+    p.add_argument(
+        "--skip-eval", action="store_true", help="train and save only (bench/beauty_flex_eval.py scores it)"
+    )
     p.add_argument("--eval-items", type=int, default=300, help="items with held-out queries to score")
     p.add_argument(
         "--eval-limit",
@@ -113,7 +123,9 @@ def main() -> None:
             intermediate_size=(args.hidden * 8 // 3 + 7) // 8 * 8,
         ),
         query_prefix=PrefixConfig(code_head=args.code_head) if use_prefix else None,
-        max_minutes=args.minutes,
+        max_minutes=None if args.steps else args.minutes,
+        max_steps=args.steps,
+        seed=args.seed,
         batch_size=64,
         lr=2e-3,
         eval_every=0,
@@ -122,6 +134,10 @@ def main() -> None:
         progress=False,
     )
     result = train_llm(data, args.work / "model", config)
+    if args.skip_eval:
+        info = {"train_examples": len(examples.train), "train_steps": result.steps, "seed": args.seed}
+        emit_json([{**info, "train_minutes": result.seconds / 60, "embed_seconds": result.embed_seconds}])
+        return
 
     valid = [ex for ex in examples.valid if ex["task"] == "predict_semantic_id"]
     if args.eval_limit and args.eval_limit < len(valid):
