@@ -141,3 +141,35 @@ def test_sampling_defaults_in_the_model_config_do_not_leak(random_recommender):
         model.generation_config.temperature = 1.0
         model.generation_config.repetition_penalty = 1.0
     assert (again == greedy).all() and (greedy == greedy[0, 0]).all()
+
+
+def test_allowed_items_come_first_and_backfill_completes_k(random_recommender):
+    # Query 0 may only get items 1, 4 and 7 (fewer than k=5): those three come first, in the model's own
+    # order, then the unrestricted beam's best others; query 1 allows 6 items, so it needs no backfill.
+    n = len(CODES)
+    allow = np.zeros((2, n), bool)
+    allow[0, [1, 4, 7]] = True
+    allow[1, :6] = True
+    free = random_recommender.recommend(["lipstick", "perfume"], k=5, beam_size=n)
+    res = random_recommender.recommend(["lipstick", "perfume"], k=5, beam_size=n, allow=allow)
+    first = res.items[0, :3].tolist()
+    assert sorted(first) == [1, 4, 7]
+    exact = random_recommender.recommend(["lipstick"], k=n, beam_size=n)  # the model's full order
+    rank = {int(i): r for r, i in enumerate(exact.items[0])}
+    assert first == sorted(first, key=rank.get)
+    rest = [i for i in free.items[0].tolist() if i not in first][:2]
+    assert res.items[0, 3:].tolist() == rest
+    assert set(res.items[1].tolist()) <= set(range(6)) and len(set(res.items[1].tolist())) == 5
+    kept = random_recommender.recommend(["lipstick"], k=5, beam_size=n, allow=allow[:1], backfill=False)
+    assert kept.items[0, 3:].tolist() == [-1, -1] and np.isneginf(kept.scores[0, 3:]).all()
+
+
+def test_allow_must_match_the_queries_and_items(random_recommender):
+    with pytest.raises(SemidError, match=r"allow should be a bool array of shape \(1, %d\)" % len(CODES)):
+        random_recommender.recommend(["x"], k=2, allow=np.ones((1, 3), bool))
+
+
+@pytest.mark.parametrize("kwargs", [{"lm_weight": -1.0}, {"head_weight": float("nan")}, {"lm_weight": True}])
+def test_ablation_weights_must_be_finite_and_non_negative(random_recommender, kwargs):
+    with pytest.raises(SemidError, match=r"_weight=.* should be a finite number >= 0"):
+        random_recommender.recommend(["x"], k=2, **kwargs)

@@ -436,3 +436,25 @@ def test_a_code_head_for_another_catalogue_is_an_error():
         "the query prefix's code head holds 12 items with other IDs than the 6 given: "
         "use the catalogue it was trained on"
     )
+
+
+def test_ablation_weights_isolate_the_language_model_and_the_code_head():
+    # lm_weight=0 leaves the code head's scores alone: an untrained LM's noise no longer matters, so the
+    # head finds each title's item at least as often as the full model; head_weight=0 is the LM alone,
+    # which is the model without a head (same prefix vectors, same logits).
+    model, tok, vocab, prefix = untrained(code_head=True)
+    rec = QueryRecommender(
+        model, tok, vocab, CODES, system_prompt="Recommend.", prefix=prefix, query_encoder=WordHashEmbedder()
+    )
+    targets = np.arange(len(TITLES))
+    head_only = rec.recommend(TITLES, k=1, beam_size=12, lm_weight=0.0)
+    full = rec.recommend(TITLES, k=1, beam_size=12)
+    assert head_only.hits(targets).mean() >= full.hits(targets).mean()
+    assert head_only.hits(targets).mean() >= 10 / 12
+    lm_only = rec.recommend(TITLES, k=5, beam_size=12, head_weight=0.0)
+    plain = QueryRecommender(
+        model, tok, vocab, CODES, system_prompt="Recommend.", prefix=prefix, query_encoder=WordHashEmbedder()
+    )
+    plain._code_queries = lambda embeddings: None  # the same model, its head never consulted
+    ref = plain.recommend(TITLES, k=5, beam_size=12)
+    assert (lm_only.items == ref.items).all() and np.allclose(lm_only.scores, ref.scores, atol=1e-6)

@@ -153,3 +153,61 @@ def test_excluded_items_are_never_returned_and_the_rest_keep_their_order() -> No
     assert res.items[1].tolist()[:2] == [1, 0]
     assert res.items[1].tolist()[2] == -1  # only two items are left for that row: no third one
     assert res.scores[0].tolist() == pytest.approx([log_prob([1, 2]), log_prob([0, 0]), log_prob([2, 0])])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_narrow_beam_restricted_to_allowed_items_finds_the_best_allowed_ones(seed: int) -> None:
+    # A narrow beam (4) over 30 items where each row allows a random fifth of them: the allowed-set
+    # pruning at every level must still return exactly the top 3 allowed items (as an exhaustive beam
+    # over the allowed items would), never an item outside the set.
+    sizes = (4, 5, 3)
+    codes = random_catalogue(30, sizes, seed)
+    index = CodeIndex(codes, sizes)
+    gen = torch.Generator().manual_seed(seed)
+    batch = 5
+    tables = [torch.randn(batch, *sizes[: t + 1], generator=gen) for t in range(3)]
+
+    def model(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+        rows = torch.arange(batch)[:, None].expand(-1, prefix.shape[1])
+        return tables[prefix.shape[2]][(rows, *prefix.unbind(-1))]
+
+    allow = torch.rand(batch, 30, generator=gen) < 0.2
+    allow[0] = False
+    allow[0, [3, 17]] = True  # fewer allowed items than k: the rest is -1
+    res = beam_search(model, index, batch_size=batch, beam_size=60, k=3, allow=allow)
+    logp = [torch.log_softmax(tables[t], dim=-1) for t in range(3)]
+    c = torch.from_numpy(codes)
+    for b in range(batch):
+        full = logp[0][b][c[:, 0]] + logp[1][b][c[:, 0], c[:, 1]] + logp[2][b][c[:, 0], c[:, 1], c[:, 2]]
+        full = full.masked_fill(~allow[b], float("-inf"))
+        n = min(3, int(allow[b].sum()))
+        best = full.topk(n).indices.tolist()
+        assert res.items[b].tolist()[:n] == best
+        assert res.items[b].tolist()[n:] == [-1] * (3 - n)
+        narrow = beam_search(model, index, batch_size=batch, beam_size=3, k=3, allow=allow)
+        got = [i for i in narrow.items[b].tolist() if i >= 0]
+        assert set(got) <= set(np.flatnonzero(allow[b].numpy()).tolist())
+        assert len(got) == n  # pruning keeps the beam on prefixes that still lead to allowed items
+
+
+def test_allow_of_the_wrong_shape_or_type_is_named() -> None:
+    with pytest.raises(SemidError, match=r"allow has shape \(1, 3\), expected \(1, 4\)"):
+        beam_search(
+            fixed_model, CodeIndex(CODES), batch_size=1, beam_size=2, k=2, allow=torch.ones(1, 3).bool()
+        )
+    with pytest.raises(SemidError, match=r"allow should be a bool tensor"):
+        beam_search(fixed_model, CodeIndex(CODES), batch_size=1, beam_size=2, k=2, allow=torch.ones(1, 4))
+
+
+def test_row_ranges_bound_the_items_under_each_prefix() -> None:
+    index = CodeIndex(CODES)
+    trie = index.trie
+    order = trie.order
+    for depth in range(3):
+        prefixes = np.unique(CODES[:, :depth], axis=0)
+        nodes = trie.walk(torch.from_numpy(prefixes)) if depth else trie.root(1)
+        lo, hi = trie.row_ranges(nodes, depth)
+        for p, a, b in zip(prefixes, lo.tolist(), hi.tolist(), strict=True):
+            assert sorted(order[a:b].tolist()) == trie.items_with_prefix(p).tolist()
+    lo, hi = trie.row_ranges(torch.tensor([-1]), 1)
+    assert (lo.item(), hi.item()) == (0, 0)

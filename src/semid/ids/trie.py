@@ -330,6 +330,32 @@ class PrefixTrie:
         rows = self._order[lo:hi].astype(np.int64)
         return rows if id_order else np.sort(rows)
 
+    def row_ranges(self, node_ids: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, hi)``, each ``(B,)`` int64: the rows below each depth-``depth`` node are
+        ``order[lo:hi]`` (positions in ID order, :attr:`order`); ``-1`` (no node) gives the empty ``0, 0``.
+
+        Vectorised :meth:`items_with_prefix` bounds, on the nodes' device: with a prefix sum of a per-row
+        flag in ID order, ``cum[hi] - cum[lo]`` counts the flagged items under each node in ``O(1)``
+        (constrained decoding to an item subset, :func:`semid.rec.beam.beam_search`'s ``allow``).
+        """
+        if (
+            isinstance(depth, bool)
+            or not isinstance(depth, (int, np.integer))
+            or not 0 <= depth <= self.n_levels
+        ):
+            raise SemidError(f"depth={depth!r} should be an integer in 0..{self.n_levels}")
+        nodes = _as_long_tensor(node_ids, "node_ids", ndim=1)
+        ok = (nodes >= 0) & (nodes < self._n_nodes[depth])
+        node = torch.where(ok, nodes, 0)
+        starts = self._row_starts[depth]
+        if starts is None:  # distinct leaves: leaf j is sorted row j
+            lo, hi = node, node + 1
+        else:
+            table = torch.from_numpy(starts.astype(np.int64)).to(nodes.device)  # (n_nodes[depth] + 1,)
+            lo, hi = table[node], table[node + 1]
+        zero = torch.zeros_like(lo)
+        return torch.where(ok, lo, zero), torch.where(ok, hi, zero)
+
     def rows_of_leaves(self, leaves: torch.Tensor) -> torch.Tensor:
         """``(B,)`` int64 row of ``codes`` of each depth-``L`` node id (the first in row order when rows repeat
         an ID); ``-1`` stays ``-1``. On the leaves' device (its table is kept there after the first call)."""

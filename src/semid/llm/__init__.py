@@ -7,6 +7,9 @@
 - :mod:`~semid.llm.train`: the training loop (:class:`TrainConfig`, :func:`train_llm`).
 - :mod:`~semid.llm.generate`: constrained generation (:class:`SemanticIdLogitsProcessor`) and top-k
   recommendation (:class:`QueryRecommender`).
+- :mod:`~semid.llm.attributes`: ID -> attribute: the model names an item's brand, category and price range
+  from its Semantic ID (:func:`describe`), scored against the catalogue with a majority baseline
+  (:func:`attribute_accuracy`).
 - :mod:`~semid.llm.personal`: a request and a user's history in one beam search, with TIGER
   (:class:`PersonalisedSearch`).
 - :mod:`~semid.llm.requests`: flexible requests with set-based relevance over catalogue fields, and their
@@ -52,6 +55,10 @@ _EXPORTS = {
     "QueryRecommender": "generate",
     "Recommendations": "generate",
     "SemanticIdLogitsProcessor": "generate",
+    "ATTRIBUTES": "attributes",
+    "AttributeScore": "attributes",
+    "attribute_accuracy": "attributes",
+    "describe": "attributes",
     "PersonalisedSearch": "personal",
     "Constraint": "requests",
     "Request": "requests",

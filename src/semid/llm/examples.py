@@ -50,10 +50,13 @@ __all__ = [
     "TRAIN_TEMPLATES",
     "ExampleConfig",
     "Examples",
+    "ATTRIBUTE_QUESTIONS",
     "ItemFacts",
+    "attribute_question",
     "build_examples",
     "check_ids_cover",
     "id_text",
+    "item_facts",
     "prepare_dataset",
     "price_band",
     "read_jsonl",
@@ -160,7 +163,13 @@ HELD_OUT_TEMPLATES: dict[str, Template] = {
 }
 """Query templates held out for evaluation only: their phrasings never appear in training."""
 
-_ATTRIBUTE_QUESTIONS = {"brand": "brand", "leaf": "category", "band": "price range"}
+ATTRIBUTE_QUESTIONS = {"brand": "brand", "leaf": "category", "band": "price range"}
+"""``predict_attribute`` questions: :class:`ItemFacts` field -> how the question names it."""
+
+
+def attribute_question(label: str, spelled_id: str) -> str:
+    """The ``predict_attribute`` question: ``("brand", "<a_1>")`` -> ``"What is the brand of <a_1>?"``."""
+    return f"What is the {label} of {spelled_id}?"
 
 
 @dataclass
@@ -213,8 +222,8 @@ def _chat(system: str, user: str, answer: str) -> list[dict[str, str]]:
     ]
 
 
-def _facts(catalogue: Catalogue) -> list[ItemFacts]:
-    """Per-item facts, read column-wise from the catalogue."""
+def item_facts(catalogue: Catalogue) -> list[ItemFacts]:
+    """Per-item facts (catalogue order), read column-wise: what the examples' queries and answers say."""
     n = len(catalogue)
     fields = set(catalogue.fields)
 
@@ -310,7 +319,7 @@ def build_examples(
     id_texts = [id_text(codes[r]) for r in rows]  # catalogue row -> ID text
     cat_ids = catalogue.item_ids
     rng = check_random_state(config.seed)
-    facts = _facts(catalogue)
+    facts = item_facts(catalogue)
     system = config.system_prompt
     train: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
@@ -338,10 +347,10 @@ def build_examples(
                 if made == config.n_per_item:
                     break
         if config.attribute_examples:
-            for key, label in _ATTRIBUTE_QUESTIONS.items():
+            for key, label in ATTRIBUTE_QUESTIONS.items():
                 value = getattr(f, key)
                 if value:
-                    add(train, "predict_attribute", key, i, f"What is the {label} of {id_texts[i]}?", value)
+                    add(train, "predict_attribute", key, i, attribute_question(label, id_texts[i]), value)
 
     valid_items = np.arange(len(facts))
     if config.n_valid_items is not None and config.n_valid_items < len(facts):

@@ -25,6 +25,7 @@ checked against the trie before it is returned.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -286,10 +287,13 @@ class QueryRecommender:
         embeds: torch.Tensor | None,
         table: torch.Tensor,
         code_queries: torch.Tensor | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
     ):
         """The language model as a beam-search step: next-code logits of each beam of left-padded prompts
         (``embeds``: the prompts as ``(B, T, H)`` input embeddings, prefix included, when there is one;
-        ``code_queries``: ``(B, d_in)`` query vectors whose code-head scores are added)."""
+        ``code_queries``: ``(B, d_in)`` query vectors whose code-head scores are added; ``weights``: the
+        language model's and the code head's factors, ``(1, 1)`` as trained; ablations zero one of them)."""
+        lm_w, head_w = weights
         embed_tokens = self.model.get_input_embeddings()
 
         def step(prefix: torch.Tensor, parent: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,10 +312,12 @@ class QueryRecommender:
                 )
             k_t = self.index.vocab_sizes[t]
             logits = out.logits[:, -1, table[t, :k_t]].float().view(b, n_beams, k_t)  # (B, W, K_t)
-            if code_queries is not None:
+            if lm_w != 1.0:
+                logits = logits * lm_w
+            if code_queries is not None and head_w != 0.0:
                 q = code_queries.repeat_interleave(n_beams, 0)  # (B * W, d_in)
                 extra = self.prefix.id_scores(q, t, prefix.reshape(b * n_beams, t))  # (B * W, K_t)
-                logits = logits + extra.view(b, n_beams, k_t)
+                logits = logits + head_w * extra.view(b, n_beams, k_t)
             return logits
 
         return step
@@ -325,32 +331,81 @@ class QueryRecommender:
         beam_size: int | None = None,
         batch_size: int = 32,
         query_embeddings: np.ndarray | None = None,
+        allow: np.ndarray | None = None,
+        backfill: bool = True,
+        lm_weight: float = 1.0,
+        head_weight: float = 1.0,
     ) -> Recommendations:
         """The ``k`` most likely distinct items for each query (beam search over IDs, ``beam_size >= k``).
 
         ``query_embeddings``: the ``(Q, d_in)`` encoder vectors of ``queries``, if already computed (a model
-        with a prefix embeds them itself otherwise).
+        with a prefix embeds them itself otherwise). ``allow``: ``(Q, n_items)`` bool, the items each query
+        may get (e.g. :meth:`semid.llm.constraints.RequestFilter.masks`: the brand and price a request
+        states); the beam is pruned to them at every level. A query with fewer than ``k`` allowed items
+        gets them first, then (``backfill=True``) the best other items of an unrestricted beam, so it
+        still gets ``k`` answers; ``backfill=False`` leaves ``-1`` there. ``lm_weight`` / ``head_weight``
+        scale the language model's logits and the code head's scores (ablations: ``lm_weight=0`` is the
+        code head alone, ``head_weight=0`` the language model without it).
         """
         beam_size = max(k, 20) if beam_size is None else beam_size
+        for name, w in (("lm_weight", lm_weight), ("head_weight", head_weight)):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+                raise SemidError(f"{name}={w!r} should be a finite number >= 0")
         prompts = self.prompts(queries)
         qvecs = self.query_embeddings(queries, query_embeddings)
-        items, scores = [], []
-        with self._eval_mode():
-            for start in range(0, len(prompts), batch_size):
-                chunk = None if qvecs is None else qvecs[start : start + batch_size]
-                step = self.prompt_step_fn(prompts[start : start + batch_size], chunk)
-                b = len(prompts[start : start + batch_size])
-                res = beam_search(step, self.index, b, beam_size=beam_size, k=k, device=self.device)
+        if allow is not None:
+            allow = np.asarray(allow)
+            if allow.dtype != bool or allow.shape != (len(prompts), self.index.n_items):
+                raise SemidError(
+                    f"allow should be a bool array of shape ({len(prompts)}, {self.index.n_items}), "
+                    f"got {allow.dtype} {allow.shape}"
+                )
+        weights = (float(lm_weight), float(head_weight))
+
+        def run(rows: np.ndarray, restrict: bool) -> tuple[np.ndarray, np.ndarray]:
+            items, scores = [], []
+            for start in range(0, len(rows), batch_size):
+                part = rows[start : start + batch_size]
+                chunk = None if qvecs is None else qvecs[part]
+                step = self.prompt_step_fn([prompts[i] for i in part], chunk, weights=weights)
+                mask = torch.from_numpy(allow[part]) if restrict else None
+                res = beam_search(
+                    step, self.index, len(part), beam_size=beam_size, k=k, device=self.device, allow=mask
+                )
                 items.append(res.items.cpu().numpy())
                 scores.append(res.scores.cpu().numpy())
-        return Recommendations(items=np.concatenate(items), scores=np.concatenate(scores))
+            return np.concatenate(items), np.concatenate(scores)
 
-    def prompt_step_fn(self, prompts: list[list[int]], query_embeddings: np.ndarray | None = None) -> StepFn:
+        with self._eval_mode():
+            every = np.arange(len(prompts))
+            restricted = allow is not None and not allow.all()
+            items, scores = run(every, restricted)
+            short = np.flatnonzero((items < 0).any(axis=1)) if restricted and backfill else every[:0]
+            if len(short):  # fewer than k allowed items: the best others, after them
+                extra_items, extra_scores = run(short, False)
+                for j, q in enumerate(short):
+                    have = items[q][items[q] >= 0].tolist()
+                    more = [
+                        (i, s) for i, s in zip(extra_items[j], extra_scores[j], strict=True) if i not in have
+                    ]
+                    fill = more[: k - len(have)]
+                    items[q, len(have) :] = [i for i, _ in fill] + [-1] * (k - len(have) - len(fill))
+                    scores[q, len(have) :] = [s for _, s in fill] + [-np.inf] * (k - len(have) - len(fill))
+        return Recommendations(items=items, scores=scores)
+
+    def prompt_step_fn(
+        self,
+        prompts: list[list[int]],
+        query_embeddings: np.ndarray | None = None,
+        *,
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> StepFn:
         """The language model as a beam-search step over a batch of ``prompts`` (:meth:`prompts`; with a
-        prefix, their ``(B, d_in)`` ``query_embeddings``). Call it in eval mode (:meth:`eval_mode`)."""
+        prefix, their ``(B, d_in)`` ``query_embeddings``; ``weights``: the language model's and the code
+        head's factors). Call it in eval mode (:meth:`eval_mode`)."""
         table = self.vocab.token_ids.to(self.device)
         ids, mask, embeds = self._inputs(prompts, query_embeddings)
-        return self._step_fn(ids, mask, embeds, table, self._code_queries(query_embeddings))
+        return self._step_fn(ids, mask, embeds, table, self._code_queries(query_embeddings), weights)
 
     def eval_mode(self) -> contextlib.AbstractContextManager[None]:
         """The model (and prefix) in eval mode for a ``with`` block, then back to how they were."""

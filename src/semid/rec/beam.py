@@ -110,6 +110,7 @@ def beam_search(
     constrained: bool = True,
     device: str | torch.device = "cpu",
     exclude: torch.Tensor | None = None,
+    allow: torch.Tensor | None = None,
 ) -> BeamResult:
     """The ``k`` most likely IDs for each of ``batch_size`` rows, keeping ``beam_size`` prefixes per level.
 
@@ -119,6 +120,11 @@ def beam_search(
     survive, so every returned item is valid and distinct; ``k`` may then not exceed the number of items.
     ``exclude`` ((B, n_items) bool) names items a row must not get (e.g. its history): at the last level
     their IDs are masked like IDs of no item. Cost: one trie step per (beam, last-level code).
+    ``allow`` ((B, n_items) bool) restricts each row to a subset of the items (e.g. those a request's
+    brand and price admit): at every level, a code survives only if some allowed item lies below the
+    prefix it makes, so the beam never spends its width on prefixes that lead nowhere allowed. A row
+    with fewer than ``k`` allowed items gets ``-1`` (score ``-inf``) in the remaining places. Cost: one
+    ``(B, n_items)`` prefix sum, then one trie step and two gathers per (beam, code) at every level.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise SemidError(f"k={k!r} should be a positive integer")
@@ -127,6 +133,7 @@ def beam_search(
     if constrained and k > index.n_items:
         raise SemidError(f"k={k} is larger than the catalogue ({index.n_items:,} items)")
     trie, n_levels = index.trie, index.n_levels
+    allowed_below = None if allow is None else _allowed_counter(index, allow, batch_size, device)
     scores = torch.zeros(batch_size, 1, device=device)  # (B, W) log-probability of each beam
     nodes = trie.root(batch_size, device=device)[:, None]  # (B, W) trie node of each beam (-1: no ID prefix)
     prefix = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=device)  # (B, W, t)
@@ -143,6 +150,8 @@ def beam_search(
         if constrained:
             allowed = trie.allowed_mask_nodes(nodes.reshape(-1), level).view(batch_size, n_beams, n_codes)
             logp = logp.masked_fill(~allowed, float("-inf"))
+        if allowed_below is not None:
+            logp = logp.masked_fill(allowed_below(nodes, level, n_codes) == 0, float("-inf"))
         if exclude is not None and level == n_levels - 1:
             codes = torch.arange(n_codes, device=device).repeat(batch_size * n_beams)  # (B * W * K,)
             leaves = trie.step(nodes.reshape(-1).repeat_interleave(n_codes), level, codes)
@@ -162,3 +171,24 @@ def beam_search(
     # A beam with score -inf was picked only to fill the width: it decodes no item.
     items = torch.where(torch.isfinite(scores), index.items_of_leaves(nodes), -1)
     return BeamResult(items=items, codes=prefix, scores=scores)
+
+
+def _allowed_counter(index: CodeIndex, allow: torch.Tensor, batch_size: int, device: str | torch.device):
+    """``count(nodes (B, W), level, K) -> (B, W, K)``: the allowed items under each beam's child per code
+    (0 where the child is no prefix), from one ``(B, n_items + 1)`` prefix sum of ``allow`` in ID order."""
+    if not isinstance(allow, torch.Tensor) or allow.dtype != torch.bool:
+        raise SemidError("allow should be a bool tensor of shape (batch_size, n_items)")
+    if tuple(allow.shape) != (batch_size, index.n_items):
+        raise SemidError(f"allow has shape {tuple(allow.shape)}, expected {(batch_size, index.n_items)}")
+    order = torch.from_numpy(index.trie.order.astype(np.int64)).to(device)
+    cum = F.pad(allow.to(device)[:, order].long().cumsum(1), (1, 0))  # (B, n + 1) allowed rows before
+
+    def count(nodes: torch.Tensor, level: int, n_codes: int) -> torch.Tensor:
+        b, w = nodes.shape
+        codes = torch.arange(n_codes, device=nodes.device).repeat(b * w)  # (B * W * K,)
+        child = index.trie.step(nodes.reshape(-1).repeat_interleave(n_codes), level, codes)
+        lo, hi = index.trie.row_ranges(child, level + 1)  # (B * W * K,) each
+        lo, hi = lo.view(b, w * n_codes), hi.view(b, w * n_codes)  # (B, W * K)
+        return (cum.gather(1, hi) - cum.gather(1, lo)).view(b, w, n_codes)
+
+    return count
