@@ -173,8 +173,11 @@ def write_grid_ids(path, n_items: int) -> None:
     write_ids(path, IdTable(names, [f"{a}-{b}" for a, b in codes], codes, codes))
 
 
-def save_scratch_llm(serve_dir, out, *, spread: float = 0.0):
+def save_scratch_llm(serve_dir, out, *, spread: float = 0.0, facts: bool = False):
     """An untrained tiny query LM over ``serve_dir``'s items and IDs, saved to ``out``; returns ``out``.
+
+    ``facts=True`` keeps the demo catalogue's brand and price with the items, as ``semid llm prepare``
+    does, so that request filters (semid.llm.constraints) have something to read.
 
     ``spread > 0`` redraws the output embeddings with that scale, so that IDs get clearly different scores
     (an untrained model scores them almost alike, and near-ties make rankings fragile to compare).
@@ -202,5 +205,13 @@ def save_scratch_llm(serve_dir, out, *, spread: float = 0.0):
             "title": titles,
         }
     )
+    if facts:
+        from semid.data import load_dataset
+
+        table = load_dataset([serve_dir / "data"]).catalogue.table
+        row = {str(i): r for r, i in enumerate(table["item_id"].to_pylist())}
+        take = [row[str(i)] for i in ids.item_ids]
+        for name in ("brand", "price"):
+            items = items.append_column(name, table[name].take(take))
     save_llm(out, model, tok, vocab, items, system_prompt="Recommend.")
     return out

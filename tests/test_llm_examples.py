@@ -158,6 +158,28 @@ def test_item_texts_follow_the_default_text_of_the_catalogues_own_fields(tmp_pat
     assert items.column("text").to_pylist() == ["Name: Hair Dryer; Manufacturer: Acme", "Name: Lip Balm"]
 
 
+def test_items_keep_the_brand_and_price_a_request_filter_reads(tmp_path):
+    from semid.llm.constraints import RequestFilter
+
+    cat = Catalogue.from_pydict(
+        {
+            "item_id": ["a", "b"],
+            "title": ["Hair Dryer", "Lip Balm"],
+            "brand": ["Acme", None],
+            "price": [30.0, 4.5],
+        }
+    )
+    codes = np.array([[0, 0], [1, 0]])
+    ids = IdTable(np.array(["a", "b"], dtype=object), ["0-0", "1-0"], codes, codes, {})
+    prepare_dataset(cat, ids, tmp_path, ExampleConfig(n_per_item=1, seed=0))
+    items = pq.read_table(tmp_path / "items.parquet")
+    assert items.column("brand").to_pylist() == ["Acme", None]
+    assert items.column("price").to_pylist() == [30.0, 4.5]
+    assert "categories" not in items.column_names  # only the fields the catalogue has
+    flt = RequestFilter().fit(items)
+    assert flt.mask("acme under $50").tolist() == [True, False]
+
+
 def test_prepare_cli_reads_a_latin1_catalogue_with_encoding(tmp_path, capsys):
     path = tmp_path / "items.csv"
     path.write_bytes("item_id,title,brand\na,Crème brûlée candle,Lumière\nb,Thé vert,\n".encode("latin-1"))

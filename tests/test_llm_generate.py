@@ -165,7 +165,7 @@ def test_allowed_items_come_first_and_backfill_completes_k(random_recommender):
 
 
 def test_allow_must_match_the_queries_and_items(random_recommender):
-    with pytest.raises(SemidError, match=r"allow should be a bool array of shape \(1, %d\)" % len(CODES)):
+    with pytest.raises(SemidError, match=rf"allow should be a bool array of shape \(1, {len(CODES)}\)"):
         random_recommender.recommend(["x"], k=2, allow=np.ones((1, 3), bool))
 
 

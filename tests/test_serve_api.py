@@ -155,6 +155,28 @@ def test_search_by_a_language_model_when_one_is_trained(serve_dir, tmp_path, one
     )
 
 
+def test_lm_search_answers_with_the_brand_and_price_a_request_states(serve_dir, tmp_path, one_torch_thread):
+    # An untrained model ranks items at random; the filter still puts first every item of the stated brand
+    # under the stated price (here fewer than k: the rest are the model's best others), and switching it
+    # off (ServeConfig.search_filter) gives the model's own ranking back.
+    from semid.data import load_dataset
+
+    table = load_dataset([serve_dir / "data"]).catalogue.table
+    brand, price = table["brand"].to_pylist(), table["price"].to_pylist()
+    wanted = {str(i) for i, b, p in zip(table["item_id"].to_pylist(), brand, price, strict=True)
+              if b == "Petal Lab" and p is not None and p < 10}  # fmt: skip
+    assert 0 < len(wanted) < 10
+    save_scratch_llm(serve_dir, tmp_path / "llm", spread=2.0, facts=True)
+    query = {"query": "anything by petal lab under $10", "k": 10}
+    with TestClient(create_app(Service.load(serve_dir, llm=tmp_path / "llm"), ui=False)) as c:
+        found = [i["item_id"] for i in c.post("/search", json=query).json()["items"]]
+    assert set(found[: len(wanted)]) == wanted and len(set(found)) == 10
+    off = Service.load(serve_dir, llm=tmp_path / "llm", config=ServeConfig(search_filter=False))
+    with TestClient(create_app(off, ui=False)) as c:
+        plain = [i["item_id"] for i in c.post("/search", json=query).json()["items"]]
+    assert set(plain[: len(wanted)]) != wanted
+
+
 def test_a_language_model_without_safetensors_weights_is_refused(serve_dir, tmp_path):
     llm = tmp_path / "llm"
     llm.mkdir()

@@ -169,6 +169,11 @@ def ask(
     history_weight: float = typer.Option(
         1.0, "--history-weight", help="Weight of TIGER's log-probabilities next to the query model's."
     ),
+    use_filter: bool = typer.Option(
+        True,
+        "--filter/--no-filter",
+        help="Answer only with items of the brand and price the request states (then the best others).",
+    ),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Answer a request with the k most likely catalogue items (every answer is a real item).
@@ -177,6 +182,7 @@ def ask(
     model and TIGER search together (personalised search, semid.llm.personal)."""
     from semid._utils import resolve_device
     from semid.errors import SemidError
+    from semid.llm.constraints import filter_for
     from semid.llm.generate import QueryRecommender
     from semid.llm.model import load_llm
 
@@ -188,7 +194,9 @@ def ask(
     if k < 1 or k > len(llm.codes):
         raise SemidError(f"k={k} should be between 1 and the number of items ({len(llm.codes):,})")
     if run is None:
-        res = QueryRecommender.from_llm(llm).recommend([query], k=k)
+        flt = filter_for(llm) if use_filter else None
+        allow = None if flt is None else flt.masks([query])
+        res = QueryRecommender.from_llm(llm).recommend([query], k=k, allow=allow)
     else:
         from semid.llm.personal import PersonalisedSearch
         from semid.rec.data import RecData

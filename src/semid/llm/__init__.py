@@ -7,6 +7,8 @@
 - :mod:`~semid.llm.train`: the training loop (:class:`TrainConfig`, :func:`train_llm`).
 - :mod:`~semid.llm.generate`: constrained generation (:class:`SemanticIdLogitsProcessor`) and top-k
   recommendation (:class:`QueryRecommender`).
+- :mod:`~semid.llm.constraints`: the brand and price a request states, read from its text, as the set of
+  items decoding may return (:class:`RequestFilter`; ``QueryRecommender.recommend(allow=...)``).
 - :mod:`~semid.llm.attributes`: ID -> attribute: the model names an item's brand, category and price range
   from its Semantic ID (:func:`describe`), scored against the catalogue with a majority baseline
   (:func:`attribute_accuracy`).
@@ -19,10 +21,12 @@ Names are imported on first use, so ``import semid.llm`` does not load transform
 
 Example::
 
-    from semid.llm import QueryRecommender, load_llm
+    from semid.llm import QueryRecommender, filter_for, load_llm
 
-    rec = QueryRecommender.from_llm(load_llm("llm_model/"))
-    rec.recommend(["a matte red lipstick under $10"], k=10).items
+    llm = load_llm("llm_model/")
+    rec, flt = QueryRecommender.from_llm(llm), filter_for(llm)   # filter: brand / price the request states
+    queries = ["a matte red lipstick under $10"]
+    rec.recommend(queries, k=10, allow=flt.masks(queries) if flt else None).items
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ _EXPORTS = {
     "QueryRecommender": "generate",
     "Recommendations": "generate",
     "SemanticIdLogitsProcessor": "generate",
+    "RequestFilter": "constraints",
+    "filter_for": "constraints",
     "ATTRIBUTES": "attributes",
     "AttributeScore": "attributes",
     "attribute_accuracy": "attributes",

@@ -47,12 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 from semid.llm.requests import catalogue_fields, normalize_text
 
-__all__ = ["PRICE_WORDS", "ParsedRequest", "RequestFilter"]
+__all__ = ["PRICE_WORDS", "ParsedRequest", "RequestFilter", "filter_for"]
 
 # Price words -> (lower, upper) quantile of the catalogue's known prices (None: open end).
 PRICE_WORDS: dict[str, tuple[float | None, float | None]] = {
@@ -175,12 +176,19 @@ class RequestFilter:
     ambiguity: float = 5.0
     rare_words: int = 2
 
-    def fit(self, catalogue: Catalogue, item_ids: Sequence[Any] | np.ndarray | None = None) -> RequestFilter:
+    def fit(
+        self, catalogue: Catalogue | pa.Table, item_ids: Sequence[Any] | np.ndarray | None = None
+    ) -> RequestFilter:
+        """Learn the brands, words and price quantiles of ``catalogue`` (a :class:`Catalogue`, or a table
+        with an ``item_id`` column and any of ``brand``, ``price``, ``title``, ``categories``)."""
         fields = catalogue_fields(catalogue)
         n = fields.n
         rows = np.arange(n)
         if item_ids is not None:  # columns in the caller's item order
-            row_of = {str(i): r for r, i in enumerate(catalogue.item_ids)}
+            own_ids = (
+                catalogue.item_ids if isinstance(catalogue, Catalogue) else catalogue["item_id"].to_pylist()
+            )
+            row_of = {str(i): r for r, i in enumerate(own_ids)}
             rows = np.array([row_of.get(str(i), -1) for i in item_ids], dtype=np.int64)
         self.n_items_ = len(rows)
         known = rows >= 0
@@ -380,3 +388,13 @@ class RequestFilter:
             if m is not None:
                 out[q] = m
         return out
+
+
+def filter_for(llm: Any) -> RequestFilter | None:
+    """A :class:`RequestFilter` over a loaded language model's items (columns in ``llm.item_ids`` order),
+    from the ``brand`` / ``price`` columns its ``items.parquet`` keeps; ``None`` when it has neither (a
+    model prepared before they were kept, or a catalogue without them)."""
+    table = getattr(llm, "item_table", None)
+    if table is None or not {"brand", "price"} & set(table.column_names):
+        return None
+    return RequestFilter().fit(table)

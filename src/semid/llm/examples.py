@@ -63,6 +63,7 @@ __all__ = [
     "write_jsonl",
 ]
 
+FILTER_FIELDS = ("brand", "price", "categories")  # kept with the items for request filters
 REC_TOKEN = "[REC]"  # "answer with an item": constrained decoding starts after it
 ID_FORMAT = "angle"  # one token per level, so the level of a token is in the token itself
 DEFAULT_SYSTEM_PROMPT = "You recommend items from the catalogue."
@@ -418,7 +419,8 @@ def prepare_dataset(
 
     ``ids`` is an :class:`semid.ids.table.IdTable` covering every catalogue item. Files: ``train.jsonl``,
     ``valid.jsonl``, ``examples.json`` (the config), ``items.parquet`` (catalogue order: ``item_id``,
-    ``semantic_id``, ``codes``, ``title``, ``text``) and ``llm_data.json`` (codebook sizes, templates).
+    ``semantic_id``, ``codes``, ``title``, ``text``, and the catalogue's ``brand``, ``price`` and
+    ``categories`` where it has them, for :class:`semid.llm.constraints.RequestFilter`) and ``llm_data.json`` (codebook sizes, templates).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -451,6 +453,8 @@ def prepare_dataset(
             "title": pa.array(titles, type=pa.string()),
             # what `semid embed` reads by default; the query encoder embeds it for the code head
             "text": pa.array(_item_texts(catalogue, titles), type=pa.string()),
+            # what a request may constrain outright (semid.llm.constraints.RequestFilter), as catalogued
+            **{f: catalogue.table.column(f) for f in FILTER_FIELDS if f in catalogue.fields},
         }
     )
     with atomic_path(directory / ITEMS_FILE) as tmp:

@@ -364,6 +364,7 @@ class LLM:
     system_prompt: str
     prefix: QueryPrefix | None = None  # the query-embedding prefix, if the model was trained with one
     query_encoder: Any = None  # the sentence encoder that feeds it (semid.embed.Embedder or alike)
+    item_table: Any = None  # items.parquet as saved (pyarrow.Table): brand / price columns feed filters
 
     def id_text(self, item: int) -> str:
         """The ID of item row ``item`` as the model spells it."""
@@ -478,4 +479,5 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu", *, query_encoder
         system_prompt=meta["system_prompt"],
         prefix=prefix,
         query_encoder=encoder,
+        item_table=table,
     )

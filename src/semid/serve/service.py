@@ -86,6 +86,10 @@ class ServeConfig:
     # personalised search (a query with a history): weight of TIGER's log-probabilities next to the query
     # model's (semid.llm.personal); 1 = the two models count equally. Not yet chosen on a dev set
     history_weight: float = 1.0
+    # query -> item search: read the brand and price a request states and answer only with items that
+    # satisfy them, then the best others (semid.llm.constraints; the language model's items.parquet must
+    # keep brand / price). Chosen on the Beauty dev requests (bench/results/beauty_flex_eval.txt)
+    search_filter: bool = True
 
     def validate(self) -> None:
         for name in ("max_k", "max_history", "max_query_chars", "max_batch"):
@@ -209,11 +213,13 @@ class LMSearch:
 
     method = "lm"
 
-    def __init__(self, llm: Any, catalogue: Catalogue) -> None:
+    def __init__(self, llm: Any, catalogue: Catalogue, *, use_filter: bool = True) -> None:
+        from semid.llm.constraints import filter_for
         from semid.llm.generate import QueryRecommender
 
         self.llm = llm
         self.recommender = QueryRecommender.from_llm(llm)
+        self.filter = filter_for(llm) if use_filter else None  # brand / price a request states
         # LM item row -> catalogue row (-1: an item the catalogue does not know)
         self.rows = catalogue.index.get_many([str(i) for i in llm.item_ids])
         self.lock = threading.Lock()
@@ -228,8 +234,10 @@ class LMSearch:
         for i, k in enumerate(ks):  # beam width max(k, 20) depends on k: one call per k
             groups.setdefault(min(k, self.n_items), []).append(i)
         for k, rows in groups.items():
+            texts = [queries[i] for i in rows]
+            allow = None if self.filter is None else self.filter.masks(texts)
             with self.lock:
-                res = self.recommender.recommend([queries[i] for i in rows], k=k)
+                res = self.recommender.recommend(texts, k=k, allow=allow)
             for j, i in enumerate(rows):
                 out[i] = (res.items[j], res.scores[j])
         return out  # type: ignore[return-value]
@@ -356,7 +364,7 @@ class Service:
 
         searcher: LMSearch | DenseSearch | None = None
         if src.llm is not None:
-            searcher = LMSearch(_load_llm(src.llm, config.device), catalogue)
+            searcher = LMSearch(_load_llm(src.llm, config.device), catalogue, use_filter=config.search_filter)
         elif src.embeddings is not None:
             searcher = _dense_search(src.embeddings, catalogue, embedder, config.device)
         return cls(catalogue, recommender, searcher, config=config, sources=src)
