@@ -243,3 +243,16 @@ def test_asking_for_a_field_the_catalogue_lacks_is_an_error(untrained):
 def test_item_rows_outside_the_model_are_an_error(untrained):
     with pytest.raises(SemidError, match=r"^items should be rows of the model's 6 items \(0 \.\. 5\)$"):
         describe(untrained, [0, 6], "brand")
+
+
+def test_a_repetition_penalty_in_the_models_own_config_does_not_change_the_answers(trained):
+    llm, _ = trained
+    rows = list(range(N_TRAINED))
+    before = describe(llm, rows, "brand")
+    config = llm.model.generation_config
+    config.repetition_penalty, config.no_repeat_ngram_size = 50.0, 1
+    try:
+        after = describe(llm, rows, "brand")
+    finally:
+        config.repetition_penalty, config.no_repeat_ngram_size = 1.0, 0
+    assert after == before

@@ -211,3 +211,8 @@ def test_row_ranges_bound_the_items_under_each_prefix() -> None:
             assert sorted(order[a:b].tolist()) == trie.items_with_prefix(p).tolist()
     lo, hi = trie.row_ranges(torch.tensor([-1]), 1)
     assert (lo.item(), hi.item()) == (0, 0)
+    dup = CodeIndex(CODES).trie.__class__(np.array([[0, 1], [0, 1], [1, 0]]))  # repeated IDs: rows, not IDs
+    lo, hi = dup.row_ranges(dup.walk(torch.tensor([[0, 1], [1, 0]])), 2)
+    assert (hi - lo).tolist() == [2, 1]
+    empty = CodeIndex(np.zeros((0, 2), dtype=np.int64), (2, 2)).trie
+    assert [t.tolist() for t in empty.row_ranges(torch.tensor([0]), 1)] == [[0], [0]]

@@ -345,6 +345,8 @@ class PrefixTrie:
         ):
             raise SemidError(f"depth={depth!r} should be an integer in 0..{self.n_levels}")
         nodes = _as_long_tensor(node_ids, "node_ids", ndim=1)
+        if self._n_nodes[depth] == 0:  # an empty trie: no rows anywhere
+            return torch.zeros_like(nodes), torch.zeros_like(nodes)
         ok = (nodes >= 0) & (nodes < self._n_nodes[depth])
         node = torch.where(ok, nodes, 0)
         starts = self._row_starts[depth]

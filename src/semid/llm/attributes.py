@@ -141,7 +141,8 @@ def _generation_config(llm: LLM, max_new_tokens: int) -> Any:
         temperature=None,
         top_k=None,
         top_p=None,
-        repetition_penalty=None,
+        repetition_penalty=1.0,  # explicit: a None is filled from the model's own config
+        no_repeat_ngram_size=0,
         eos_token_id=llm.vocab.eos_id,
         pad_token_id=_pad_id(llm),
         suppress_tokens=[llm.vocab.rec_id, *table[table >= 0].tolist()],

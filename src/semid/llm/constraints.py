@@ -9,8 +9,10 @@ at every level) or any ranked list only returns items inside the set.
 What it reads (:meth:`RequestFilter.parse`):
 
 - **brands**: catalogue brands named in the request, compared after
-  :func:`semid.llm.requests.normalize_text` (case, accents, apostrophes and punctuation do not matter) and
-  also with spaces removed (``"cover girl"`` finds ``CoverGirl``); the longest non-overlapping names win.
+  :func:`semid.llm.requests.normalize_text` (case, accents, apostrophes and punctuation do not matter);
+  one request word also matches a name with its spaces removed (``"babylisspro"`` finds ``BaBylissPRO``),
+  but not the other way round: "acne free" and "soft soap" are phrases, not AcneFree and Softsoap. The
+  longest non-overlapping names win.
   When no brand is named exactly (or a misspelt name contains an exactly named shorter one), a word group holding a word that at most ``rare_words`` (2) of the
   catalogue's items use (a likely typo)
   is matched to the closest brand names of 5 or more letters within ``max_edits`` edits
@@ -85,25 +87,36 @@ _NUMBER_WORDS_RE = re.compile(
         tens="|".join(_TENS), units="|".join(k for k in _UNITS if _UNITS[k] < 10), teens="|".join(_UNITS)
     )
 )
-_AMOUNT = r"(\$\s*\d+(?:\.\d+)?|\d+(?:\.\d+)?\s*(?:\$|dollars?\b|bucks\b|usd\b)|\d+(?:\.\d+)?)"
-_NUM_RE = re.compile(r"\d+(?:\.\d+)?")
-_CURRENCY_RE = re.compile(r"\$|dollars?\b|bucks\b|usd\b")
-# (pattern, kind): the first amount(s) after the cue words; kinds decide the bounds.
+_CUR = r"(?:\$|dollars?\b|bucks\b|usd\b)"
+_N = r"\d+(?:\.\d+)?"
+# A price: an amount with its currency right beside it ("$15", "15 dollars"); a bare number is no price.
+_MONEY = rf"(\$\s*{_N}|{_N}\s*{_CUR})"
+# A range's ends: either may carry the currency ("$5-15", "5 to 15 bucks"), checked after matching.
+_END = rf"(\$?\s*{_N}(?:\s*{_CUR})?)"
+_NUM_RE = re.compile(_N)
+_CURRENCY_RE = re.compile(_CUR)
+# (pattern, kind): kinds decide the bounds; ranges are read first and their text is not read again.
 _PRICE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), kind)
     for p, kind in (
-        (rf"\b(?:between|from)\s+{_AMOUNT}\s*(?:and|to|-|–)\s*{_AMOUNT}", "range"),
-        (rf"{_AMOUNT}\s*(?:-|–|to)\s*{_AMOUNT}", "range"),
-        (rf"(?:\bunder|\bbelow|\bless than|\bcheaper than|\blower than|\bbeneath|<)\s*{_AMOUNT}", "lt"),
+        (rf"\bbetween\s+{_END}\s*(?:and|-|–|to)\s*{_END}", "range"),
+        (rf"(?:\bfrom\s+)?{_END}\s*(?:-|–|\bto\b)\s*{_END}", "range"),
+        (rf"(?:\bunder|\bbelow|\bless than|\bcheaper than|\blower than|\bbeneath|<)\s*{_MONEY}", "lt"),
         (
-            rf"(?:\bup to|\bat most|\bmax(?:imum)?|\bno more than|\bnot more than|\bwithin|<=)\s*{_AMOUNT}",
+            rf"(?:\bup to|\bat most|\bmax(?:imum)?|\bno more than|\bnot more than|\bwithin|<=)\s*{_MONEY}",
             "le",
         ),
-        (rf"(?:\bover|\babove|\bmore than|\bgreater than|>)\s*{_AMOUNT}", "gt"),
-        (rf"(?:\bat least|\bmin(?:imum)?|\bstarting at|\bfrom|>=)\s*{_AMOUNT}", "ge"),
-        (rf"(?:\baround|\babout|\broughly|\bapproximately|\bapprox\.?|\bnear|~)\s*{_AMOUNT}", "around"),
+        (
+            rf"{_MONEY}\s*(?:or less\b|and under\b|or under\b|and below\b|or below\b|or cheaper\b|max(?:imum)?\b)",
+            "le",
+        ),
+        (rf"(?:\bover|\babove|\bmore than|\bgreater than|>)\s*{_MONEY}", "gt"),
+        (rf"(?:\bat least|\bmin(?:imum)?|\bstarting at|\bfrom|>=)\s*{_MONEY}", "ge"),
+        (rf"{_MONEY}\s*(?:or more\b|and up\b|and above\b|plus\b|\+)", "ge"),
+        (rf"(?:\baround|\babout|\broughly|\bapproximately|\bapprox\.?|\bnear|~)\s*{_MONEY}", "around"),
     )
 )
+_NEGATION_RE = re.compile(r"\b(?:not|no|never|isnt|arent|nothing|without)\s+(?:too\s+|very\s+|so\s+)?$")
 
 
 def _number_words_to_digits(text: str) -> str:
@@ -197,9 +210,8 @@ class RequestFilter:
             price[known] = fields.price[rows[known]]
         self.price_ = price  # (n_items,) NaN: unknown
         finite = price[np.isfinite(price)]
-        self.quantiles_ = (
-            {q: float(np.quantile(finite, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)} if len(finite) else {}
-        )
+        qs = sorted({q for b in self.price_words.values() for q in b if q is not None})
+        self.quantiles_ = {q: float(np.quantile(finite, q)) for q in qs} if len(finite) else {}
         brand = [None] * n if fields.brand is None else fields.brand.to_pylist()
         titles = [""] * n if fields.title is None else fields.title.to_pylist()
         paths = [""] * n if fields.path is None else fields.path.to_pylist()
@@ -281,7 +293,8 @@ class RequestFilter:
                     continue
                 gram = words[i : i + m]
                 names = [" ".join(gram)] if " ".join(gram) in self.brand_names_ else []
-                names = names or self.compact_.get("".join(gram), [])
+                if not names and m == 1:  # one word for a spaced name: "babylisspro" -> BaBylissPRO
+                    names = self.compact_.get(gram[0], [])
                 if names:
                     out += [b for b in names if b not in out]
                     spans.append(" ".join(gram))
@@ -323,40 +336,64 @@ class RequestFilter:
         return max((e for m, e in self.max_edits.items() if length >= m), default=0)
 
     def _price(self, text: str) -> tuple[tuple[float | None, float | None, bool, bool], list[str]]:
-        raw = _number_words_to_digits(text.lower().replace(",", ""))
+        """``((price_min, price_max, min_inclusive, max_inclusive), spans)``: the first stated lower and
+        upper bounds in reading order ("more than $10 but less than $30" states both); a price word only
+        when no amount is stated, the first in the text, and not after a negation ("not expensive")."""
+        raw = _number_words_to_digits(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower()))
+        found: list[tuple[int, str, list[float], str]] = []  # (position, kind, amounts, text)
+        taken = np.zeros(len(raw) + 1, bool)
         for pattern, kind in _PRICE_PATTERNS:
             for m in pattern.finditer(raw):
+                if taken[m.start() : m.end()].any():
+                    continue  # inside a range already read
                 amounts = [g for g in m.groups() if g is not None]
-                if not any(_CURRENCY_RE.search(a) for a in amounts) and not _CURRENCY_RE.search(
-                    raw[m.end() : m.end() + 9]
-                ):
-                    continue  # "2 pack", "100 ml": a number, not a price
-                x = [float(_NUM_RE.search(a).group(0)) for a in amounts]
-                bounds = {
-                    "range": (min(x), max(x), True, True),
-                    "lt": (None, x[0], True, False),
-                    "le": (None, x[0], True, True),
-                    "gt": (x[0], None, False, False),
-                    "ge": (x[0], None, True, False),
-                    "around": (0.8 * x[0], 1.2 * x[0], True, True),
-                }[kind]
-                return bounds, [m.group(0).strip()]
-        if self.vague_prices and self.quantiles_:
-            norm = " " + normalize_text(text) + " "
-            for word, (qlo, qhi) in self.price_words.items():
-                if f" {word} " in norm:
-                    lo = (
-                        None
-                        if qlo is None
-                        else self.quantiles_.get(qlo, float(np.nanquantile(self.price_, qlo)))
-                    )
-                    hi = (
-                        None
-                        if qhi is None
-                        else self.quantiles_.get(qhi, float(np.nanquantile(self.price_, qhi)))
-                    )
-                    return (lo, hi, True, True), [word]
-        return (None, None, True, False), []
+                if kind == "range" and not any(_CURRENCY_RE.search(a) for a in amounts):
+                    continue  # "spf 30-50", "3-4 oz": numbers, not prices
+                found.append(
+                    (m.start(), kind, [float(_NUM_RE.search(a).group(0)) for a in amounts], m.group(0))
+                )
+                taken[m.start() : m.end()] = True
+        lo = hi = None
+        lo_inc, hi_inc = True, False
+        spans: list[str] = []
+        for _, kind, x, span in sorted(found, key=lambda f: f[0]):
+            lower = {
+                "range": (min(x), True),
+                "gt": (x[0], False),
+                "ge": (x[0], True),
+                "around": (0.8 * x[0], True),
+            }
+            upper = {
+                "range": (max(x), True),
+                "lt": (x[0], False),
+                "le": (x[0], True),
+                "around": (1.2 * x[0], True),
+            }
+            used = False
+            if kind in lower and lo is None:
+                lo, lo_inc = lower[kind]
+                used = True
+            if kind in upper and hi is None:
+                hi, hi_inc = upper[kind]
+                used = True
+            if used:
+                spans.append(span.strip())
+        if spans or not (self.vague_prices and self.quantiles_):
+            return (lo, hi, lo_inc, hi_inc), spans
+        norm = " " + normalize_text(text) + " "
+        first = None
+        for word, (qlo, qhi) in self.price_words.items():
+            at = norm.find(f" {word} ")
+            while at >= 0 and _NEGATION_RE.search(norm[: at + 1]):
+                at = norm.find(f" {word} ", at + 1)
+            if at >= 0 and (first is None or at < first[0]):
+                first = (at, word, qlo, qhi)
+        if first is None:
+            return (None, None, True, False), []
+        _, word, qlo, qhi = first
+        lo = None if qlo is None else self.quantiles_[qlo]
+        hi = None if qhi is None else self.quantiles_[qhi]
+        return (lo, hi, True, True), [word]
 
     # ----------------------------------------------------------------------------------------------------
 

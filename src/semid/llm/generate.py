@@ -139,7 +139,8 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
 
 @dataclass
 class Recommendations:
-    """Top-``k`` items per query, best first."""
+    """Top-``k`` items per query, best first. The order is the ranking: with ``recommend(allow=...)`` the
+    allowed items come first and the backfilled others after them, whose log-probabilities may be higher."""
 
     items: np.ndarray  # (Q, k) int64 item rows
     scores: np.ndarray  # (Q, k) float32 log-probability of each item's ID given the query
@@ -448,7 +449,8 @@ class QueryRecommender:
             temperature=temperature if do_sample else None,
             top_k=None,
             top_p=None,
-            repetition_penalty=None,
+            repetition_penalty=1.0,  # explicit: a None is filled from the model's own config
+            no_repeat_ngram_size=0,
             eos_token_id=self.vocab.eos_id,
             pad_token_id=self._pad_id,
         )
