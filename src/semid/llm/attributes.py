@@ -18,9 +18,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 from semid.llm.examples import ATTRIBUTE_QUESTIONS, attribute_question, check_ids_cover, id_text, item_facts
+from semid.llm.generate import eval_mode
 from semid.llm.model import LLM, prompt_ids
 from semid.llm.prefix import prepend_prefix, request_embeddings, request_text
 from semid.llm.requests import normalize_text
@@ -77,20 +77,6 @@ def _check_attribute(attribute: str) -> str:
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise SemidError(f"{name}={value!r} should be a positive integer")
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules: torch.nn.Module | None) -> Iterator[None]:
-    """The modules in eval mode for the block, then back to how they were."""
-    modules_ = [m for m in modules if m is not None]
-    modes = [m.training for m in modules_]
-    for m in modules_:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules_, modes, strict=True):
-            m.train(mode)
 
 
 def _pad_id(llm: LLM) -> int:
@@ -193,7 +179,7 @@ def describe(
     config = _generation_config(llm, max_new_tokens)
     device = next(llm.model.parameters()).device
     answers: list[str] = []
-    with _eval_mode(llm.model, llm.prefix):
+    with eval_mode(llm.model, llm.prefix):
         for start in range(0, len(prompts), batch_size):
             chunk = None if vectors is None else vectors[start : start + batch_size]
             ids, mask, embeds = _inputs(llm, prompts[start : start + batch_size], chunk, device)

@@ -137,6 +137,20 @@ class SemanticIdLogitsProcessor(LogitsProcessor):
         return out
 
 
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """The modules (``None`` skipped) in eval mode for the block, then back to how they were."""
+    present = [m for m in modules if m is not None]
+    modes = [m.training for m in present]
+    for m in present:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(present, modes, strict=True):
+            m.train(mode)
+
+
 @dataclass
 class Recommendations:
     """Top-``k`` items per query, best first. The order is the ranking: with ``recommend(allow=...)`` the
@@ -215,18 +229,9 @@ class QueryRecommender:
             out.append(prompt_ids(self.tokenizer, messages) + [self.vocab.rec_id])
         return out
 
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[None]:
+    def _eval_mode(self) -> contextlib.AbstractContextManager[None]:
         """The model (and prefix) in eval mode for the block, then back to how they were."""
-        modules = [m for m in (self.model, self.prefix) if m is not None]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            yield
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
+        return eval_mode(self.model, self.prefix)
 
     @property
     def _pad_id(self) -> int:
