@@ -153,6 +153,11 @@ def test_switches_turn_each_reading_off():
     assert RequestFilter(fuzzy=False, ambiguity=1.0).fit(CATALOGUE).parse("gelsih").brands == ()
 
 
+@pytest.mark.parametrize("text", ["口紅 ¥2000以下", "rouge à lèvres pas cher", "", "   ", "$" * 10_000])
+def test_requests_in_other_languages_or_of_no_words_state_nothing(flt, text):
+    assert flt.parse(text).empty and flt.mask(text) is None
+
+
 def test_an_unfitted_filter_and_a_non_string_request_are_errors(flt):
     with pytest.raises(SemidError, match=r"not fitted: call fit\(catalogue\) first"):
         RequestFilter().parse("x")
