@@ -58,6 +58,7 @@ class _DeviceTables:
     offsets: list[torch.Tensor]  # offsets[t]: (n_nodes[t] + 1,) CSR edge range of each depth-t node
     dense: dict[int, torch.Tensor] = field(default_factory=dict)  # level -> (n_nodes[t], K_t) bool masks
     leaf_rows: torch.Tensor | None = None  # (n_nodes[L],) first row of codes of each leaf, built on first use
+    row_starts: dict[int, torch.Tensor] = field(default_factory=dict)  # depth -> (n_nodes[t] + 1,) int64
 
 
 class PrefixTrie:
@@ -353,7 +354,10 @@ class PrefixTrie:
         if starts is None:  # distinct leaves: leaf j is sorted row j
             lo, hi = node, node + 1
         else:
-            table = torch.from_numpy(starts.astype(np.int64)).to(nodes.device)  # (n_nodes[depth] + 1,)
+            tables = self._tables_on(nodes.device)
+            if depth not in tables.row_starts:  # kept per device, like the other tables
+                tables.row_starts[depth] = torch.from_numpy(starts.astype(np.int64)).to(nodes.device)
+            table = tables.row_starts[depth]  # (n_nodes[depth] + 1,)
             lo, hi = table[node], table[node + 1]
         zero = torch.zeros_like(lo)
         return torch.where(ok, lo, zero), torch.where(ok, hi, zero)

@@ -180,7 +180,7 @@ def _allowed_counter(index: CodeIndex, allow: torch.Tensor, batch_size: int, dev
         raise SemidError("allow should be a bool tensor of shape (batch_size, n_items)")
     if tuple(allow.shape) != (batch_size, index.n_items):
         raise SemidError(f"allow has shape {tuple(allow.shape)}, expected {(batch_size, index.n_items)}")
-    order = torch.from_numpy(index.trie.order.astype(np.int64)).to(device)
+    order = index.leaf_items.to(device)  # (n,) the item of each position in ID order
     cum = F.pad(allow.to(device)[:, order].long().cumsum(1), (1, 0))  # (B, n + 1) allowed rows before
 
     def count(nodes: torch.Tensor, level: int, n_codes: int) -> torch.Tensor:
