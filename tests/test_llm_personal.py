@@ -97,6 +97,46 @@ def test_exclude_history_never_answers_an_item_of_the_history(models) -> None:
         assert not set(llm.item_ids[row]) & set(history)
 
 
+def test_allow_answers_only_allowed_items_with_both_models_scoring(models) -> None:
+    llm, tiger, data = models
+    search = PersonalisedSearch.from_llm(llm, tiger, data)
+    allow = np.zeros((3, N_ITEMS), bool)
+    allow[0, :20], allow[1, 5:35], allow[2, ::2] = True, True, True
+    res = search.search(QUERIES, HISTORIES, k=8, beam_size=40, allow=allow)
+    assert all(allow[q, res.items[q]].all() for q in range(3))
+    # a beam as wide as the catalogue finds the exact best allowed items: the unrestricted ranking's
+    # allowed entries, in its order
+    full = search.search(QUERIES, HISTORIES, k=N_ITEMS, beam_size=N_ITEMS)
+    for q in range(3):
+        best = [i for i in full.items[q] if allow[q, i]][:8]
+        assert res.items[q].tolist() == best
+
+
+def test_fewer_allowed_items_than_k_come_first_then_the_best_others(models) -> None:
+    llm, tiger, data = models
+    search = PersonalisedSearch.from_llm(llm, tiger, data)
+    allow = np.zeros((3, N_ITEMS), bool)
+    allow[:, [7, 30]] = True
+    allow[2] = True  # this row may get anything: unchanged
+    res = search.search(QUERIES, HISTORIES, k=5, beam_size=20, allow=allow)
+    free = search.search(QUERIES, HISTORIES, k=5, beam_size=20)
+    for q in range(2):
+        assert sorted(res.items[q, :2].tolist()) == [7, 30]
+        assert [i for i in free.items[q] if i not in (7, 30)][:3] == res.items[q, 2:].tolist()
+    np.testing.assert_array_equal(res.items[2], free.items[2])
+    strict = search.search(QUERIES, HISTORIES, k=5, beam_size=20, allow=allow, backfill=False)
+    assert (strict.items[:2, 2:] == -1).all() and np.isneginf(strict.scores[:2, 2:]).all()
+
+
+def test_allow_of_the_wrong_shape_is_one_clear_error(models) -> None:
+    llm, tiger, data = models
+    search = PersonalisedSearch.from_llm(llm, tiger, data)
+    with pytest.raises(
+        SemidError, match=r"allow should be a bool array of shape \(3, 40\), got bool \(3, 39\)"
+    ):
+        search.search(QUERIES, HISTORIES, allow=np.ones((3, N_ITEMS - 1), bool))
+
+
 def test_combined_scores_are_the_weighted_sum_renormalised() -> None:
     a = torch.tensor([[[2.0, 0.0, -1.0]]])
     b = torch.tensor([[[0.0, 3.0, 0.0]]])

@@ -177,6 +177,44 @@ def test_lm_search_answers_with_the_brand_and_price_a_request_states(serve_dir, 
     assert set(plain[: len(wanted)]) != wanted
 
 
+def test_personalised_search_answers_with_the_brand_and_price_a_request_states(
+    serve_dir, tmp_path, one_torch_thread
+):
+    # The same filter holds when a history joins the request (query model + TIGER in one beam search).
+    from semid.data import load_dataset
+
+    table = load_dataset([serve_dir / "data"]).catalogue.table
+    wanted = {str(i) for i, b, p in zip(table["item_id"].to_pylist(), table["brand"].to_pylist(),
+              table["price"].to_pylist(), strict=True) if b == "Petal Lab" and p is not None and p < 10}  # fmt: skip
+    save_scratch_llm(serve_dir, tmp_path / "llm", spread=2.0, facts=True)
+    service = Service.load(serve_dir, llm=tmp_path / "llm")
+    assert service.info()["search_filter"] == "on"
+    history = [str(i) for i in service.catalogue.item_ids[:3]]
+    query = {"query": "anything by petal lab under $10", "k": 10, "history": history}
+    with TestClient(create_app(service, ui=False)) as c:
+        body = c.post("/search", json=query).json()
+    assert body["method"] == "lm+history"
+    found = [i["item_id"] for i in body["items"]]
+    assert set(found[: len(wanted)]) == wanted and len(set(found)) == 10
+
+
+def test_health_says_whether_lm_search_filters(serve_dir, tmp_path, one_torch_thread):
+    # "unavailable": a model whose items.parquet keeps no brand or price (prepared before it kept them)
+    save_scratch_llm(serve_dir, tmp_path / "old", spread=2.0)
+    save_scratch_llm(serve_dir, tmp_path / "new", spread=2.0, facts=True)
+    states = {
+        "old": Service.load(serve_dir, llm=tmp_path / "old").info()["search_filter"],
+        "new": Service.load(serve_dir, llm=tmp_path / "new").info()["search_filter"],
+        "off": Service.load(serve_dir, llm=tmp_path / "new", config=ServeConfig(search_filter=False)).info()[
+            "search_filter"
+        ],
+        "dense": Service.load(serve_dir, embedder=WordHashEmbedder()).info()["search_filter"],
+    }
+    assert states == {"old": "unavailable", "new": "on", "off": "off", "dense": None}
+    with TestClient(create_app(Service.load(serve_dir, llm=tmp_path / "old"), ui=False)) as c:
+        assert c.get("/health").json()["search_filter"] == "unavailable"
+
+
 def test_a_language_model_without_safetensors_weights_is_refused(serve_dir, tmp_path):
     llm = tmp_path / "llm"
     llm.mkdir()
@@ -451,6 +489,26 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
         1,
         "Error: --port 70000 should be between 0 and 65535\n",
     )
+
+
+def test_cli_serve_sets_the_search_filter_and_history_weight(serve_dir, tmp_path, fake_uvicorn, capsys):
+    save_scratch_llm(serve_dir, tmp_path / "new", facts=True)
+    code, err = serve([str(serve_dir), "--llm", str(tmp_path / "new"), "--no-search-filter",
+                       "--history-weight", "0.5"], capsys)  # fmt: skip
+    config = fake_uvicorn["app"].state.service.config
+    assert code == 0 and (config.search_filter, config.history_weight) == (False, 0.5)
+    assert fake_uvicorn["app"].state.service.info()["search_filter"] == "off" and "warning" not in err
+    assert serve([str(serve_dir), "--history-weight", "200"], capsys) == (
+        1,
+        "Error: --history-weight 200.0 should be between 0 and 100\n",
+    )
+
+
+def test_cli_serve_warns_when_the_language_model_cannot_filter(serve_dir, tmp_path, fake_uvicorn, capsys):
+    save_scratch_llm(serve_dir, tmp_path / "old")  # items.parquet without brand / price
+    code, err = serve([str(serve_dir), "--llm", str(tmp_path / "old")], capsys)
+    assert code == 0
+    assert "warning: the language model's items.parquet keeps no brand or price" in err
 
 
 def corrupt(path, data: bytes = b"PAR1 this is not a Parquet file"):

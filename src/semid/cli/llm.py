@@ -193,9 +193,9 @@ def ask(
     llm = load_llm(model_dir, device=resolve_device(device))
     if k < 1 or k > len(llm.codes):
         raise SemidError(f"k={k} should be between 1 and the number of items ({len(llm.codes):,})")
+    flt = filter_for(llm) if use_filter else None
+    allow = None if flt is None else flt.masks([query])
     if run is None:
-        flt = filter_for(llm) if use_filter else None
-        allow = None if flt is None else flt.masks([query])
         res = QueryRecommender.from_llm(llm).recommend([query], k=k, allow=allow)
     else:
         from semid.llm.personal import PersonalisedSearch
@@ -206,7 +206,7 @@ def ask(
             llm, load_model(run, device=resolve_device(device)), RecData.load(run)
         )
         items = [h.strip() for h in (history or "").split(",") if h.strip()]
-        res = search.search([query], [items], k=k, history_weight=history_weight)
+        res = search.search([query], [items], k=k, history_weight=history_weight, allow=allow)
     table = Table("rank", "item_id", "semantic_id", "title", "log p")
     for rank, (item, score) in enumerate(zip(res.items[0], res.scores[0], strict=True), start=1):
         table.add_row(

@@ -47,6 +47,8 @@ def run_server(
     threads: int | None = None,
     device: str = "cpu",
     log_level: str = "warning",
+    search_filter: bool = True,
+    history_weight: float = 1.0,
 ) -> None:
     """Load ``path`` once, then serve it with uvicorn until interrupted (Ctrl-C)."""
     import time
@@ -65,8 +67,16 @@ def run_server(
             raise SemidError(f"--threads {threads} should be at least 1")
         torch.set_num_threads(threads)
     start = time.perf_counter()
+    if not 0 <= history_weight <= 100:
+        raise SemidError(f"--history-weight {history_weight} should be between 0 and 100")
     config = ServeConfig(
-        batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, beam_size=beam_size, device=device
+        batching=batching,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        beam_size=beam_size,
+        device=device,
+        search_filter=search_filter,
+        history_weight=history_weight,
     )
     service = Service.load(path, ids=ids, embeddings=embeddings, llm=llm, embedder=embed_model, config=config)
     info = service.info()
@@ -75,6 +85,11 @@ def run_server(
         f"recommend: {info['recommend'] or 'none'}, search: {info['search'] or 'none'}, "
         f"batching: {'up to ' + str(max_batch) if batching else 'off'}"
     )
+    if info["search_filter"] == "unavailable":
+        console.print(
+            "[yellow]warning:[/yellow] the language model's items.parquet keeps no brand or price, so "
+            "search cannot filter by them: prepare and train it again with this version to get the filter"
+        )
     if not _is_loopback(host):
         console.print(
             f"[yellow]warning:[/yellow] binding to {host}: the server is reachable from other machines "
@@ -128,6 +143,19 @@ def serve_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "cpu",
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    search_filter: Annotated[
+        bool,
+        typer.Option(
+            "--search-filter/--no-search-filter",
+            help="Language-model search answers only with items of the brand and price a request states.",
+        ),
+    ] = True,
+    history_weight: Annotated[
+        float,
+        typer.Option(
+            "--history-weight", help="Personalised search: weight of TIGER's scores next to the query's."
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve recommendations and search over HTTP (FastAPI) with a web UI at /ui (Gradio)."""
     run_server(
@@ -145,4 +173,6 @@ def serve_cmd(
         threads=threads,
         device=device,
         log_level=log_level,
+        search_filter=search_filter,
+        history_weight=history_weight,
     )

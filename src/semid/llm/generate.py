@@ -165,6 +165,23 @@ class Recommendations:
         return (top == np.asarray(targets)[:, None]).any(axis=1)
 
 
+def backfill_rows(
+    items: np.ndarray, scores: np.ndarray, rows: np.ndarray, extra_items: np.ndarray, extra_scores: np.ndarray
+) -> None:
+    """Fill, in place, the ``-1`` tail of each of ``rows`` of a restricted answer ``items`` / ``scores``
+    (Q, k) with the best items of an unrestricted one (``extra_*``, one row per entry of ``rows``) that the
+    row does not hold yet; what is still missing stays ``-1`` / ``-inf``."""
+    k = items.shape[1]
+    for j, q in enumerate(rows):
+        have = items[q][items[q] >= 0].tolist()
+        more = [
+            (i, s) for i, s in zip(extra_items[j], extra_scores[j], strict=True) if i >= 0 and i not in have
+        ]
+        fill = more[: k - len(have)]
+        items[q, len(have) :] = [i for i, _ in fill] + [-1] * (k - len(have) - len(fill))
+        scores[q, len(have) :] = [s for _, s in fill] + [-np.inf] * (k - len(have) - len(fill))
+
+
 class QueryRecommender:
     """Answers natural-language queries with catalogue items through a language model.
 
@@ -388,15 +405,7 @@ class QueryRecommender:
             items, scores = run(every, restricted)
             short = np.flatnonzero((items < 0).any(axis=1)) if restricted and backfill else every[:0]
             if len(short):  # fewer than k allowed items: the best others, after them
-                extra_items, extra_scores = run(short, False)
-                for j, q in enumerate(short):
-                    have = items[q][items[q] >= 0].tolist()
-                    more = [
-                        (i, s) for i, s in zip(extra_items[j], extra_scores[j], strict=True) if i not in have
-                    ]
-                    fill = more[: k - len(have)]
-                    items[q, len(have) :] = [i for i, _ in fill] + [-1] * (k - len(have) - len(fill))
-                    scores[q, len(have) :] = [s for _, s in fill] + [-np.inf] * (k - len(have) - len(fill))
+                backfill_rows(items, scores, short, *run(short, False))
         return Recommendations(items=items, scores=scores)
 
     def prompt_step_fn(

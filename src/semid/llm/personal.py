@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from semid.errors import SemidError
-from semid.llm.generate import QueryRecommender, Recommendations
+from semid.llm.generate import QueryRecommender, Recommendations, backfill_rows
 from semid.rec.beam import StepFn, beam_search
 from semid.rec.data import RecData, histories_batch, user_keys
 
@@ -137,13 +137,19 @@ class PersonalisedSearch:
         exclude_history: bool = False,
         batch_size: int = 32,
         query_embeddings: np.ndarray | None = None,
+        allow: np.ndarray | None = None,
+        backfill: bool = True,
     ) -> Recommendations:
         """The ``k`` best items per (request, history) pair, rows of the language model's catalogue.
 
         ``histories``: item ids, oldest first (an unknown item is an error naming it; an empty history
         leaves the request alone for that row only if ``history_weight`` is 0, so it is refused).
         ``users``: user ids for TIGER's user tokens. ``exclude_history``: never answer an item of the
-        row's history. Scores are the combined log-scores of the IDs (module docs).
+        row's history. ``allow``: ``(Q, n_items)`` bool over the language model's items, the items each
+        request may get (:meth:`semid.llm.constraints.RequestFilter.masks`), pruned at every level; a row
+        with fewer than ``k`` allowed items gets them first, then (``backfill``) the unrestricted search's
+        best others, as :meth:`QueryRecommender.recommend` does. Scores are the combined log-scores of the
+        IDs (module docs).
         """
         for name, w in (("history_weight", history_weight), ("query_weight", query_weight)):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
@@ -153,41 +159,58 @@ class PersonalisedSearch:
         if users is not None and len(users) != len(queries):
             raise SemidError(f"{len(queries)} requests but {len(users)} user ids")
         parsed = [self.data.parse_history(list(h)) for h in histories]  # names an unknown or empty history
+        if allow is not None:
+            allow = np.asarray(allow)
+            if allow.dtype != bool or allow.shape != (len(queries), self.query.index.n_items):
+                raise SemidError(
+                    f"allow should be a bool array of shape ({len(queries)}, {self.query.index.n_items}), "
+                    f"got {allow.dtype} {allow.shape}"
+                )
         beam_size = max(k, 20) if beam_size is None else beam_size
         prompts = self.query.prompts(queries) if query_weight else [[] for _ in queries]
         qvecs = self.query.query_embeddings(queries, query_embeddings) if query_weight else None
         keys = None if users is None else user_keys(list(users))
         device = self.query.device
-        items, scores = [], []
+
+        def run(rows: np.ndarray, restrict: bool) -> tuple[np.ndarray, np.ndarray]:
+            items, scores = [], []
+            for start in range(0, len(rows), batch_size):
+                part = rows[start : start + batch_size]
+                steps: list[tuple[StepFn, float]] = []
+                if query_weight:
+                    chunk = None if qvecs is None else qvecs[part]
+                    steps.append((self.query.prompt_step_fn([prompts[i] for i in part], chunk), query_weight))
+                if history_weight:
+                    batch = histories_batch(
+                        [parsed[i] for i in part], None if keys is None else keys[part], device
+                    )
+                    tiger_step = _to_widths(
+                        self.tiger.step_fn(batch), self.query.index.vocab_sizes, self.tiger.index.vocab_sizes
+                    )
+                    steps.append((tiger_step, history_weight))
+                exclude = self._exclude([parsed[i] for i in part], device) if exclude_history else None
+                res = beam_search(
+                    combine_steps(steps), self.query.index, len(part), beam_size=beam_size, k=k,
+                    device=device, exclude=exclude,
+                    allow=torch.from_numpy(allow[part]) if restrict else None,
+                )  # fmt: skip
+                items.append(res.items.cpu().numpy())
+                scores.append(res.scores.cpu().numpy())
+            return np.concatenate(items), np.concatenate(scores)
+
         tiger_mode = self.tiger.training
         self.tiger.eval()
         try:
             with self.query.eval_mode():
-                for start in range(0, len(queries), batch_size):
-                    rows = slice(start, start + batch_size)
-                    b = len(parsed[rows])
-                    steps: list[tuple[StepFn, float]] = []
-                    if query_weight:
-                        chunk = None if qvecs is None else qvecs[rows]
-                        steps.append((self.query.prompt_step_fn(prompts[rows], chunk), query_weight))
-                    if history_weight:
-                        batch = histories_batch(parsed[rows], None if keys is None else keys[rows], device)
-                        tiger_step = _to_widths(
-                            self.tiger.step_fn(batch),
-                            self.query.index.vocab_sizes,
-                            self.tiger.index.vocab_sizes,
-                        )
-                        steps.append((tiger_step, history_weight))
-                    exclude = self._exclude(parsed[rows], device) if exclude_history else None
-                    res = beam_search(
-                        combine_steps(steps), self.query.index, b, beam_size=beam_size, k=k, device=device,
-                        exclude=exclude,
-                    )  # fmt: skip
-                    items.append(res.items.cpu().numpy())
-                    scores.append(res.scores.cpu().numpy())
+                every = np.arange(len(queries))
+                restricted = allow is not None and not allow.all()
+                items, scores = run(every, restricted)
+                short = np.flatnonzero((items < 0).any(axis=1)) if restricted and backfill else every[:0]
+                if len(short):  # fewer than k allowed items: the best others, after them
+                    backfill_rows(items, scores, short, *run(short, False))
         finally:
             self.tiger.train(tiger_mode)
-        return Recommendations(items=np.concatenate(items), scores=np.concatenate(scores))
+        return Recommendations(items=items, scores=scores)
 
     def _exclude(self, histories: list[np.ndarray], device: torch.device) -> torch.Tensor:
         """(B, n_lm_items) bool: the language-model rows of each history's items."""

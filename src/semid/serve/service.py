@@ -506,6 +506,7 @@ class Service:
             raise RequestError(f"history_weight={weight!r} should be a number in [0, 100]")
         personal = self._personal_search()
         items = [str(self.recommender.data.item_ids[r]) for r in rows]
+        flt = self.searcher.filter
         with self.searcher.lock, self.recommender.lock:
             res = personal.search(
                 [query],
@@ -513,6 +514,7 @@ class Service:
                 k=min(k, personal.query.index.n_items),  # the beam runs over the language model's items
                 history_weight=float(weight),
                 users=None if user_id is None else [user_id],
+                allow=None if flt is None else flt.masks([query]),  # the brand / price the query states
             )
         out = [  # an ID no model can write comes back as item -1 with score -inf: fewer than k answers
             self.searcher.result(self.catalogue, int(i), s)
@@ -577,8 +579,20 @@ class Service:
             "users": None if rec is None else len(rec.users),
             "beam_size": None if rec is None else rec.beam_size,
             "search": self.search_method,
+            "search_filter": self.search_filter_state,
             "serving": None if src is None else src.root.resolve().name,
         }
+
+    @property
+    def search_filter_state(self) -> str | None:
+        """The request filter of language-model search: ``"on"``, ``"off"`` (``ServeConfig.search_filter``
+        false) or ``"unavailable"`` (a model whose ``items.parquet`` keeps no brand or price: one
+        prepared before semid 0.x kept them, or a catalogue without them); ``None`` without such a model."""
+        if not isinstance(self.searcher, LMSearch):
+            return None
+        if self.searcher.filter is not None:
+            return "on"
+        return "off" if not self.config.search_filter else "unavailable"
 
     # -- the report ---------------------------------------------------------------------------------------
 
