@@ -19,6 +19,16 @@ methods answer the *held-out* templates (phrasings never seen in training) for `
 
 Hit@1 / Hit@10 of the right item, per template. ``attribute_query`` ("I want a {category} from {brand},
 {price band}") is where dense retrieval is weak; ``recommend_title`` quotes the title.
+
+The report of issue #22, from models trained with ``--steps N --seed S --skip-eval`` (one ``--work`` per seed)::
+
+    python bench/beauty_llm.py --report bench/out/lmS0 bench/out/lmS1 bench/out/lmS2 \
+        --tiger-run bench/out/ptiger/tiger-rq-kmeans
+
+prints each seed's training minutes, then runs ``bench/beauty_flex_eval.py`` (flexible requests, dev and
+test: the ablation table per family and overall, mean ± sd over the seeds, and ID -> attribute accuracy)
+and, with ``--tiger-run``, ``bench/beauty_personal.py`` on the first seed's model (personalised search:
+query only, TIGER only, both, the weight chosen on dev).
 """
 
 from __future__ import annotations
@@ -86,9 +96,16 @@ def main() -> None:
         default=True,
         help="the prefix's code head: the query embedding scores the ID tokens (default: on)",
     )
+    p.add_argument(
+        "--report", type=Path, nargs="+", default=None, metavar="WORK", help="trained --work dirs: the report"
+    )
+    p.add_argument("--tiger-run", type=Path, default=None, help="--report: a TIGER run on the same IDs")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.report:
+        report(args)
+        return
 
     from semid.data import load_dataset
     from semid.embed import load_embedder, read_embeddings
@@ -201,6 +218,23 @@ def main() -> None:
             rows, ["template", "method", "queries", "hit@1", "hit@10"], "Held-out query templates, Beauty"
         )
         print(json.dumps(info, indent=2))
+
+
+def report(args: argparse.Namespace) -> None:
+    """Training minutes per seed, then the flexible-request and personalised-search benchmarks (docs)."""
+    rows = []
+    for work in args.report:
+        meta = json.loads((work / "model" / "semid_llm.json").read_text())
+        rows.append({"work": str(work), "seed": meta["train"]["seed"], "steps": meta["step"],
+                     "train_minutes": round(meta["train_seconds"] / 60, 1)})  # fmt: skip
+    print_table(rows, ["work", "seed", "steps", "train_minutes"], "Query -> item language models, training")
+    here = Path(__file__).resolve().parent
+    threads = ["--threads", str(args.threads)]
+    flex = [sys.executable, str(here / "beauty_flex_eval.py"), "--work", *map(str, args.report)]
+    subprocess.run([*flex, "--splits", "dev,test", *threads], check=True)
+    if args.tiger_run is not None:
+        personal = [sys.executable, str(here / "beauty_personal.py"), "--llm", str(args.report[0] / "model")]
+        subprocess.run([*personal, "--run", str(args.tiger_run), *threads], check=True)
 
 
 if __name__ == "__main__":
