@@ -586,8 +586,8 @@ class Service:
     @property
     def search_filter_state(self) -> str | None:
         """The request filter of language-model search: ``"on"``, ``"off"`` (``ServeConfig.search_filter``
-        false) or ``"unavailable"`` (a model whose ``items.parquet`` keeps no brand or price: one
-        prepared before semid 0.x kept them, or a catalogue without them); ``None`` without such a model."""
+        false) or ``"unavailable"`` (a model whose ``items.parquet`` keeps no brand or price: a
+        model prepared before `semid llm prepare` kept them, or a catalogue without them); ``None`` without such a model."""
         if not isinstance(self.searcher, LMSearch):
             return None
         if self.searcher.filter is not None:
