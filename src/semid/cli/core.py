@@ -1,4 +1,9 @@
-"""`semid fit`, `semid assign`, `semid stats`: embeddings -> quantizer -> unique Semantic IDs."""
+"""`semid fit`, `semid assign`, `semid stats`: embeddings -> quantizer -> unique Semantic IDs.
+
+semid fit emb.parquet -o rqk/                                         # RQ-KMeans 3 x 256
+semid fit emb.parquet -o pq/ --method pq --levels 32 --opq           # OPQ 32 x 256: long IDs for RPG
+semid assign pq/ emb.parquet -o ids.parquet                           # + a suffix level for collisions
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ out = Console(soft_wrap=True)
 class Method(str, Enum):
     rq_kmeans = "rq-kmeans"
     rq_vae = "rq-vae"
+    pq = "pq"
 
 
 class Dedup(str, Enum):
@@ -134,12 +140,15 @@ def fit(
         Path, typer.Option("-o", "--output", help="Model directory to write.", show_default=False)
     ],
     method: Annotated[Method, typer.Option(help="Quantizer.")] = Method.rq_kmeans,
-    levels: Annotated[int, typer.Option("--levels", help="Code levels.")] = 3,
+    levels: Annotated[int, typer.Option("--levels", help="Code levels (pq: sub-vectors, digits).")] = 3,
     codebook_size: Annotated[
         str, typer.Option("--codebook-size", help="Codes per level: 256, or one per level: 256,256,128.")
     ] = "256",
     balanced: Annotated[
         bool, typer.Option("--balanced/--no-balanced", help="Equal-size clusters per level.")
+    ] = False,
+    opq: Annotated[
+        bool, typer.Option("--opq/--no-opq", help="pq: learn an OPQ rotation first (needs faiss).")
     ] = False,
     n_iter: Annotated[int, typer.Option("--n-iter", help="Max k-means iterations per level.")] = 20,
     sample_size: Annotated[
@@ -175,6 +184,8 @@ def fit(
         raise SemidError(f"--sample-size {sample_size} should be 0 (all rows) or a positive number of rows")
     if seed < 0:
         raise SemidError(f"--seed {seed} should be a non-negative integer")
+    if opq and method is not Method.pq:
+        raise SemidError("--opq applies to --method pq only")
     check_output(  # before any work: a fit must not fail at its last step, nor replace what is not a model
         output,
         is_dir=True,
@@ -200,23 +211,40 @@ def fit(
         return
     if config is not None or resume is not None:
         raise SemidError("--config/--resume apply to --method rq-vae only")
-    from semid.quantize import RQKMeans
+    from semid.quantize import ProductQuantizer, RQKMeans
     from semid.quantize.metrics import quality_report
 
-    model = RQKMeans(
-        n_levels=levels,
-        codebook_size=sizes[0] if len(sizes) == 1 else sizes,
-        balanced=balanced,
-        n_iter=n_iter,
-        sample_size=sample_size,
-        random_state=seed,
-        device=device,
-        verbose=True,
-    )
+    model: RQKMeans | ProductQuantizer
+    if method is Method.pq:
+        if balanced:
+            raise SemidError("--balanced applies to --method rq-kmeans only (PQ has no balanced assignment)")
+        model = ProductQuantizer(
+            n_subvectors=levels,
+            codebook_size=sizes[0] if len(sizes) == 1 else sizes,
+            opq=opq,
+            n_iter=n_iter,
+            sample_size=sample_size,
+            random_state=seed,
+            device=device,
+            verbose=True,
+        )
+    else:
+        model = RQKMeans(
+            n_levels=levels,
+            codebook_size=sizes[0] if len(sizes) == 1 else sizes,
+            balanced=balanced,
+            n_iter=n_iter,
+            sample_size=sample_size,
+            random_state=seed,
+            device=device,
+            verbose=True,
+        )
     model._validate_params()  # bad values fail before any work
     _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
     if X.shape[0] < max(sizes):
         raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
+    if method is Method.pq:
+        model._validate_params(X.shape[1])  # the sub-vectors must divide the dimension
     t = time.perf_counter()
     model.fit(X)
     fit_s = time.perf_counter() - t
@@ -227,9 +255,10 @@ def fit(
         codebook_sizes=model.codebook_sizes_,
         X=X,
         X_hat=model.decode(codes),
-        codebooks=model.codebooks_,
+        codebooks=getattr(model, "codebooks_", None),  # residual norms: RQ-KMeans only
     )
-    out.print(_report_table(rep.to_dict(), f"RQ-KMeans fitted in {fit_s:.1f}s -> {output}"))
+    name = "RQ-KMeans" if method is Method.rq_kmeans else ("OPQ" if opq else "PQ")
+    out.print(_report_table(rep.to_dict(), f"{name} fitted in {fit_s:.1f}s -> {output}"))
 
 
 def _fit_rq_vae(

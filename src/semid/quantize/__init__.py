@@ -1,11 +1,21 @@
-"""Quantizers: embeddings -> codes. RQ-KMeans (``rq_kmeans.py``), RQ-VAE (``rq_vae.py``); metrics in ``metrics.py``."""
+"""Quantizers: embeddings -> codes. RQ-KMeans (``rq_kmeans.py``), RQ-VAE (``rq_vae.py``), PQ/OPQ (``pq.py``);
+metrics in ``metrics.py``."""
 
 from typing import Any
 
 from semid.quantize.base import BaseQuantizer, load_quantizer
+from semid.quantize.pq import ProductQuantizer
 from semid.quantize.rq_kmeans import RQKMeans
 
-__all__ = ["BaseQuantizer", "RQKMeans", "RQVAE", "RQVAEConfig", "TrainConfig", "load_quantizer"]
+__all__ = [
+    "BaseQuantizer",
+    "ProductQuantizer",
+    "RQKMeans",
+    "RQVAE",
+    "RQVAEConfig",
+    "TrainConfig",
+    "load_quantizer",
+]
 
 
 def __getattr__(name: str) -> Any:  # RQ-VAE and its trainer load on first use

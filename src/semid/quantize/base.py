@@ -23,7 +23,11 @@ WEIGHTS_NAME = "model.safetensors"
 
 _MODEL_TYPES: dict[str, type[BaseQuantizer]] = {}
 # Where each model type is defined: imported on demand by `from_pretrained`, so loading needs no import.
-_MODEL_MODULES = {"rq-kmeans": "semid.quantize.rq_kmeans", "rq-vae": "semid.quantize.rq_vae"}
+_MODEL_MODULES = {
+    "rq-kmeans": "semid.quantize.rq_kmeans",
+    "rq-vae": "semid.quantize.rq_vae",
+    "pq": "semid.quantize.pq",
+}
 
 
 def as_float_matrix(X: Any, *, name: str = "X") -> np.ndarray:
@@ -201,7 +205,7 @@ def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
 
 
 def load_quantizer(directory: str | os.PathLike, *, device: str = "auto") -> BaseQuantizer:
-    """Load any semid quantizer (RQ-KMeans, RQ-VAE, ...) from its directory."""
+    """Load any semid quantizer (RQ-KMeans, RQ-VAE, PQ) from its directory."""
     return BaseQuantizer.from_pretrained(directory, device=device)
 
 
