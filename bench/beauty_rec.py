@@ -26,6 +26,15 @@ with its 145-minute budget (``bench/results/beauty_rec_tiger_nouser.txt``; with 
 ``beauty_rec_tiger_fast.txt``). ``--sasrec-config configs/sasrec-beauty.json`` trains the tuned SASRec;
 ``--seeds 0,1,2`` repeats every model per seed and prints mean ± sd; ``--cold-start 0.05`` trains on a
 cold-start split and adds the cold-start table (with the MiniLM content baseline).
+
+RPG (``--models rpg --ids pq``, :mod:`semid.rec.rpg`): long product-quantised IDs, all digits predicted at
+once, every item scored exactly. ``--ids pq`` is the paper's ID recipe on our embeddings: OPQ with 32
+sub-vectors x 256 codes on the 384-d MiniLM vectors (12 features per sub-vector; 32 digits when they divide
+the dimension, else the largest divisor below 32), plus the suffix level (rarely above 0: 256^32 IDs).
+The model trains with the library defaults (the paper's Beauty shape: 2 layers, d_model 448, 4 heads,
+temperature 0.03); ``--rpg-config`` / ``--rpg-set`` change them::
+
+    python bench/beauty_rec.py --models rpg --ids pq --max-minutes 60 --threads 2 --out bench/out/beauty-rpg
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ REFERENCES = [  # TIGER (Rajput et al., NeurIPS 2023), Table 2, Beauty
 ]
 COLUMNS = ["model", "R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best epoch", "users/s", "invalid"]
 COLUMNS += ["R@10 unseen", "N@10 unseen"]  # the same model never recommending an item of the history
+CODED = {"tiger": "TIGER", "rpg": "RPG"}  # the models trained once per ID set
+PQ_DIGITS = 32  # RPG's Beauty IDs: OPQ32 x 256 (arXiv 2506.05781)
 
 
 def load_beauty() -> Any:
@@ -69,7 +80,8 @@ def load_beauty() -> Any:
 
 
 def make_ids(method: str, out: Path, seed: int) -> Any:
-    """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes + a suffix level for collisions.
+    """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes (``pq``: OPQ 32 x 256) + a suffix
+    level for collisions.
 
     Seed 0 keeps the file name of the single-seed runs (``ids-rq-kmeans.parquet``); others add ``-s<seed>``.
     """
@@ -90,8 +102,15 @@ def make_ids(method: str, out: Path, seed: int) -> Any:
         from semid.quantize.rq_vae import RQVAE
 
         quantizer = RQVAE(n_levels=3, codebook_size=256, random_state=seed).fit(X)
+    elif method == "pq":  # RPG's IDs: OPQ, 32 digits of 256 codes (faiss learns the rotation)
+        from semid.quantize import ProductQuantizer
+
+        digits = max(m for m in range(1, PQ_DIGITS + 1) if X.shape[1] % m == 0)
+        quantizer = ProductQuantizer(n_subvectors=digits, codebook_size=256, opq=True, random_state=seed).fit(
+            X
+        )
     else:
-        raise SystemExit(f"unknown --ids method {method!r} (rq-kmeans or rq-vae)")
+        raise SystemExit(f"unknown --ids method {method!r} (rq-kmeans, rq-vae or pq)")
     base = quantizer.encode(X)
     codes = deduplicate(base, "suffix", item_ids=item_ids).codes
     table = IdTable(item_ids, format_ids(codes, "dash"), codes, base, {"method": method})
@@ -114,7 +133,7 @@ def run_model(
     from semid.rec.evaluate import evaluate
     from semid.rec.train import LAST, fit, split_examples
 
-    section = args.config if model_type == "tiger" else args.sasrec_config
+    section = {"tiger": args.config, "rpg": args.rpg_config}.get(model_type, args.sasrec_config)
     train = {"valid_users": 5000, **section["train"]}
     train.update(num_threads=args.threads, seed=seed, progress=not args.quiet)
     if args.valid_users is not None:
@@ -127,7 +146,7 @@ def run_model(
     resume = args.resume and (run_dir / LAST).exists()
     if resume:
         train = {k: v for k, v in train.items() if k in ("num_threads", "progress", "max_minutes", "epochs")}
-    model_config = {**section["model"], **(args.model_set if model_type == "tiger" else {})}
+    model_config = {**section["model"], **{"tiger": args.model_set, "rpg": args.rpg_set}.get(model_type, {})}
     model, result = fit(
         model_type,
         None if resume else data,
@@ -181,8 +200,10 @@ def _option(text: str) -> tuple[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger or both (comma-separated)")
-    p.add_argument("--ids", default="rq-kmeans", help="rq-kmeans and/or rq-vae (TIGER runs once per ID set)")
+    p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger and/or rpg (comma-separated)")
+    p.add_argument(
+        "--ids", default="rq-kmeans", help="rq-kmeans, rq-vae and/or pq (TIGER and RPG run once per ID set)"
+    )
     p.add_argument("--max-minutes", type=float, default=0.0, help="training time limit per model (0: none)")
     p.add_argument("--epochs", type=int, default=0, help="most epochs per model (0: the default, 200)")
     p.add_argument(
@@ -221,6 +242,20 @@ def main() -> None:
         "e.g. configs/tiger-beauty.json; --max-minutes, --valid-users, --train-set, --model-set override it",
     )
     p.add_argument(
+        "--rpg-set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an RPG option (semid.rec.rpg.RPGConfig), e.g. d_model=256; repeatable",
+    )
+    p.add_argument(
+        "--rpg-config",
+        type=Path,
+        help="RPG's `semid train rpg --config` file (model: RPGConfig, train: TrainConfig options); "
+        "--max-minutes, --valid-users, --train-set, --rpg-set override it",
+    )
+    p.add_argument(
         "--sasrec-config",
         type=Path,
         help="SASRec's `semid train sasrec --config` file, e.g. configs/sasrec-beauty.json (default: the "
@@ -237,13 +272,18 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
     args = p.parse_args()
-    args.train_set, args.model_set = dict(args.train_set), dict(args.model_set)
+    args.train_set, args.model_set, args.rpg_set = (
+        dict(args.train_set),
+        dict(args.model_set),
+        dict(args.rpg_set),
+    )
     from semid.rec.train import read_config_file
 
     args.config = read_config_file(args.config) if args.config else {"model": {}, "train": {}}
     args.sasrec_config = (
         read_config_file(args.sasrec_config) if args.sasrec_config else {"model": {}, "train": {}}
     )
+    args.rpg_config = read_config_file(args.rpg_config) if args.rpg_config else {"model": {}, "train": {}}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not (BEAUTY / "p5" / "sequential_data.txt").is_file():
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
@@ -257,10 +297,13 @@ def main() -> None:
     t = time.perf_counter()
     ds = load_beauty()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - {"sasrec", *CODED})
+    if unknown:
+        raise SystemExit(f"unknown --models {unknown[0]!r} (sasrec, tiger or rpg)")
     methods = [m.strip() for m in args.ids.split(",") if m.strip()]
     id_sets = (
         {(method, s): make_ids(method, args.out, s) for method in methods for s in seeds}
-        if "tiger" in models
+        if set(CODED) & set(models)
         else {}
     )
     base = RecData.from_dataset(ds)
@@ -305,13 +348,15 @@ def main() -> None:
             run = run_model("sasrec", base, args.out / f"sasrec{cold}{seed_suffix(s)}", args, s)
             runs.append({"model": sasrec_name, **run})
             print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
-        for method in methods if "tiger" in models else []:
-            data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
-            if args.cold_start:
-                data = data.with_cold_start(args.cold_start, 0)
-            run = run_model("tiger", data, args.out / f"tiger-{method}{cold}{seed_suffix(s)}", args, s)
-            runs.append({"model": f"TIGER, {method} IDs (ours)", **run})
-            print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
+        for model_type, name in CODED.items():
+            for method in methods if model_type in models else []:
+                data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
+                if args.cold_start:
+                    data = data.with_cold_start(args.cold_start, 0)
+                run_dir = args.out / f"{model_type}-{method}{cold}{seed_suffix(s)}"
+                run = run_model(model_type, data, run_dir, args, s)
+                runs.append({"model": f"{name}, {method} IDs (ours)", **run})
+                print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
     rows += summarize_seeds(runs) if len(seeds) > 1 else runs
     title = "Amazon Beauty, leave-one-out, full ranking (test users)"
     if len(seeds) > 1:

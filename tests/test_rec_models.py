@@ -264,7 +264,7 @@ def test_resuming_a_finished_run_does_nothing(sasrec_run) -> None:
         ("sasrec", {"hidden": 8}, "ok", r"^sasrec config: unknown option 'hidden' \(known: .*\)$"),
         ("sasrec", {"d_model": 30, "n_heads": 4}, "ok", r"^d_model=30 should be a multiple of n_heads=4$"),
         ("tiger", {"codebook_sizes": [8, 4]}, "ok", r"^codebook_sizes=\[8, 4\] do not fit the IDs"),
-        ("gpt", {}, "ok", r"^model 'gpt' is not one of 'sasrec', 'tiger'$"),
+        ("gpt", {}, "ok", r"^model 'gpt' is not one of 'sasrec', 'tiger', 'rpg'$"),
         ("tiger", {"encoder_tokens": "item"}, "ok", r"^encoder_tokens='item' should be 'codes' or 'items'$"),
     ],
     ids=[

@@ -3,6 +3,7 @@
 semid train tiger data/beauty --ids ids.parquet -o runs/tiger       # paper config, early stopping
 semid train tiger -o runs/tiger --resume --max-minutes 60            # continue it
 semid train sasrec data/beauty -o runs/sasrec                        # the baseline (+ item embeddings)
+semid train rpg data/beauty --ids pq-ids.parquet -o runs/rpg         # long PQ IDs, all digits at once
 semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
 
@@ -32,6 +33,7 @@ out = Console(soft_wrap=True)
 class ModelName(str, Enum):
     sasrec = "sasrec"
     tiger = "tiger"
+    rpg = "rpg"
 
 
 class TrainEngine(str, Enum):
@@ -62,7 +64,7 @@ def _metrics_table(title: str) -> Table:
 
 @app.command("train")
 def train_cmd(
-    model: Annotated[ModelName, typer.Argument(help="sasrec or tiger.", show_default=False)],
+    model: Annotated[ModelName, typer.Argument(help="sasrec, tiger or rpg.", show_default=False)],
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Run directory to write.", show_default=False)
     ],
@@ -71,7 +73,7 @@ def train_cmd(
         typer.Argument(help="Dataset files or directories (as for `semid data stats`).", show_default=False),
     ] = None,
     ids: Annotated[
-        Path | None, typer.Option("--ids", help="ids.parquet from `semid assign` (TIGER needs it).")
+        Path | None, typer.Option("--ids", help="ids.parquet from `semid assign` (TIGER and RPG need it).")
     ] = None,
     config: Annotated[
         Path | None,
@@ -129,7 +131,7 @@ def train_cmd(
         float, typer.Option("--gpus-per-worker", help="GPUs per Ray worker (> 0: NCCL on CUDA).")
     ] = 0.0,
 ) -> None:
-    """Train SASRec or TIGER with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR.
+    """Train SASRec, TIGER or RPG with leave-one-out validation each epoch; the best epoch is kept in RUN_DIR.
 
     Data-parallel on N processes: launch this command with torchrun, or give --engine ray --num-workers N.
     """
@@ -183,8 +185,8 @@ def train_cmd(
             )
         result = run_fit(None, train_config=train_options, resume=True)
     elif log is not None:
-        if model is ModelName.tiger and ids is None:
-            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+        if model is not ModelName.sasrec and ids is None:
+            raise SemidError(f"{model.value.upper()} needs the items' Semantic IDs: give --ids ids.parquet")
         if not data and ids is None:
             raise SemidError(
                 "--stream needs the items the log refers to: give DATA (a catalogue) or --ids ids.parquet"
@@ -200,8 +202,8 @@ def train_cmd(
     else:
         if not data:
             raise SemidError("give DATA: the dataset's files or directories (or --resume a run)")
-        if model is ModelName.tiger and ids is None:
-            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+        if model is not ModelName.sasrec and ids is None:
+            raise SemidError(f"{model.value.upper()} needs the items' Semantic IDs: give --ids ids.parquet")
         check_new_run_dir(output, inputs=[*data, ids, config])  # before reading any data
         from semid.data import load_dataset
 

@@ -2,6 +2,7 @@
 
 - :mod:`~semid.rec.sasrec`: SASRec, causal self-attention over item sequences (the baseline);
 - :mod:`~semid.rec.tiger`: TIGER, an encoder-decoder that generates the next item's Semantic ID;
+- :mod:`~semid.rec.rpg`: RPG, all digits of a long (product-quantised) ID at once, every item scored exactly;
 - :mod:`~semid.rec.beam`: beam search over Semantic IDs, constrained to real items by a prefix trie;
 - :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
 - :mod:`~semid.rec.train`: the shared trainer (validation each epoch, early stopping, resume);
@@ -31,6 +32,8 @@ _EXPORTS = {
     "SASRecConfig": "semid.rec.sasrec",
     "TIGER": "semid.rec.tiger",
     "TIGERConfig": "semid.rec.tiger",
+    "RPG": "semid.rec.rpg",
+    "RPGConfig": "semid.rec.rpg",
     "BeamResult": "semid.rec.beam",
     "CodeIndex": "semid.rec.beam",
     "beam_search": "semid.rec.beam",

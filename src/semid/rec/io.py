@@ -23,7 +23,7 @@ from torch import nn
 
 from semid._utils import atomic_path, read_json_mapping, resolve_device
 from semid.errors import SemidError, first_line
-from semid.rec.config import MODELS, config_from_dict
+from semid.rec.config import CODED, MODELS, config_from_dict
 from semid.rec.data import RecData
 from semid.rec.sasrec import SASRec
 
@@ -47,9 +47,9 @@ def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
         raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
     klass, config_cls = MODELS[model_type]
     fixed = {"n_items": data.n_items}
-    if model_type == "tiger":
+    if model_type in CODED:
         if data.codes is None:
-            raise SemidError("TIGER needs the items' Semantic IDs: give --ids ids.parquet")
+            raise SemidError(f"{klass.__name__} needs the items' Semantic IDs: give --ids ids.parquet")
         fixed["codebook_sizes"] = [int(c) + 1 for c in data.codes.max(axis=0)]
         given = overrides.get("codebook_sizes")
         if given is not None:  # wider vocabularies are fine (e.g. the quantizer's K), narrower ones are not
@@ -64,7 +64,7 @@ def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
         if key in overrides and overrides[key] != fixed[key]:
             raise SemidError(f"{key}={overrides[key]} does not match the data ({fixed[key]})")
     config = config_from_dict(config_cls, {**overrides, **fixed}, source=f"{model_type} config")
-    return klass(config, data.codes) if model_type == "tiger" else klass(config)
+    return klass(config, data.codes) if model_type in CODED else klass(config)
 
 
 def save_model(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
