@@ -301,6 +301,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown --models {unknown[0]!r} (sasrec, tiger or rpg)")
     methods = [m.strip() for m in args.ids.split(",") if m.strip()]
+    # each model on the IDs it is built for: TIGER decodes short hierarchical IDs (rq-kmeans, rq-vae),
+    # RPG predicts the digits of long unordered ones (pq) in parallel
+    fits = {"tiger": [m for m in methods if m != "pq"], "rpg": [m for m in methods if m == "pq"]}
+    for model_type in set(CODED) & set(models):
+        if not fits[model_type]:
+            wanted = "pq" if model_type == "rpg" else "rq-kmeans or rq-vae"
+            raise SystemExit(f"--models {model_type} needs --ids {wanted} (given: {args.ids})")
     id_sets = (
         {(method, s): make_ids(method, args.out, s) for method in methods for s in seeds}
         if set(CODED) & set(models)
@@ -349,7 +356,7 @@ def main() -> None:
             runs.append({"model": sasrec_name, **run})
             print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
         for model_type, name in CODED.items():
-            for method in methods if model_type in models else []:
+            for method in fits[model_type] if model_type in models else []:
                 data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
                 if args.cold_start:
                     data = data.with_cold_start(args.cold_start, 0)

@@ -20,7 +20,7 @@ from semid.ids.table import IdTable
 from semid.quantize import ProductQuantizer
 from semid.rec.data import RecData, collate
 from semid.rec.evaluate import evaluate, evaluate_most_popular
-from semid.rec.rpg import RPG, RPGConfig
+from semid.rec.rpg import RPG, RPGConfig, is_suffix_digit
 from semid.rec.train import build_model, default_train_config, fit, load_model, read_metrics, split_examples
 
 N_ITEMS = 40
@@ -171,6 +171,53 @@ def test_bf16_autocast_trains(data: RecData, tmp_path: Path) -> None:
     train = {**FAST, "epochs": 1, "batch_size": 32, "lr": 0.01, "autocast": "bf16", "max_steps": 2}
     model, result = fit("rpg", data, tmp_path / "bf16", model_config=TINY_RPG, train_config=train)
     assert result.steps == 2 and np.isfinite(read_metrics(tmp_path / "bf16")[-1]["loss"])
+
+
+def test_bf16_autocast_keeps_the_logits_in_float32(rpg_run, data: RecData) -> None:
+    # cosine / 0.03 reaches +-33, where bf16 rounds by up to 0.25: the logits' product stays float32, so
+    # the loss under autocast is within bf16's rounding of the transformer only
+    model = rpg_run[0].eval()
+    batch = collate(split_examples(model, data, "valid"), np.arange(32))
+    with torch.no_grad():
+        exact = model.loss(batch).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.loss(batch).item()
+            h = model.hidden(batch.history)[:, -1]
+            assert model.digit_logits(h).dtype == torch.float32
+    assert abs(low - exact) < 0.02 * exact
+
+
+def test_an_empty_history_is_not_read_as_item_0(rpg_run) -> None:
+    model = rpg_run[0].eval()
+    with torch.no_grad():
+        empty = model.scores(torch.full((1, 4), -1))
+        first = model.scores(torch.tensor([[-1, -1, -1, 0]]))
+    assert not torch.allclose(empty, first, atol=1e-3)
+
+
+def test_a_dedup_suffix_is_read_not_predicted_and_twins_split_their_base_id() -> None:
+    # items 0 and 1 share the base ID (0, 0) and differ only by the suffix; every other base is unique
+    base = np.array([[0, 0], [0, 0], [0, 1], [1, 0], [1, 1], [2, 1]])
+    codes = np.concatenate([base, [[0], [1], [0], [0], [0], [0]]], axis=1)
+    assert is_suffix_digit(codes) and not is_suffix_digit(np.array([[0, 0, 1], [0, 1, 2]]))
+    assert not is_suffix_digit(np.array([[i // 8, i % 8, i % 3] for i in range(40)]))  # a real digit
+    torch.manual_seed(0)
+    config = RPGConfig(codebook_sizes=[3, 2, 2], d_model=16, n_heads=2, d_ff=32, max_len=4, dropout=0.0)
+    model = RPG(config, codes).eval()
+    assert model.config.suffix_digit is True and model.n_predicted == 2
+    history = torch.tensor([[-1, 2, 3, 4]])
+    with torch.no_grad():
+        scores = model.scores(history)[0]
+        logp = model.digit_log_probs(model.hidden(history)[:, -1])[:, 0]  # (2, K): the base digits only
+    assert logp.shape[0] == 2
+    assert scores[0] == pytest.approx(scores[1].item(), abs=1e-6)  # twins tie
+    expected = logp[0, 0] + logp[1, 0] - np.log(2)  # their base ID's probability, split in two
+    assert scores[0].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert scores[4].item() == pytest.approx((logp[0, 1] + logp[1, 1]).item(), abs=1e-5)
+    # base IDs, not the suffix, are a distribution: the items' probabilities sum to at most 1
+    assert torch.logsumexp(scores, 0).item() <= 1e-5
+    no = RPG(RPGConfig(**{**config.to_dict(), "suffix_digit": False}), codes).eval()
+    assert no.n_predicted == 3
 
 
 def test_exclude_history_never_recommends_a_history_item(rpg_run, data: RecData) -> None:

@@ -19,8 +19,10 @@ as ``y = R x``; decoding maps back with ``R^T``.
 Costs. ``fit``: the M k-means together cost about one k-means of ``K`` centroids over all ``D`` features
 (``n_iter`` passes of ``n x K x D``); OPQ adds ``opq_iter`` rounds of a small PQ training and a ``D x D``
 SVD on at most 65,536 rows. ``encode``: one ``D x D`` product (OPQ) and ``n x K x D`` for the nearest
-centroids, in row chunks. Codes are machine-independent like RQ-KMeans' (float64 rotation, float64
-re-check of near-ties).
+centroids, in row chunks. A saved model's codes are machine-independent like RQ-KMeans' (float64 rotation,
+float64 re-check of near-ties); ``fit`` with one seed gives the same model on the same device (the
+rotation is learnt single-threaded; the k-means steps, as RQ-KMeans', may differ in the last float bits
+across devices and thread counts).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def fit_opq_rotation(
 
     faiss alternates a PQ of ``M x 2**nbits`` centroids with the orthogonal Procrustes update of ``R`` for
     ``n_iter`` rounds, on a sample of at most 65,536 rows. Both the starting rotation and the PQ's
-    k-means seed come from ``rng``. faiss runs on ``torch.get_num_threads()`` OpenMP threads.
+    k-means seed come from ``rng``. faiss runs on one OpenMP thread (bit-exact results on any machine).
     """
     faiss = require_faiss()
     D = X.shape[1]
@@ -72,7 +74,10 @@ def fit_opq_rotation(
     start = np.linalg.qr(rng.standard_normal((D, D)))[0]  # a seeded random rotation to start from
     faiss.copy_array_to_vector(np.ascontiguousarray(start, dtype=np.float32).ravel(), opq.A)
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(torch.get_num_threads())
+    # One thread: faiss's SVD and matrix products are bit-exact only single-threaded, and the rotation
+    # fixes every code, so the same seed must learn the same rotation on any machine (44 s for Beauty's
+    # 12,101 x 384 at 32 x 256).
+    faiss.omp_set_num_threads(1)
     try:
         opq.train(np.ascontiguousarray(X, dtype=np.float32))
     finally:

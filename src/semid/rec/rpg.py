@@ -18,11 +18,14 @@ so the model predicts all of them at once from one hidden state instead of decod
   ``cos(s_m, e_{m,k}) / temperature``: the output layer is *tied* to the input token table, as in the
   paper's code (which normalises both sides, temperature 0.03 on Beauty).
 - **Loss.** The mean over digits of the per-digit cross-entropy of the next item's code, at every position
-  of each training window (SASRec's windows, :func:`semid.rec.data.window_examples`).
+  of each training window (SASRec's windows, :func:`semid.rec.data.window_examples`). A dedup suffix
+  (the last digit, 0 for an item whose base ID is its own; :func:`is_suffix_digit`) is read, never
+  predicted: it carries no content, and predicting it would push every twin far below its base item.
 - **Scoring.** With the digits independent given ``h``, ``log p(item) = sum_m log softmax_m(code_m(item))``
   decomposes, so every item is scored exactly: gather the ``(M, B, K)`` log-probabilities at the items'
   ``(n_items, M)`` codes and add, ``O(n_items x M)`` per user after one forward pass (12,101 items x 33
-  digits is 0.4 M additions). Every answer is a real item by construction (0 invalid IDs). This exact
+  digits is 0.4 M additions). Twins (items sharing all digits but the suffix) split their base ID's
+  probability evenly. Every answer is a real item by construction (0 invalid IDs). This exact
   ranking replaces the paper's graph-constrained decoding (a beam walk over a k-nearest-neighbour graph of
   items), which approximates the same argmax to avoid touching every item; at catalogue sizes where a
   ``(B, n_items)`` score matrix fits it is both exact and simpler.
@@ -69,6 +72,10 @@ class RPGConfig:
     attn_dropout: float = 0.5  # on the attention weights
     resid_dropout: float = 0.0  # on the attention and MLP outputs
     temperature: float = 0.03  # of the cosine logits (paper: 0.03 on every dataset it reproduces)
+    # the last digit is a dedup suffix (0, or 1, 2 ... for the twins of a collision; see
+    # semid.ids.dedup): it is read but not predicted, and twins share their base ID's probability
+    # evenly. None: decided from the codes when the model is built (:func:`is_suffix_digit`)
+    suffix_digit: bool | None = None
 
     def validate(self) -> None:
         """Reject bad values with one line quoting them."""
@@ -91,9 +98,25 @@ class RPGConfig:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
             raise SemidError(f"temperature={t!r} should be a number > 0")
+        if self.suffix_digit is not None and not isinstance(self.suffix_digit, bool):
+            raise SemidError(f"suffix_digit={self.suffix_digit!r} should be true, false or null")
+        if self.suffix_digit and len(sizes) < 2:
+            raise SemidError("suffix_digit needs IDs of at least 2 digits (a base and the suffix)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_suffix_digit(codes: np.ndarray) -> bool:
+    """Whether the last column of unique ``(n, M)`` codes is a dedup suffix: within every group of items
+    that share the other digits, the last digits are exactly 0, 1, ..., size - 1 (so 0 for an item with a
+    base ID of its own). A product-quantised digit practically never is. ``O(n M log n)``."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] < 2 or len(codes) == 0:
+        return False
+    _, group, size = np.unique(codes[:, :-1], axis=0, return_inverse=True, return_counts=True)
+    last = codes[:, -1]
+    return bool(((last >= 0) & (last < size[group.ravel()])).all())
 
 
 def _block(config: RPGConfig) -> Block:
@@ -120,6 +143,8 @@ class RPG(nn.Module):
         codes = torch.as_tensor(np.asarray(item_codes), dtype=torch.long)
         if config.n_items == 0 and codes.ndim == 2:
             config = replace(config, n_items=codes.shape[0])
+        if config.suffix_digit is None:
+            config = replace(config, suffix_digit=is_suffix_digit(codes.numpy()))
         config.validate()
         sizes = list(config.codebook_sizes)
         if codes.shape != (config.n_items, len(sizes)):
@@ -146,6 +171,12 @@ class RPG(nn.Module):
         self.register_buffer("digit_rows", rows, persistent=False)
         missing = torch.zeros(M, 1, K).masked_fill_(~have[:, None, :], float("-inf"))
         self.register_buffer("digit_missing", missing, persistent=False)
+        # (n_items,) log of the number of items sharing each item's base ID (0 without a suffix digit)
+        twins = torch.zeros(config.n_items)
+        if config.suffix_digit:
+            _, group, size = np.unique(codes[:, :-1].numpy(), axis=0, return_inverse=True, return_counts=True)
+            twins = torch.from_numpy(np.log(size[group.ravel()])).float()
+        self.register_buffer("twin_log", twins, persistent=False)
         self.token_emb = nn.Embedding(int(k_of.sum()), d)  # every digit's codes, digit after digit
         self.pos_emb = nn.Embedding(config.max_len, d)  # 0 = the oldest item read
         self.drop = nn.Dropout(config.dropout)
@@ -179,6 +210,11 @@ class RPG(nn.Module):
     def n_digits(self) -> int:
         return len(self.config.codebook_sizes)
 
+    @property
+    def n_predicted(self) -> int:
+        """Digits the model predicts: all but a dedup suffix."""
+        return self.n_digits - int(bool(self.config.suffix_digit))
+
     def hidden(self, history: torch.Tensor) -> torch.Tensor:
         """(B, T, C) output states of (B, T) left-padded histories (item indices, -1 pads)."""
         history = history[:, -self.config.max_len :]
@@ -187,6 +223,7 @@ class RPG(nn.Module):
         tokens = self.item_codes[history.clamp(min=0)] + self.offsets  # (B, T, M) token rows
         # mean of each item's M token embeddings without materialising (B, T, M, C)
         x = F.embedding_bag(tokens.view(B * T, -1), self.token_emb.weight, mode="mean").view(B, T, -1)
+        x = x * valid[..., None]  # padding reads nothing (an empty history is not item 0)
         pos = (valid.cumsum(1) - 1).clamp(min=0)  # (B, T) 0 = the oldest item read
         x = self.drop(x + self.pos_emb(pos))  # (B, T, C)
         causal = torch.ones(T, T, dtype=torch.bool, device=history.device).tril()  # (T, T)
@@ -198,20 +235,25 @@ class RPG(nn.Module):
         return self.ln_f(x)
 
     def digit_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """(M, N, K) logits of every digit's codes from states ``h`` (N, C), digit first; ``-inf`` where
-        ``k >= K_m`` (a digit with fewer codes than the widest). Cost ``N M d (d + K)``: the heads and one
-        batched matrix product, which also applies the temperature and the ``-inf`` (no pass over the
-        ``(M, N, K)`` logits besides the softmax)."""
+        """(P, N, K) float32 logits of each predicted digit's codes (P = all digits but a dedup suffix)
+        from states ``h`` (N, C), digit first; ``-inf`` where ``k >= K_m`` (a digit with fewer codes than
+        the widest). Cost ``N M d (d + K)``: the heads and one batched matrix product, which also applies
+        the temperature and the ``-inf``. That product runs in float32 even under bf16 autocast: cosines
+        over a temperature of 0.03 reach +-33, where bf16 steps are 0.125-0.25 (on a CPU without fast
+        bf16 this costs about a third more step time at the paper's shape)."""
         N, C = h.shape
-        s = h[:, None, :] + F.silu(self.heads(h)).view(N, self.n_digits, C)  # (N, M, C) per-digit states
-        s = F.normalize(s, dim=-1).transpose(0, 1)  # (M, N, C)
-        E = F.normalize(self.token_emb.weight, dim=-1)[self.digit_rows]  # (M, K, C) tied output table
-        missing = self.digit_missing.to(s.dtype)  # (M, 1, K)
-        return torch.baddbmm(missing, s, E.to(s.dtype).transpose(1, 2), alpha=1.0 / self.config.temperature)
+        P = self.n_predicted
+        s = h[:, None, :] + F.silu(self.heads(h)).view(N, self.n_digits, C)[:, :P]  # (N, P, C) digit states
+        s = F.normalize(s.float(), dim=-1).transpose(0, 1)  # (P, N, C)
+        E = F.normalize(self.token_emb.weight.float(), dim=-1)[self.digit_rows[:P]]  # (P, K, C) tied
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            return torch.baddbmm(
+                self.digit_missing[:P], s, E.transpose(1, 2), alpha=1.0 / self.config.temperature
+            )  # (P, N, K)
 
     def digit_log_probs(self, h: torch.Tensor) -> torch.Tensor:
-        """(M, N, K) float32 log-probabilities of each digit's codes (a softmax per digit) from ``h`` (N, C)."""
-        return self.digit_logits(h).float().log_softmax(-1)
+        """(P, N, K) float32 log-probabilities of each predicted digit's codes (a softmax per digit)."""
+        return self.digit_logits(h).log_softmax(-1)
 
     # -- training and scoring ----------------------------------------------------------------------------
 
@@ -229,18 +271,19 @@ class RPG(nn.Module):
         targets = torch.cat([history[:, 1:], batch.target[:, None]], dim=1)
         valid = (history >= 0) & (targets >= 0)
         h, y = h[valid], targets[valid]  # (N, C), (N,)
-        logits = self.digit_logits(h).float()  # (M, N, K)
-        M, N, K = logits.shape
-        codes = self.item_codes[y].T.reshape(-1)  # (M * N,) digit first, as the logits
-        nll = F.cross_entropy(logits.view(M * N, K), codes, reduction="none")  # (M * N,)
-        return nll.view(M, N).mean(0).sum(), len(y)
+        logits = self.digit_logits(h)  # (P, N, K)
+        P, N, K = logits.shape
+        codes = self.item_codes[y, :P].T.reshape(-1)  # (P * N,) digit first, as the logits
+        nll = F.cross_entropy(logits.reshape(P * N, K), codes, reduction="none")  # (P * N,)
+        return nll.view(P, N).mean(0).sum(), len(y)
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """(B, n_items) float32 log-probability of every item as the next one after each (B, T) history:
-        the sum over digits of the log-probability of the item's code. ``O(B x n_items x M)``."""
-        logp = self.digit_log_probs(self.hidden(history)[:, -1])  # (M, B, K)
-        out = logp[0][:, self.item_codes[:, 0]]  # (B, n_items)
-        for m in range(1, self.n_digits):  # one digit at a time: memory stays (B, n_items)
+        the sum over digits of the log-probability of the item's code, less the log of the number of its
+        twins when the last digit is a dedup suffix (they split their base ID evenly). ``O(B x n_items x M)``."""
+        logp = self.digit_log_probs(self.hidden(history)[:, -1])  # (P, B, K)
+        out = logp[0][:, self.item_codes[:, 0]] - self.twin_log  # (B, n_items)
+        for m in range(1, self.n_predicted):  # one digit at a time: memory stays (B, n_items)
             out += logp[m][:, self.item_codes[:, m]]
         return out
 
