@@ -5,7 +5,8 @@ same number of uniform floats), and ``F.scaled_dot_product_attention`` with ``dr
 CPU kernel is slower than the plain matrix products for the short sequences of recommendation models.
 Both matter: on Beauty-sized TIGER batches they took a quarter of a training step. The functions here give
 the same distributions and the same results as the ``torch`` ones (see the tests) and are used only while
-training; evaluation keeps ``F.scaled_dot_product_attention``.
+training; evaluation keeps ``F.scaled_dot_product_attention``. :func:`init_weights` is the GPT-2
+initialisation the sequence models share.
 """
 
 from __future__ import annotations
@@ -57,3 +58,11 @@ def attention(
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = dropout(scores.softmax(-1), dropout_p)  # (B, H, Q, S)
     return weights.to(v.dtype) @ v  # (B, H, Q, dh)
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation, for ``model.apply``: linear and embedding weights ~ N(0, 0.02), biases 0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

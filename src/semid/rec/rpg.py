@@ -52,6 +52,7 @@ from torch import nn
 
 from semid.errors import SemidError
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
+from semid.rec.layers import init_weights
 from semid.rec.sasrec import Block, SASRecConfig
 
 
@@ -183,15 +184,8 @@ class RPG(nn.Module):
         self.blocks = nn.ModuleList(_block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
         self.heads = nn.Linear(d, M * d)  # W_m, b_m of the M digit heads, side by side
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         nn.init.zeros_(self.heads.weight)  # every head starts as the identity (the paper's ResBlock init)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> RPG:

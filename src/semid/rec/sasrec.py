@@ -30,6 +30,7 @@ from torch import nn
 
 from semid.errors import SemidError
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
+from semid.rec.layers import init_weights
 
 LOSSES = ("ce", "bce")
 
@@ -127,14 +128,7 @@ class SASRec(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SASRec:

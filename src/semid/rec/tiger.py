@@ -35,7 +35,7 @@ from torch import nn
 from semid.errors import SemidError
 from semid.rec.beam import BeamResult, CodeIndex, StepFn, beam_search
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
-from semid.rec.layers import Dropout, attention
+from semid.rec.layers import Dropout, attention, init_weights
 
 
 @dataclass
@@ -227,17 +227,10 @@ class TIGER(nn.Module):
         self.ln_enc = nn.LayerNorm(d)
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
         self.ln_dec = nn.LayerNorm(d)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         nn.init.normal_(self.bos, std=0.02)
         self._index: CodeIndex | None = None
         self._index_key: tuple[int, int] | None = None
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TIGER:
