@@ -88,8 +88,8 @@ class ServeConfig:
     history_weight: float = 1.0
     # query -> item search: read the brand and price a request states and answer only with items that
     # satisfy them, then the best others (semid.llm.constraints; the language model's items.parquet must
-    # keep brand / price). Chosen on the Beauty dev requests: Precision@10 0.402 vs 0.345 without
-    # (bench/results/beauty_flex_eval_2seeds.txt)
+    # keep brand / price). Chosen on the Beauty dev requests: Precision@10 0.402 vs 0.346 without, 3 seeds
+    # (bench/results/beauty_flex_eval_3seeds.txt)
     search_filter: bool = True
 
     def validate(self) -> None:
