@@ -72,7 +72,7 @@ def test_query_weight_0_is_tigers_beam(models) -> None:
     batch = histories_batch([data.parse_history(h) for h in HISTORIES])
     alone = tiger.generate(batch, 5, beam_size=10)
     both = PersonalisedSearch.from_llm(llm, tiger, data).search(
-        QUERIES, HISTORIES, k=5, beam_size=10, query_weight=0.0
+        QUERIES, HISTORIES, k=5, beam_size=10, query_weight=0.0, history_weight=1.0
     )
     # the same items: the LM's rows and the run's rows name the same item ids here
     np.testing.assert_array_equal(llm.item_ids[both.items], data.item_ids[alone.items.numpy()])

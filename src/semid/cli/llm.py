@@ -167,7 +167,7 @@ def ask(
         None, "--history", help="The user's items, oldest first: ITEM,ITEM,... (needs --run)."
     ),
     history_weight: float = typer.Option(
-        1.0, "--history-weight", help="Weight of TIGER's log-probabilities next to the query model's."
+        2.0, "--history-weight", help="Weight of TIGER's log-probabilities next to the query model's."
     ),
     use_filter: bool = typer.Option(
         True,

@@ -48,7 +48,7 @@ def run_server(
     device: str = "cpu",
     log_level: str = "warning",
     search_filter: bool = True,
-    history_weight: float = 1.0,
+    history_weight: float = 2.0,
 ) -> None:
     """Load ``path`` once, then serve it with uvicorn until interrupted (Ctrl-C)."""
     import time
@@ -155,7 +155,7 @@ def serve_cmd(
         typer.Option(
             "--history-weight", help="Personalised search: weight of TIGER's scores next to the query's."
         ),
-    ] = 1.0,
+    ] = 2.0,
 ) -> None:
     """Serve recommendations and search over HTTP (FastAPI) with a web UI at /ui (Gradio)."""
     run_server(

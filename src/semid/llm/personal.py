@@ -130,7 +130,7 @@ class PersonalisedSearch:
         histories: Sequence[Sequence[str]],
         *,
         k: int = 10,
-        history_weight: float = 1.0,
+        history_weight: float = 2.0,
         query_weight: float = 1.0,
         beam_size: int | None = None,
         users: Sequence[str] | None = None,
