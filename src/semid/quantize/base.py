@@ -30,6 +30,25 @@ _MODEL_MODULES = {
 }
 
 
+def per_level_sizes(codebook_size: Any, n: Any, name: str, unit: str) -> list[int]:
+    """Codes per level from ``codebook_size`` (one int for every level, or one per level) and the number of
+    levels ``n`` (the parameter ``name``; ``unit`` names a level in messages). One clear error each."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SemidError(f"{name}={n!r} should be an integer >= 1")
+    if isinstance(codebook_size, (int, np.integer)) and not isinstance(codebook_size, bool):
+        sizes = [int(codebook_size)] * int(n)
+    else:
+        sizes = [int(k) for k in codebook_size]
+        if len(sizes) != n:
+            raise SemidError(
+                f"codebook_size has {len(sizes)} entries ({sizes}), expected one per {unit} ({name}={n})"
+            )
+    for k in sizes:
+        if k < 2:
+            raise SemidError(f"codebook_size={k} should be >= 2")
+    return sizes
+
+
 def as_float_matrix(X: Any, *, name: str = "X") -> np.ndarray:
     """Validate and convert input to a C-contiguous float32 (n, D) array; one clear error line otherwise."""
     if isinstance(X, torch.Tensor):

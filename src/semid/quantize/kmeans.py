@@ -14,10 +14,12 @@ whose best and second-best centroid are closer than a small tolerance is re-scor
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from semid._utils import check_random_state, resolve_device
 from semid.errors import SemidError
 
 # Rows per GEMM chunk are chosen so that one chunk's score matrix holds about this many floats (64 MiB).
@@ -327,3 +329,21 @@ def lloyd(
             balanced = True
         prev = inertia
     return C, it, inertia
+
+
+def check_kmeans_options(est: Any) -> None:
+    """The k-means options the quantizers share (``tol``, ``init``, ``sample_size``, ``random_state``,
+    ``device`` of ``est``), checked before any work: one clear error each."""
+    if not est.tol >= 0:
+        raise SemidError(f"tol={est.tol!r} should be >= 0")
+    if est.init not in ("k-means||", "k-means++", "random"):
+        raise SemidError(f"init={est.init!r} is not one of 'k-means||', 'k-means++', 'random'")
+    if est.sample_size is not None and (
+        not isinstance(est.sample_size, (int, np.integer)) or est.sample_size < 0
+    ):
+        raise SemidError(
+            f"sample_size={est.sample_size!r} should be None, 0 (all rows) or a positive integer"
+        )
+    if not isinstance(est.random_state, np.random.Generator):
+        check_random_state(est.random_state)  # a negative seed fails here, before any work
+    resolve_device(est.device)

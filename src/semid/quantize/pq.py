@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 
 from semid._utils import check_random_state, resolve_device
 from semid.errors import SemidError
-from semid.quantize.base import BaseQuantizer, as_float_matrix
-from semid.quantize.kmeans import lloyd, nearest_centroid
+from semid.quantize.base import BaseQuantizer, as_float_matrix, per_level_sizes
+from semid.quantize.kmeans import check_kmeans_options, lloyd, nearest_centroid
 
 _ROTATE_ROWS = 65536  # rows rotated at a time (a float64 block of 65,536 x D)
 _OPQ_MAX_NBITS = 12  # the rotation is learnt with at most 4,096 centroids per sub-vector
@@ -143,22 +143,7 @@ class ProductQuantizer(BaseQuantizer):
 
     # -- parameters -----------------------------------------------------------------------------
     def _sizes(self) -> list[int]:
-        M = self.n_subvectors
-        if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
-            raise SemidError(f"n_subvectors={M!r} should be an integer >= 1")
-        if isinstance(self.codebook_size, (int, np.integer)) and not isinstance(self.codebook_size, bool):
-            sizes = [int(self.codebook_size)] * int(M)
-        else:
-            sizes = [int(k) for k in self.codebook_size]
-            if len(sizes) != M:
-                raise SemidError(
-                    f"codebook_size has {len(sizes)} entries ({sizes}), expected one per sub-vector "
-                    f"(n_subvectors={M})"
-                )
-        for k in sizes:
-            if k < 2:
-                raise SemidError(f"codebook_size={k} should be >= 2")
-        return sizes
+        return per_level_sizes(self.codebook_size, self.n_subvectors, "n_subvectors", "sub-vector")
 
     def _validate_params(self, n_features: int | None = None) -> list[int]:
         """Check every parameter (and, given ``n_features``, that M divides it); one clear error each."""
@@ -171,19 +156,7 @@ class ProductQuantizer(BaseQuantizer):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise SemidError(f"{name}={v!r} should be an integer >= 1")
-        if not self.tol >= 0:
-            raise SemidError(f"tol={self.tol!r} should be >= 0")
-        if self.init not in ("k-means||", "k-means++", "random"):
-            raise SemidError(f"init={self.init!r} is not one of 'k-means||', 'k-means++', 'random'")
-        if self.sample_size is not None and (
-            not isinstance(self.sample_size, (int, np.integer)) or self.sample_size < 0
-        ):
-            raise SemidError(
-                f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer"
-            )
-        if not isinstance(self.random_state, np.random.Generator):
-            check_random_state(self.random_state)  # a negative seed fails here, before any work
-        resolve_device(self.device)
+        check_kmeans_options(self)
         if n_features is not None and n_features % len(sizes):
             raise SemidError(
                 f"X has {n_features} features, which n_subvectors={len(sizes)} does not divide "

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from semid._utils import bf16_is_fast, check_random_state, resolve_device
 from semid.errors import SemidError
-from semid.quantize.base import BaseQuantizer, as_float_matrix
-from semid.quantize.kmeans import balanced_assign, lloyd, nearest_centroid
+from semid.quantize.base import BaseQuantizer, as_float_matrix, per_level_sizes
+from semid.quantize.kmeans import balanced_assign, check_kmeans_options, lloyd, nearest_centroid
 
 _REFINE_ROWS_PER_CENTROID = 512  # rows codebook refinement uses (a seeded sample beyond this)
 
@@ -144,24 +144,7 @@ class RQKMeans(BaseQuantizer):
 
     # -- parameters -----------------------------------------------------------------------------
     def _sizes(self) -> list[int]:
-        if (
-            isinstance(self.n_levels, bool)
-            or not isinstance(self.n_levels, (int, np.integer))
-            or self.n_levels < 1
-        ):
-            raise SemidError(f"n_levels={self.n_levels!r} should be an integer >= 1")
-        if isinstance(self.codebook_size, (int, np.integer)) and not isinstance(self.codebook_size, bool):
-            sizes = [int(self.codebook_size)] * int(self.n_levels)
-        else:
-            sizes = [int(k) for k in self.codebook_size]
-            if len(sizes) != self.n_levels:
-                raise SemidError(
-                    f"codebook_size has {len(sizes)} entries ({sizes}), expected one per level (n_levels={self.n_levels})"
-                )
-        for k in sizes:
-            if k < 2:
-                raise SemidError(f"codebook_size={k} should be >= 2")
-        return sizes
+        return per_level_sizes(self.codebook_size, self.n_levels, "n_levels", "level")
 
     def _validate_params(self) -> list[int]:
         sizes = self._sizes()
@@ -171,19 +154,7 @@ class RQKMeans(BaseQuantizer):
             raise SemidError(f"n_refine={self.n_refine!r} should be an integer >= 0")
         if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 1:
             raise SemidError(f"n_iter={self.n_iter!r} should be an integer >= 1")
-        if not self.tol >= 0:
-            raise SemidError(f"tol={self.tol!r} should be >= 0")
-        if self.init not in ("k-means||", "k-means++", "random"):
-            raise SemidError(f"init={self.init!r} is not one of 'k-means||', 'k-means++', 'random'")
-        if self.sample_size is not None and (
-            not isinstance(self.sample_size, (int, np.integer)) or self.sample_size < 0
-        ):
-            raise SemidError(
-                f"sample_size={self.sample_size!r} should be None, 0 (all rows) or a positive integer"
-            )
-        if not isinstance(self.random_state, np.random.Generator):
-            check_random_state(self.random_state)  # a negative seed fails here, before any work
-        resolve_device(self.device)
+        check_kmeans_options(self)
         return sizes
 
     @property
