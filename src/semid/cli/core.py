@@ -215,30 +215,20 @@ def fit(
     from semid.quantize.metrics import quality_report
 
     model: RQKMeans | ProductQuantizer
+    common = {  # the k-means options both quantizers take
+        "codebook_size": sizes[0] if len(sizes) == 1 else sizes,
+        "n_iter": n_iter,
+        "sample_size": sample_size,
+        "random_state": seed,
+        "device": device,
+        "verbose": True,
+    }
     if method is Method.pq:
         if balanced:
             raise SemidError("--balanced applies to --method rq-kmeans only (PQ has no balanced assignment)")
-        model = ProductQuantizer(
-            n_subvectors=levels,
-            codebook_size=sizes[0] if len(sizes) == 1 else sizes,
-            opq=opq,
-            n_iter=n_iter,
-            sample_size=sample_size,
-            random_state=seed,
-            device=device,
-            verbose=True,
-        )
+        model = ProductQuantizer(n_subvectors=levels, opq=opq, **common)
     else:
-        model = RQKMeans(
-            n_levels=levels,
-            codebook_size=sizes[0] if len(sizes) == 1 else sizes,
-            balanced=balanced,
-            n_iter=n_iter,
-            sample_size=sample_size,
-            random_state=seed,
-            device=device,
-            verbose=True,
-        )
+        model = RQKMeans(n_levels=levels, balanced=balanced, **common)
     model._validate_params()  # bad values fail before any work
     _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
     if X.shape[0] < max(sizes):
