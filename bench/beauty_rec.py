@@ -35,6 +35,14 @@ The model trains with the library defaults (the paper's Beauty shape: 2 layers, 
 temperature 0.03); ``--rpg-config`` / ``--rpg-set`` change them::
 
     python bench/beauty_rec.py --models rpg --ids pq --max-minutes 60 --threads 2 --out bench/out/beauty-rpg
+
+IDs with collaborative signal (issue #21), from the item vectors of the SASRec of the same seed trained just
+before in the same invocation (or of ``--collab-run RUN`` when ``--models`` has no sasrec):
+``--ids rq-vae-collab`` is the RQ-VAE with its collaborative term (``--collab-weight``), ``--ids fused``
+RQ-KMeans 3 x 256 on the MiniLM vector beside the SASRec vector, both unit-norm (``--fuse-weight``)::
+
+    python bench/beauty_rec.py --models sasrec,tiger --ids rq-vae,rq-vae-collab,fused \
+        --sasrec-config configs/sasrec-beauty.json --config configs/tiger-beauty.json --out bench/out/beauty-collab
 """
 
 from __future__ import annotations
@@ -71,6 +79,8 @@ COLUMNS = ["model", "R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best e
 COLUMNS += ["R@10 unseen", "N@10 unseen"]  # the same model never recommending an item of the history
 CODED = {"tiger": "TIGER", "rpg": "RPG"}  # the models trained once per ID set
 PQ_DIGITS = 32  # RPG's Beauty IDs: OPQ32 x 256 (arXiv 2506.05781)
+COLLAB_IDS = ("rq-vae-collab", "fused")  # IDs built from a SASRec run's item vectors too
+ID_METHODS = ("rq-kmeans", "rq-vae", "pq", *COLLAB_IDS)
 
 
 def load_beauty() -> Any:
@@ -79,22 +89,73 @@ def load_beauty() -> Any:
     return load_dataset([BEAUTY / "recbole_item", BEAUTY / "p5"])
 
 
-def make_ids(method: str, out: Path, seed: int) -> Any:
+def make_ids(
+    method: str,
+    out: Path,
+    seed: int,
+    *,
+    collab_run: Path | None = None,
+    collab_weight: float | None = None,
+    fuse_weight: float | None = None,
+    tag: str = "",
+) -> Any:
     """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes (``pq``: OPQ 32 x 256) + a suffix
-    level for collisions.
+    level for collisions. ``rq-vae-collab`` and ``fused`` also read the item vectors of the SASRec run
+    ``collab_run``, joined by item id; their file name carries ``tag`` (e.g. ``-cold``), and a cached one is
+    used only if it was made from that run, as trained now, with the same weight.
 
     Seed 0 keeps the file name of the single-seed runs (``ids-rq-kmeans.parquet``); others add ``-s<seed>``.
     """
     from semid.ids import deduplicate, format_ids
     from semid.ids.table import IdTable, read_ids, write_ids
+    from semid.quantize.collab import DEFAULT_COLLAB_WEIGHT, DEFAULT_FUSE_WEIGHT
 
-    path = out / f"ids-{method}{seed_suffix(seed)}.parquet"
+    meta: dict[str, Any] = {"method": method}
+    if method in COLLAB_IDS:
+        weight = collab_weight if method == "rq-vae-collab" else fuse_weight
+        default = DEFAULT_COLLAB_WEIGHT if method == "rq-vae-collab" else DEFAULT_FUSE_WEIGHT
+        meta.update(collab_run=str(collab_run), weight=default if weight is None else weight)
+    path = out / f"ids-{method}{tag if method in COLLAB_IDS else ''}{seed_suffix(seed)}.parquet"
     if path.is_file():
-        return read_ids(path)
+        cached = read_ids(path)
+        trained = collab_run / "model.safetensors" if method in COLLAB_IDS else None
+        if trained is None or (
+            all(cached.meta.get(k) == v for k, v in meta.items())
+            and trained.is_file()
+            and path.stat().st_mtime >= trained.stat().st_mtime
+        ):
+            return cached
     X = np.load(BEAUTY / "embeddings" / "minilm-l6-v2.npy").astype(np.float32)
     item_ids = np.array(json.loads((BEAUTY / "embeddings" / "items.json").read_text()), dtype=object)
     t = time.perf_counter()
-    if method == "rq-kmeans":
+    if method in COLLAB_IDS:
+        from semid.quantize.collab import align_by_item_id
+        from semid.rec.io import load_sasrec_run, untrained_items
+
+        sasrec, sasrec_data = load_sasrec_run(collab_run)
+        C = align_by_item_id(
+            item_ids, sasrec_data.item_ids, sasrec.item_embeddings(), name=str(collab_run), catalogue="MiniLM"
+        )
+        untrained = untrained_items(sasrec_data)
+        print(
+            f"{method}: {C.shape[1]}-d item vectors of {collab_run} "
+            f"({int(untrained.sum()) if untrained is not None else '?'} items in no training sequence)"
+        )
+    if method == "rq-vae-collab":  # LETTER's alignment term; the IDs encode the MiniLM vector alone
+        from semid.quantize.rq_vae import RQVAE
+
+        quantizer = RQVAE(n_levels=3, codebook_size=256, random_state=seed, collab_weight=meta["weight"]).fit(
+            X, collab=C
+        )
+    elif method == "fused":  # both vectors decide the codes
+        from semid.quantize import RQKMeans
+        from semid.quantize.collab import fit_fused
+
+        quantizer = fit_fused(
+            RQKMeans(n_levels=3, codebook_size=256, random_state=seed), X, C, meta["weight"]
+        )
+        X = quantizer.fusion_.apply(X, C)
+    elif method == "rq-kmeans":
         from semid.quantize import RQKMeans
 
         quantizer = RQKMeans(n_levels=3, codebook_size=256, random_state=seed).fit(X)
@@ -110,10 +171,10 @@ def make_ids(method: str, out: Path, seed: int) -> Any:
             X
         )
     else:
-        raise SystemExit(f"unknown --ids method {method!r} (rq-kmeans, rq-vae or pq)")
+        raise SystemExit(f"unknown --ids method {method!r} ({', '.join(ID_METHODS)})")
     base = quantizer.encode(X)
     codes = deduplicate(base, "suffix", item_ids=item_ids).codes
-    table = IdTable(item_ids, format_ids(codes, "dash"), codes, base, {"method": method})
+    table = IdTable(item_ids, format_ids(codes, "dash"), codes, base, meta)
     write_ids(path, table)
     unique = len(np.unique(base, axis=0)) / len(base)
     print(
@@ -202,8 +263,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger and/or rpg (comma-separated)")
     p.add_argument(
-        "--ids", default="rq-kmeans", help="rq-kmeans, rq-vae and/or pq (TIGER and RPG run once per ID set)"
+        "--ids",
+        default="rq-kmeans",
+        help="rq-kmeans, rq-vae, pq, rq-vae-collab and/or fused (TIGER and RPG run once per ID set)",
     )
+    p.add_argument(
+        "--collab-run",
+        type=Path,
+        help="--ids rq-vae-collab/fused without sasrec in --models: the SASRec run whose item vectors they use",
+    )
+    p.add_argument(
+        "--collab-weight", type=float, help="--ids rq-vae-collab: weight of the collaborative term"
+    )
+    p.add_argument("--fuse-weight", type=float, help="--ids fused: weight of the SASRec half of the vector")
     p.add_argument("--max-minutes", type=float, default=0.0, help="training time limit per model (0: none)")
     p.add_argument("--epochs", type=int, default=0, help="most epochs per model (0: the default, 200)")
     p.add_argument(
@@ -301,20 +373,48 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown --models {unknown[0]!r} (sasrec, tiger or rpg)")
     methods = [m.strip() for m in args.ids.split(",") if m.strip()]
-    # each model on the IDs it is built for: TIGER decodes short hierarchical IDs (rq-kmeans, rq-vae),
-    # RPG predicts the digits of long unordered ones (pq) in parallel
+    unknown = sorted(set(methods) - set(ID_METHODS))
+    if unknown:
+        raise SystemExit(f"unknown --ids method {unknown[0]!r} ({', '.join(ID_METHODS)})")
+    # each model on the IDs it is built for: TIGER decodes short hierarchical IDs (rq-kmeans, rq-vae and
+    # the collaborative ones), RPG predicts the digits of long unordered ones (pq) in parallel
     fits = {"tiger": [m for m in methods if m != "pq"], "rpg": [m for m in methods if m == "pq"]}
     for model_type in set(CODED) & set(models):
         if not fits[model_type]:
-            wanted = "pq" if model_type == "rpg" else "rq-kmeans or rq-vae"
+            wanted = "pq" if model_type == "rpg" else "rq-kmeans, rq-vae, rq-vae-collab or fused"
             raise SystemExit(f"--models {model_type} needs --ids {wanted} (given: {args.ids})")
+    collab_methods = [m for m in methods if m in COLLAB_IDS] if "tiger" in models else []
+    if collab_methods and "sasrec" in models and args.collab_run is not None:
+        raise SystemExit(
+            "--collab-run applies when --models has no sasrec (else that SASRec gives the vectors)"
+        )
+    if collab_methods and "sasrec" not in models and args.collab_run is None:
+        raise SystemExit(
+            f"--ids {collab_methods[0]} needs a SASRec run's item vectors: add sasrec to --models "
+            "(trained first, seed by seed) or give --collab-run RUN"
+        )
+    if args.collab_run is not None:  # fail now, not after hours of training
+        from semid.rec.io import load_sasrec_run
+
+        load_sasrec_run(args.collab_run)
     id_sets = (
-        {(method, s): make_ids(method, args.out, s) for method in methods for s in seeds}
+        {
+            (method, s): make_ids(method, args.out, s)
+            for method in methods
+            for s in seeds
+            if method not in COLLAB_IDS
+        }
         if set(CODED) & set(models)
         else {}
     )
     base = RecData.from_dataset(ds)
     print(f"Beauty: {base.n_users:,} users, {base.n_items:,} items, loaded in {time.perf_counter() - t:.1f}s")
+    if collab_methods:  # SASRec's vectors join the MiniLM items by id: the two item sets must match
+        from semid.quantize.collab import align_by_item_id
+
+        minilm = json.loads((BEAUTY / "embeddings" / "items.json").read_text())
+        none = np.zeros((base.n_items, 1), dtype=np.float32)
+        align_by_item_id(minilm, base.item_ids, none, name="the catalogue", catalogue="MiniLM's items.json")
     cold = "-cold" if args.cold_start else ""
     args.item_vectors = None
     if args.cold_start:
@@ -355,6 +455,17 @@ def main() -> None:
             run = run_model("sasrec", base, args.out / f"sasrec{cold}{seed_suffix(s)}", args, s)
             runs.append({"model": sasrec_name, **run})
             print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
+        for method in collab_methods:  # after the SASRec of this seed, whose item vectors they read
+            collab_run = args.collab_run or args.out / f"sasrec{cold}{seed_suffix(s)}"
+            id_sets[method, s] = make_ids(
+                method,
+                args.out,
+                s,
+                collab_run=collab_run,
+                collab_weight=args.collab_weight,
+                fuse_weight=args.fuse_weight,
+                tag=cold,
+            )
         for model_type, name in CODED.items():
             for method in fits[model_type] if model_type in models else []:
                 data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")

@@ -154,7 +154,7 @@ def test_collaborative_term_needs_a_row_aligned_matrix(data):
     assert str(e.value) == "collab_weight=1.0 needs collaborative embeddings: fit(X, collab=M)"
     with pytest.raises(SemidError) as e:
         tiny(collab_weight=1.0).fit(data, collab=np.zeros((399, 4), np.float32))
-    assert str(e.value) == "collab has 399 rows, expected 400 (one per row of X)"
+    assert str(e.value) == "collab has 399 rows, X has 400 (one per row of X)"
 
 
 def test_rank_last_level_starts_with_the_encoded_last_code(fitted, data):

@@ -3,6 +3,9 @@
 semid fit emb.parquet -o rqk/                                         # RQ-KMeans 3 x 256
 semid fit emb.parquet -o pq/ --method pq --levels 32 --opq           # OPQ 32 x 256: long IDs for RPG
 semid assign pq/ emb.parquet -o ids.parquet                           # + a suffix level for collisions
+semid fit emb.parquet -o fused/ --fuse sasrec-items.parquet          # text + SASRec vectors, any method
+semid assign fused/ emb.parquet --fuse sasrec-items.parquet -o ids.parquet
+semid fit emb.parquet -o vae/ --method rq-vae --collab sasrec-items.parquet   # RQ-VAE + collaborative term
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -58,6 +61,14 @@ EmbCol = Annotated[str, typer.Option("--embedding-column", help="Embedding colum
 IdsFile = Annotated[
     Path | None, typer.Option("--ids", help="Item ids for a .npy EMB (.json list, .txt lines or .npy).")
 ]
+FuseFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--fuse",
+        help="Collaborative item vectors (.parquet item_id + embedding, e.g. `semid export-embeddings`): "
+        "quantize [text, weight x collaborative], both L2-normalised, joined to EMB by item_id.",
+    ),
+]
 
 
 def _read(
@@ -97,6 +108,68 @@ def _read_for_fit(
         f"{time.perf_counter() - t:.1f}s"
     )
     return item_ids, X
+
+
+def _read_joined(path: Path, item_ids: np.ndarray, emb: Path) -> np.ndarray:
+    """The vectors of ``path`` in the order of ``item_ids`` (EMB's items), joined by item_id: a missing or
+    an extra item is one error naming both sizes."""
+    from semid.embed.store import read_embeddings
+    from semid.quantize.collab import align_by_item_id
+
+    t = time.perf_counter()
+    cids, C = read_embeddings(path)
+    C = align_by_item_id(item_ids, cids, C, name=str(path), catalogue=str(emb))
+    console.print(
+        f"joined {C.shape[0]:,} x {C.shape[1]} collaborative vectors from {path} by item_id in "
+        f"{time.perf_counter() - t:.1f}s"
+    )
+    return C
+
+
+def _fit_input(
+    emb: Path,
+    sample_size: int | None,
+    seed: int,
+    id_column: str,
+    embedding_column: str,
+    ids: Path | None,
+    fuse: Path | None,
+    fuse_weight: float,
+    collab: Path | None,
+) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """The quantizer's input ``X`` (fused with ``fuse``'s vectors when given), the RQ-VAE's row-aligned
+    collaborative matrix (``collab``) and the :class:`~semid.quantize.collab.Fusion` (or None).
+
+    A collaborative table is joined to every item, so with ``fuse`` or ``collab`` EMB is read whole."""
+    if fuse is None and collab is None:
+        return _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)[1], None, None
+    item_ids, X = _read(emb, id_column, embedding_column, ids)
+    C = _read_joined(collab, item_ids, emb) if collab is not None else None
+    if fuse is None:
+        return X, C, None
+    from semid.quantize.collab import Fusion
+
+    F = _read_joined(fuse, item_ids, emb) if fuse != collab else C
+    fusion = Fusion(fuse_weight, X.shape[1], F.shape[1], str(fuse))
+    return fusion.apply(X, F, where=str(emb), collab_where=str(fuse)), C, fusion
+
+
+def _model_input(
+    model: Any, model_dir: Path, item_ids: np.ndarray, X: np.ndarray, emb: Path, fuse: Path | None
+) -> np.ndarray:
+    """What ``model`` encodes: ``X``, or for a model fitted fused, ``X`` fused with ``fuse``'s vectors."""
+    fusion = model.fusion_
+    if fusion is None:
+        if fuse is not None:
+            raise SemidError(f"--fuse: {model_dir} was fitted on embeddings alone, not fused ones")
+        return X
+    if fuse is None:
+        raise SemidError(
+            f"{model_dir} was fitted on {fusion.describe()} ({fusion.source}): give the collaborative "
+            "vectors with --fuse"
+        )
+    C = _read_joined(fuse, item_ids, emb)
+    return fusion.apply(X, C, where=str(emb), collab_where=str(fuse))
 
 
 def _report_table(rep: dict, title: str) -> Table:
@@ -170,9 +243,36 @@ def fit(
     id_column: IdCol = "item_id",
     embedding_column: EmbCol = "embedding",
     ids: IdsFile = None,
+    fuse: FuseFile = None,
+    fuse_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--fuse-weight", help="Weight of the collaborative half of a fused vector [default: 1]."
+        ),
+    ] = None,
+    collab: Annotated[
+        Path | None,
+        typer.Option(
+            "--collab",
+            help="rq-vae: collaborative item vectors (.parquet item_id + embedding) for the RQ-VAE's "
+            "alignment term (LETTER), joined to EMB by item_id; the IDs still encode EMB alone.",
+        ),
+    ] = None,
+    collab_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--collab-weight", help="Weight of the collaborative term [default: the config's, else 0.1]."
+        ),
+    ] = None,
 ) -> None:
-    """Fit a quantizer on embeddings and save it (config.json + model.safetensors)."""
+    """Fit a quantizer on embeddings and save it (config.json + model.safetensors).
+
+    With --fuse the quantizer learns on the text embeddings fused with collaborative vectors (any method);
+    the model records it, and `semid assign` then needs the same --fuse file. With --fuse or --collab, EMB
+    is read whole: every item joins its collaborative row.
+    """
     from semid.quantize.base import is_quantizer_dir
+    from semid.quantize.collab import DEFAULT_FUSE_WEIGHT
 
     try:
         sizes = [int(s) for s in codebook_size.split(",")]
@@ -186,10 +286,23 @@ def fit(
         raise SemidError(f"--seed {seed} should be a non-negative integer")
     if opq and method is not Method.pq:
         raise SemidError("--opq applies to --method pq only")
+    if collab is not None and method is not Method.rq_vae:
+        raise SemidError(
+            "--collab applies to --method rq-vae only (a term of its loss); --fuse works with every method"
+        )
+    if collab_weight is not None and collab is None:
+        raise SemidError("--collab-weight needs --collab ITEMS.parquet")
+    if fuse_weight is not None and fuse is None:
+        raise SemidError("--fuse-weight needs --fuse ITEMS.parquet")
+    if collab_weight is not None and not collab_weight > 0:
+        raise SemidError(f"--collab-weight {collab_weight:g} should be > 0")
+    if fuse_weight is not None and not fuse_weight > 0:
+        raise SemidError(f"--fuse-weight {fuse_weight:g} should be > 0")
+    fuse_weight = DEFAULT_FUSE_WEIGHT if fuse_weight is None else fuse_weight
     check_output(  # before any work: a fit must not fail at its last step, nor replace what is not a model
         output,
         is_dir=True,
-        inputs=[emb, ids, config, resume],
+        inputs=[emb, ids, config, resume, fuse, collab],
         replaceable=is_quantizer_dir,
         what="a quantizer directory",
     )
@@ -207,6 +320,10 @@ def fit(
             embedding_column,
             ids,
             sample_size,
+            fuse,
+            fuse_weight,
+            collab,
+            collab_weight,
         )
         return
     if config is not None or resume is not None:
@@ -230,7 +347,9 @@ def fit(
     else:
         model = RQKMeans(n_levels=levels, balanced=balanced, **common)
     model._validate_params()  # bad values fail before any work
-    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
+    X, _, fusion = _fit_input(
+        emb, sample_size, seed, id_column, embedding_column, ids, fuse, fuse_weight, None
+    )
     if X.shape[0] < max(sizes):
         raise SemidError(f"{emb}: {X.shape[0]} rows, fewer than codebook_size={max(sizes)}")
     if method is Method.pq:
@@ -238,6 +357,7 @@ def fit(
     t = time.perf_counter()
     model.fit(X)
     fit_s = time.perf_counter() - t
+    model.fusion_ = fusion
     codes = model.encode(X)
     model.save_pretrained(output)
     rep = quality_report(
@@ -248,6 +368,8 @@ def fit(
         codebooks=getattr(model, "codebooks_", None),  # residual norms: RQ-KMeans only
     )
     name = "RQ-KMeans" if method is Method.rq_kmeans else ("OPQ" if opq else "PQ")
+    if fusion is not None:
+        name += f" on {fusion.describe()}"
     out.print(_report_table(rep.to_dict(), f"{name} fitted in {fit_s:.1f}s -> {output}"))
 
 
@@ -263,11 +385,16 @@ def _fit_rq_vae(
     id_column: str,
     embedding_column: str,
     ids: Path | None,
-    sample_size: int | None = None,
+    sample_size: int | None,
+    fuse: Path | None,
+    fuse_weight: float,
+    collab: Path | None,
+    collab_weight: float | None,
 ) -> None:
     """RQ-VAE: metrics and checkpoints go to ``<output>.run/`` (resumable); the model to ``output``."""
     import shutil
 
+    from semid.quantize.collab import DEFAULT_COLLAB_WEIGHT
     from semid.quantize.metrics import quality_report
     from semid.quantize.rq_vae import RQVAE
 
@@ -283,21 +410,35 @@ def _fit_rq_vae(
             device=device,
             run_dir=str(run_dir),
         )
+    if collab is not None:  # --collab-weight, else the config's, else the default
+        weight = collab_weight or model.config.collab_weight or DEFAULT_COLLAB_WEIGHT
+        model.config = model.config.replace(collab_weight=weight)
+    elif model.config.collab_weight > 0 and resume is None:
+        raise SemidError(
+            f"collab_weight={model.config.collab_weight:g} ({config}) needs the collaborative vectors: "
+            "give --collab ITEMS.parquet"
+        )
     model._validate_params()  # bad values fail before any data is read
-    _, X = _read_for_fit(emb, sample_size, seed, id_column, embedding_column, ids)
+    X, C, fusion = _fit_input(
+        emb, sample_size, seed, id_column, embedding_column, ids, fuse, fuse_weight, collab
+    )
     model._validate_params(X.shape[1])
     t = time.perf_counter()
-    model.fit(X, resume=resume)
+    model.fit(X, collab=C, resume=resume)
     fit_s = time.perf_counter() - t
     if os.environ.get("RANK", "0") != "0":  # torchrun: every rank trained the same model; rank 0 writes it
         return
+    model.fusion_ = fusion
     model.save_pretrained(output)
     metrics = Path(model.config.train.run_dir or run_dir) / "metrics.jsonl"
     if metrics.is_file():
         shutil.copyfile(metrics, output / "metrics.jsonl")  # training curves for `semid report`
     codes = model.encode(X)
     rep = quality_report(codes, codebook_sizes=model.codebook_sizes_, X=X, X_hat=model.decode(codes))
-    out.print(_report_table(rep.to_dict(), f"RQ-VAE trained in {fit_s:.1f}s -> {output} (run: {run_dir})"))
+    name = "RQ-VAE" + (f" on {fusion.describe()}" if fusion is not None else "")
+    if C is not None:
+        name += f" with a collaborative term (weight {model.config.collab_weight:g})"
+    out.print(_report_table(rep.to_dict(), f"{name} trained in {fit_s:.1f}s -> {output} (run: {run_dir})"))
 
 
 @app.command()
@@ -335,11 +476,13 @@ def assign(
         int | None, typer.Option("--num-workers", help="Ray encoder workers (default: the cluster's CPUs).")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per streamed batch.")] = 65536,
+    fuse: FuseFile = None,
 ) -> None:
     """Encode embeddings with a fitted quantizer and write unique Semantic IDs.
 
     -o ids.parquet: one file, in memory. -o ids/ (or --engine): a directory of part files, streamed in
     batches with flat memory, or on a Ray cluster with --engine ray; the IDs are the same item for item.
+    A model fitted with --fuse needs the same --fuse file here (in memory).
     """
     from semid.scale.assign import MANIFEST
 
@@ -347,13 +490,15 @@ def assign(
     check_output(
         output,
         is_dir=streamed,
-        inputs=[model_dir, emb, ids, registry],
+        inputs=[model_dir, emb, ids, registry, fuse],
         replaceable=has_marker(MANIFEST) if streamed else None,
         what="a directory of IDs written by semid assign" if streamed else "an IDs file",
     )
     if registry is not None:
-        check_output(registry, inputs=[model_dir, emb, ids], what="a registry file")
+        check_output(registry, inputs=[model_dir, emb, ids, fuse], what="a registry file")
     if streamed:
+        if fuse is not None:
+            raise SemidError("--fuse joins the collaborative vectors in memory: write -o ids.parquet")
         if balanced:
             raise SemidError(
                 "--balanced needs the whole set in memory; a streamed assign encodes each item on its own "
@@ -387,6 +532,7 @@ def assign(
 
     model = load_quantizer(model_dir, device=device)
     item_ids, X = _read(emb, id_column, embedding_column, ids)
+    X = _model_input(model, model_dir, item_ids, X, emb, fuse)
     if X.shape[1] != model.n_features_in_:
         raise SemidError(
             f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}"
@@ -492,9 +638,13 @@ def stats(
     id_column: IdCol = "item_id",
     embedding_column: EmbCol = "embedding",
     ids: IdsFile = None,
+    fuse: FuseFile = None,
 ) -> None:
     """Quality of Semantic IDs: usage and perplexity per level, collisions, reconstruction error."""
     from semid.quantize.metrics import collision_stats, quality_report
+
+    if fuse is not None and emb is None:
+        raise SemidError("--fuse goes with --emb (the embeddings to measure a fused model on)")
 
     if path.is_dir() and (path / "config.json").exists():
         from semid.quantize import load_quantizer
@@ -507,8 +657,11 @@ def stats(
             "dim": model.n_features_in_,
         }
         title = f"{model.model_type} {path} ({model.fingerprint_})"
+        if model.fusion_ is not None:
+            result["fusion"] = model.fusion_.to_dict()
         if emb is not None:
-            _, X = _read(emb, id_column, embedding_column, ids)
+            item_ids, X = _read(emb, id_column, embedding_column, ids)
+            X = _model_input(model, path, item_ids, X, emb, fuse)
             codes = model.encode(X)
             rep = quality_report(
                 codes,

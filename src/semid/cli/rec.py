@@ -6,6 +6,7 @@ semid train sasrec data/beauty -o runs/sasrec                        # the basel
 semid train rpg data/beauty --ids pq-ids.parquet -o runs/rpg         # long PQ IDs, all digits at once
 semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
+semid export-embeddings runs/sasrec -o sasrec-items.parquet          # SASRec's item vectors (fit --fuse)
 
 Data-parallel training (docs/scaling.md), the same run directory and options:
 torchrun --nproc-per-node 4 -m semid train tiger data/beauty --ids ids.parquet -o runs/tiger
@@ -361,6 +362,32 @@ def _run_item_vectors(run_dir: Path, path: Path) -> Any:
             f"{data.n_items:,} items have none)"
         )
     return X[np.array([row[str(i)] for i in data.item_ids])]
+
+
+@app.command("export-embeddings")
+def export_embeddings_cmd(
+    run_dir: RunDir,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Embeddings .parquet to write.", show_default=False)
+    ],
+) -> None:
+    """SASRec's learned item vectors as an embeddings file (item_id + embedding), one row per item.
+
+    For Semantic IDs with collaborative signal: semid fit EMB -o MODEL --fuse FILE (any method), or
+    --method rq-vae --collab FILE. Items in no training sequence (cold items, items nobody bought) keep
+    their untrained row, so the file covers the catalogue; their number is printed.
+    """
+    from semid._outputs import check_output
+    from semid.rec.io import export_run_embeddings
+
+    check_output(output, inputs=[run_dir], what="an embeddings file")
+    if output.suffix != ".parquet":
+        raise SemidError(f"{output}: embeddings are written as .parquet, got {output.suffix!r}")
+    res = export_run_embeddings(run_dir, output)
+    msg = f"{res['n_items']:,} x {res['dim']} item vectors of {run_dir} -> {output}"
+    if res["untrained_items"]:
+        msg += f" (untrained, in no training sequence: {res['untrained_items']:,})"
+    out.print(msg)
 
 
 @app.command("recommend")

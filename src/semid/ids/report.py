@@ -171,6 +171,11 @@ def build_report(
         metrics_path = path / "metrics.jsonl"
         if emb is None:
             raise SemidError(f"{path} is a model directory: pass --emb EMBEDDINGS to measure it on items")
+        if model.fusion_ is not None:
+            raise SemidError(
+                f"{path} was fitted on {model.fusion_.describe()}: report the IDs it assigned "
+                "(semid assign --fuse ... -o ids.parquet; semid report ids.parquet --emb EMB)"
+            )
         item_ids, X = read_embeddings(emb)
         if X.shape[1] != model.n_features_in_:
             raise SemidError(

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from semid._utils import atomic_path, fingerprint_arrays
 from semid.errors import NotFittedError, SemidError
+
+if TYPE_CHECKING:
+    from semid.quantize.collab import Fusion
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -76,6 +79,9 @@ class BaseQuantizer:
 
     model_type: ClassVar[str] = ""
     _fitted_attrs: ClassVar[tuple[str, ...]] = ()
+    # set when the model was fitted on text embeddings fused with collaborative vectors
+    # (semid.quantize.collab.fit_fused); saved in config.json so that new items get the same input
+    fusion_: Fusion | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,6 +148,8 @@ class BaseQuantizer:
             "fingerprint": fingerprint_arrays(arrays),
             **self._get_config(),
         }
+        if self.fusion_ is not None:
+            config["fusion"] = self.fusion_.to_dict()
         with atomic_path(
             directory, is_dir=True, replaceable=is_quantizer_dir, what="a quantizer directory"
         ) as tmp:
@@ -179,6 +187,10 @@ class BaseQuantizer:
             )
         model = klass._from_config(config, device=device)
         model._set_state(arrays, config)
+        if config.get("fusion") is not None:
+            from semid.quantize.collab import Fusion
+
+            model.fusion_ = Fusion.from_dict(config["fusion"], source=str(path / CONFIG_NAME))
         return model
 
     @classmethod

@@ -426,8 +426,9 @@ class RQVAE(BaseQuantizer):
     ) -> RQVAE:
         """Train on X (n, D). Returns ``self``.
 
-        collab : optional (n, d) item embeddings from a collaborative model, row-aligned with X; used by the
-            alignment term when ``collab_weight > 0``.
+        collab : optional (n, d) item embeddings from a collaborative model, row-aligned with X (join them by
+            item id with :func:`semid.quantize.collab.align_by_item_id`); used by the alignment term when
+            ``collab_weight > 0``.
         resume : a run directory (or one of its checkpoints) of an earlier, interrupted ``fit``: training
             continues from there with the configuration stored in the checkpoint.
         stop_after_epochs : stop after that many epochs in total, leaving a resumable run (as a kill would).
@@ -452,7 +453,7 @@ class RQVAE(BaseQuantizer):
         if collab is not None:
             C = as_float_matrix(collab, name="collab")
             if C.shape[0] != n:
-                raise SemidError(f"collab has {C.shape[0]} rows, expected {n} (one per row of X)")
+                raise SemidError(f"collab has {C.shape[0]} rows, X has {n} (one per row of X)")
         elif cfg.collab_weight > 0:
             raise SemidError(
                 f"collab_weight={cfg.collab_weight} needs collaborative embeddings: fit(X, collab=M)"

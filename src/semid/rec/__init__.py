@@ -7,7 +7,7 @@
 - :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
 - :mod:`~semid.rec.train`: the shared trainer (validation each epoch, early stopping, resume);
 - :mod:`~semid.rec.config`: :class:`TrainConfig`, each model's defaults and run-config files;
-- :mod:`~semid.rec.io`: build, save and load models; what a run directory holds;
+- :mod:`~semid.rec.io`: build, save and load models; what a run directory holds; SASRec's item vectors;
 - :mod:`~semid.rec.checkpoints`: the checkpointed training state, saved and restored;
 - :mod:`~semid.rec.runs`: :func:`evaluate_run`, a run's best model on the test or validation targets;
 - :mod:`~semid.rec.data`: :class:`RecData`, next-item examples and length-bucketed batches.
@@ -43,6 +43,7 @@ _EXPORTS = {
     "TrainResult": "semid.rec.train",
     "build_model": "semid.rec.io",
     "evaluate_run": "semid.rec.runs",
+    "export_run_embeddings": "semid.rec.io",
     "fit": "semid.rec.train",
     "load_model": "semid.rec.io",
     "save_model": "semid.rec.io",

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,8 +127,68 @@ def _write_config(run_dir: Path, model: nn.Module, extra: dict[str, Any]) -> Non
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def untrained_items(data: RecData) -> np.ndarray | None:
+    """(n_items,) bool: the items in no training sequence (cold items, items nobody interacted with). Their
+    SASRec vectors learned no co-occurrence: they were only ever negatives. None for a streamed run (its
+    sequences are not in memory)."""
+    if data.log is not None:
+        return None
+    seen = np.zeros(data.n_items, dtype=bool)
+    seen[data.split.train.items] = True
+    return ~seen
+
+
 def export_item_embeddings(model: SASRec, data: RecData, path: str | os.PathLike) -> Path:
-    """Write SASRec's item vectors as an embeddings file (``item_id`` + ``embedding``), e.g. for an RQ-VAE."""
+    """Write SASRec's item vectors as an embeddings file (``item_id`` + ``embedding``), e.g. for an RQ-VAE.
+
+    Every item of the run gets its row, trained or not, so the file covers the catalogue the IDs are fitted
+    on; the schema metadata (:func:`semid.embed.store.read_metadata`) counts the untrained ones.
+    """
     from semid.embed.store import write_embeddings
 
-    return write_embeddings(path, data.item_ids.astype(str), model.item_embeddings())
+    untrained = untrained_items(data)
+    meta = {"model_type": model.model_type, "dim": model.config.d_model}
+    if untrained is not None:
+        meta["untrained_items"] = int(untrained.sum())
+    return write_embeddings(path, data.item_ids.astype(str), model.item_embeddings(), metadata=meta)
+
+
+def load_sasrec_run(run_dir: str | os.PathLike) -> tuple[SASRec, RecData]:
+    """A SASRec run's best model and its data: ``model.item_embeddings()`` row ``i`` is ``data.item_ids[i]``.
+    Another kind of run is an error (only SASRec learns one vector per item)."""
+    run_dir = Path(run_dir)
+    model_type = read_config(run_dir)["model_type"]
+    if model_type != "sasrec":
+        raise SemidError(
+            f"{run_dir} holds a {model_type} run; only SASRec learns one vector per item "
+            "(semid train sasrec DATA -o RUN)"
+        )
+    model = load_model(run_dir)
+    data = RecData.load(run_dir)
+    if model.config.n_items != data.n_items:
+        raise SemidError(
+            f"{run_dir}: the model has {model.config.n_items:,} items, items.parquet {data.n_items:,}"
+        )
+    return model, data  # type: ignore[return-value]
+
+
+def export_run_embeddings(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+    """Write the item vectors of a trained SASRec run (its best weights) to ``path`` (.parquet).
+
+    The file has the layout of ``semid embed``'s (``item_id`` + ``embedding`` list<float32>), one row per
+    item of the run (:func:`export_item_embeddings`), so ``semid fit --collab/--fuse`` can join it to the
+    text embeddings by item id. Returns ``{"n_items", "dim", "untrained_items"}`` (the last is None for a
+    run trained on a streamed log).
+
+    Example::
+
+        export_run_embeddings("runs/sasrec", "sasrec-items.parquet")
+    """
+    model, data = load_sasrec_run(run_dir)
+    export_item_embeddings(model, data, path)
+    untrained = untrained_items(data)
+    return {
+        "n_items": data.n_items,
+        "dim": model.config.d_model,
+        "untrained_items": None if untrained is None else int(untrained.sum()),
+    }

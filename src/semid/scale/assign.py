@@ -120,6 +120,12 @@ def assign_dataset(
     if output.exists() and not (output / MANIFEST).exists():
         raise SemidError(f"{output}: exists and was not written by semid assign; choose another output")
     model = load_quantizer(model_dir, device="cpu")
+    if model.fusion_ is not None:
+        raise SemidError(
+            f"{model_dir} was fitted on {model.fusion_.describe()}; a streamed assign encodes the "
+            "embeddings alone: assign it in memory "
+            "(semid assign MODEL EMB --fuse ITEMS.parquet -o ids.parquet)"
+        )
     parts = list_parts(embeddings, (id_column, embedding_column))
     result = AssignJobResult(n_items=parts.n_rows, n_buckets=0, engine=engine)
     t0 = time.perf_counter()
