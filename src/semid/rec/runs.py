@@ -65,48 +65,31 @@ def evaluate_run(
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
-    if cold_start and data.cold_items is None:
-        raise SemidError(
-            f"{run_dir} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
-        )
-    if cold_start and split != "test":
-        raise SemidError("cold items are test targets only: --cold-start evaluates the test split")
+    if cold_start:
+        _check_cold_start(run_dir, data, split)
     if item_vectors is not None and np.shape(item_vectors)[0] != data.n_items:
         raise SemidError(f"item vectors have {np.shape(item_vectors)[0]:,} rows for {data.n_items:,} items")
     examples = split_examples(model, data, split)
     users = np.arange(len(examples))
     if cold_start:
-        users = cold_test_users(examples.target, data.cold_items)
-        if len(users) == 0:
-            raise SemidError(f"{run_dir}: no test user has a cold target")
+        users = _cold_users(run_dir, data, examples)
         examples = examples.take(users)
-    options: dict[str, Any] = {"exclude_history": exclude_history}
-    if isinstance(model, TIGER):
-        options.update(beam_size=beam_size, constrained=constrained)
-    elif beam_size is not None or not constrained:
-        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
+    options = _decoding_options(model, beam_size, constrained, exclude_history)
     res: EvalResult = evaluate(
         model, examples, batch_size=batch_size, device=device, progress=progress, **options
     )
-    if data.log is None:
-        s = data.split
-        history = s.train if split == "valid" else s.test_history
-        popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
-    else:  # the most frequent items of the histories, counted over the streamed log
-        counts = _streamed_popularity(data, split)
-        top = np.lexsort((np.arange(data.n_items), -counts))[: max(KS)]
-        popular = recall_ndcg(np.broadcast_to(top, (len(examples), len(top))), examples.target, KS)
     out = {
         "model_type": model.model_type,
         "split": split,
         "model": res.to_dict(),
-        "most_popular": popular,
+        "most_popular": _most_popular(data, split, examples),
     }
     if cold_start:
         out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
     if item_vectors is not None:
         if data.log is not None:
             raise SemidError("the content baseline reads the histories in memory; not for a streamed log")
+        history = data.split.train if split == "valid" else data.split.test_history
         histories = [history.items[history.offsets[u] : history.offsets[u + 1]] for u in users]
         top = np.concatenate(  # (n_users, k) in blocks of 1,024 users: the score matrix stays small
             [
@@ -116,6 +99,46 @@ def evaluate_run(
         )
         out["content"] = recall_ndcg(top, examples.target, KS)
     return out
+
+
+def _check_cold_start(run_dir: str | os.PathLike, data: RecData, split: str) -> None:
+    if data.cold_items is None:
+        raise SemidError(
+            f"{run_dir} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
+        )
+    if split != "test":
+        raise SemidError("cold items are test targets only: --cold-start evaluates the test split")
+
+
+def _cold_users(run_dir: str | os.PathLike, data: RecData, examples: Examples) -> np.ndarray:
+    """The test examples whose target is a cold item (an error when there is none)."""
+    users = cold_test_users(examples.target, data.cold_items)
+    if len(users) == 0:
+        raise SemidError(f"{run_dir}: no test user has a cold target")
+    return users
+
+
+def _decoding_options(
+    model: nn.Module, beam_size: int | None, constrained: bool, exclude_history: bool
+) -> dict[str, Any]:
+    """What ``model.recommend`` takes besides the batch: TIGER's beam options, and the history filter."""
+    options: dict[str, Any] = {"exclude_history": exclude_history}
+    if isinstance(model, TIGER):
+        options.update(beam_size=beam_size, constrained=constrained)
+    elif beam_size is not None or not constrained:
+        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
+    return options
+
+
+def _most_popular(data: RecData, split: str, examples: Examples) -> dict[str, float]:
+    """Recall/NDCG of the most frequent items of the ``split`` histories, the same list for every example."""
+    if data.log is None:
+        s = data.split
+        history = s.train if split == "valid" else s.test_history
+        return evaluate_most_popular(history, examples.target, data.n_items, KS)
+    counts = _streamed_popularity(data, split)  # the histories' items, counted over the streamed log
+    top = np.lexsort((np.arange(data.n_items), -counts))[: max(KS)]
+    return recall_ndcg(np.broadcast_to(top, (len(examples), len(top))), examples.target, KS)
 
 
 def _streamed_popularity(data: RecData, split: str) -> np.ndarray:
