@@ -1,6 +1,7 @@
 """Evaluation entry points of a run directory: its best model on the validation or test targets.
 
     print(evaluate_run("runs/tiger", "test"))   # the model's Recall/NDCG@5/10 next to most-popular
+    print(evaluate_hybrid_run("runs/tiger", "runs/sasrec", "test"))   # TIGER's beam reranked by SASRec
 
 :func:`split_examples` gives those targets, one per user; training validates on them too.
 """
@@ -18,7 +19,15 @@ from semid.errors import SemidError
 from semid.rec.cold import cold_test_users, content_scores
 from semid.rec.data import Examples, RecData, history_examples
 from semid.rec.evaluate import KS, EvalResult, evaluate, evaluate_most_popular, recall_ndcg
-from semid.rec.io import load_model
+from semid.rec.hybrid import (
+    GRID,
+    N_CANDIDATES,
+    HybridRecommender,
+    check_weight,
+    choose_weight,
+    collect_candidates,
+)
+from semid.rec.io import load_model, read_config
 from semid.rec.tiger import TIGER
 
 
@@ -98,6 +107,117 @@ def evaluate_run(
             ]
         )
         out["content"] = recall_ndcg(top, examples.target, KS)
+    return out
+
+
+def load_hybrid(
+    run_dir: str | os.PathLike,
+    sasrec_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    n_candidates: int = N_CANDIDATES,
+) -> tuple[HybridRecommender, RecData]:
+    """The generative run's best model reranked by the SASRec run's, and the generative run's data.
+
+    The two runs must hold the same items in the same order and the same users' interactions (the same
+    data and split), so that SASRec scores the candidates' items after the histories it was trained on;
+    otherwise one error naming both runs (and both sizes).
+    """
+    kind = read_config(run_dir)["model_type"]
+    if kind == "sasrec":
+        raise SemidError(
+            f"{run_dir} is a SASRec run: only a generative run (TIGER or RPG) is reranked by SASRec"
+        )
+    reranker = read_config(sasrec_dir)["model_type"]
+    if reranker != "sasrec":
+        raise SemidError(f"{sasrec_dir} is a {reranker} run, not SASRec: the reranker must be a SASRec run")
+    data, sas_data = RecData.load(run_dir), RecData.load(sasrec_dir)
+    if data.n_items != sas_data.n_items:
+        raise SemidError(
+            f"{run_dir} has {data.n_items:,} items and {sasrec_dir} has {sas_data.n_items:,}: "
+            "the two runs must be built on the same item set"
+        )
+    differ = np.flatnonzero(data.item_ids.astype(str) != sas_data.item_ids.astype(str))
+    if len(differ):
+        i = int(differ[0])
+        raise SemidError(
+            f"{run_dir} and {sasrec_dir} have {data.n_items:,} items each but not the same ones in the same "
+            f"order (item {i}: {data.item_ids[i]!r} vs {sas_data.item_ids[i]!r}): the two runs must be built "
+            "on the same item set"
+        )
+    same = data.log == sas_data.log and (
+        data.log is not None
+        or (
+            np.array_equal(data.sequences.offsets, sas_data.sequences.offsets)
+            and np.array_equal(data.sequences.items, sas_data.sequences.items)
+            and np.array_equal(data.user_ids.astype(str), sas_data.user_ids.astype(str))
+        )
+    )
+    if not same:
+        raise SemidError(
+            f"{run_dir} and {sasrec_dir} were trained on different interactions ({data.n_users:,} and "
+            f"{sas_data.n_users:,} users): rerank with a SASRec run of the same data and split"
+        )
+    device = resolve_device(device)
+    hybrid = HybridRecommender(
+        load_model(run_dir, device=device), load_model(sasrec_dir, device=device), n_candidates=n_candidates
+    )
+    return hybrid, data
+
+
+def evaluate_hybrid_run(
+    run_dir: str | os.PathLike,
+    sasrec_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    weight: float | None = None,
+    grid: tuple[float, ...] = GRID,
+    n_candidates: int = N_CANDIDATES,
+    device: str = "cpu",
+    batch_size: int = 256,
+    beam_size: int | None = None,
+    constrained: bool = True,
+    progress: bool = False,
+    cold_start: bool = False,
+    exclude_history: bool = False,
+) -> dict[str, Any]:
+    """A generative run's candidates reranked by a SASRec run (:mod:`semid.rec.hybrid`) on ``split``, next
+    to the same candidates in generative order and the most-popular baseline.
+
+    ``weight`` None: the weight of ``grid`` with the best validation NDCG@10 (one more decoding pass, over
+    the validation users, with the same options), reported as ``weight_from: "valid"`` with the metric at
+    every weight. Other options as :func:`evaluate_run`.
+    """
+    if weight is not None:
+        weight = check_weight(weight)
+    hybrid, data = load_hybrid(run_dir, sasrec_dir, device=device, n_candidates=n_candidates)
+    if cold_start:
+        _check_cold_start(run_dir, data, split)
+    options = _decoding_options(hybrid.generative, beam_size, constrained, exclude_history)
+    passes = {"batch_size": batch_size, "device": resolve_device(device), "progress": progress, **options}
+    out: dict[str, Any] = {"model_type": f"{hybrid.generative.model_type} + sasrec", "split": split}
+    valid = None
+    if weight is None:
+        valid = collect_candidates(hybrid, split_examples(hybrid, data, "valid"), desc="validation", **passes)
+        weight, by_weight = choose_weight(valid, grid)
+        out.update(weight_from="valid", valid_ndcg_by_weight={f"{w:g}": v for w, v in by_weight.items()})
+    else:
+        out["weight_from"] = "given"
+    examples = split_examples(hybrid, data, split)
+    found = (
+        valid if split == "valid" and valid is not None else collect_candidates(hybrid, examples, **passes)
+    )
+    if cold_start:
+        users = _cold_users(run_dir, data, examples)
+        examples, found = examples.take(users), found.take(users)
+        out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
+    out.update(
+        weight=weight,
+        n_candidates=hybrid.width,
+        model=found.result(weight).to_dict(),
+        generative=found.result(None).to_dict(),
+        most_popular=_most_popular(data, split, examples),
+    )
     return out
 
 
