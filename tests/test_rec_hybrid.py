@@ -437,3 +437,55 @@ def test_evaluate_rerank_user_errors(
     code, _, err = run(["evaluate", *(a.format(runs=runs) for a in argv)], capsys)
     assert code == 1
     assert err == f"Error: {message.format(runs=runs)}\n"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The benchmark's row (bench/beauty_rec.py --hybrid), on the tiny runs
+# --------------------------------------------------------------------------------------------------------
+
+
+def beauty_rec():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "beauty_rec.py"
+    spec = importlib.util.spec_from_file_location("beauty_rec", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_row_is_reranked_on_validation_and_summarised_over_seeds_like_the_others(
+    runs: Path,
+) -> None:
+    bench = beauty_rec()
+    args = SimpleNamespace(quiet=True, cold_start=0.0)
+    row = bench.run_hybrid(runs / "tiger", runs / "sasrec", args, seed=0, train_min=3.0)
+    assert row["rerank weight"] in (0, 0.25, 0.5, 1, 2, 4)
+    assert row["valid N@10 by weight"][f"{row['rerank weight']:g}"] == max(
+        row["valid N@10 by weight"].values()
+    )
+    assert {"R@5", "N@5", "R@10", "N@10", "R@10 unseen", "N@10 unseen", "users/s", "invalid"} <= row.keys()
+    assert row["train min"] == 3.0 and "epochs" not in row  # both models' training; no epochs of its own
+    name = "TIGER + SASRec rerank, rq-kmeans IDs (ours)"
+    tiger = {"model": "TIGER, rq-kmeans IDs (ours)", **{k: 0.5 for k in bench.COLUMNS[1:]}}
+    seeds = [tiger, {"model": name, **row}, tiger, {"model": name, **row, "R@10": row["R@10"] + 0.01}]
+    summary = bench.summarize_seeds(seeds)
+    assert [r["model"] for r in summary] == ["TIGER, rq-kmeans IDs (ours), 2 seeds", f"{name}, 2 seeds"]
+    assert summary[1]["R@10 mean"] == pytest.approx(row["R@10"] + 0.005)
+    assert summary[1]["rerank weights"] == [row["rerank weight"]] * 2
+    assert "epochs mean" not in summary[1]
+
+
+def test_the_benchmark_refuses_a_hybrid_without_its_sasrec_runs_before_training(tmp_path: Path) -> None:
+    bench = beauty_rec()
+    args = SimpleNamespace(hybrid=True, hybrid_sasrec=None, out=tmp_path)
+    with pytest.raises(SystemExit, match="--hybrid needs SASRec runs: add sasrec to --models or give"):
+        bench.hybrid_sasrec_dirs(args, ["tiger"], [0], "")
+    args.hybrid_sasrec = tmp_path / "sasrec"
+    with pytest.raises(SystemExit, match=r"sasrec-s1 holds no finished run \(no model.safetensors\)"):
+        bench.hybrid_sasrec_dirs(args, ["tiger"], [1], "")
+    with pytest.raises(SystemExit, match=r"^--hybrid-sasrec reranks with finished SASRec runs, yet --models"):
+        bench.hybrid_sasrec_dirs(args, ["sasrec", "tiger"], [0], "")
+    args.hybrid_sasrec = None  # the SASRec runs this invocation trains, one per seed
+    expected = {0: tmp_path / "sasrec", 2: tmp_path / "sasrec-s2"}
+    assert bench.hybrid_sasrec_dirs(args, ["sasrec", "tiger"], [0, 2], "") == expected
