@@ -43,6 +43,16 @@ RQ-KMeans 3 x 256 on the MiniLM vector beside the SASRec vector, both unit-norm 
 
     python bench/beauty_rec.py --models sasrec,tiger --ids rq-vae,rq-vae-collab,fused \
         --sasrec-config configs/sasrec-beauty.json --config configs/tiger-beauty.json --out bench/out/beauty-collab
+
+``--hybrid`` adds, right after each TIGER or RPG row, that run's 50 candidates reranked by the SASRec run of
+the same seed (:mod:`semid.rec.hybrid`: generative log-probability + weight x SASRec log-probability),
+its own row, "TIGER + SASRec rerank, ... (ours)": the weight (0, 0.25, ..., 16) is chosen on all
+validation users, then the test users are evaluated once (and once more with the history filtered out, at
+the same weight). The SASRec runs are those of this invocation (``--models sasrec,tiger``), or
+``--hybrid-sasrec DIR`` names finished ones (seed 0's directory; seed ``s``: ``DIR-s<s>``), which must hold
+the same items and interactions. Its "train min" is both models' training; decoding is TIGER with 50 beams::
+
+    python bench/beauty_rec.py --models tiger --resume --hybrid-sasrec bench/out/beauty-rec/sasrec
 """
 
 from __future__ import annotations
@@ -248,6 +258,69 @@ def run_model(
     }
 
 
+def run_hybrid(
+    gen_dir: Path, sasrec_dir: Path, args: argparse.Namespace, seed: int, train_min: float | None
+) -> dict[str, Any]:
+    """The generative run's candidates reranked by the SASRec run of its seed (semid.rec.hybrid): the weight
+    chosen on all validation users, then all test users once, and once with the history filtered out."""
+    from semid.rec.runs import evaluate_hybrid_run
+
+    res = evaluate_hybrid_run(gen_dir, sasrec_dir, "test", progress=not args.quiet)
+    w = res["weight"]
+    seen = evaluate_hybrid_run(gen_dir, sasrec_dir, "test", weight=w, exclude_history=True)["model"]
+    cold = {}
+    if args.cold_start:
+        c = evaluate_hybrid_run(gen_dir, sasrec_dir, "test", weight=w, cold_start=True)
+        cold = {"cold R@10": c["model"]["recall@10"], "cold N@10": c["model"]["ndcg@10"]}
+        cold["cold users"] = c["cold_start"]["users"]
+    m = res["model"]
+    by_weight = ", ".join(f"{k} {v:.4f}" for k, v in res["valid_ndcg_by_weight"].items())
+    print(f"{gen_dir.name} + {sasrec_dir.name}: rerank weight {w:g} (validation N@10 by weight: {by_weight})")
+    row = {
+        "R@5": m["recall@5"],
+        "N@5": m["ndcg@5"],
+        "R@10": m["recall@10"],
+        "N@10": m["ndcg@10"],
+        "users/s": m["users_per_s"],
+        "invalid": m["invalid_rate"],
+        "R@10 unseen": seen["recall@10"],
+        "N@10 unseen": seen["ndcg@10"],
+        "rerank weight": w,
+        "valid N@10 by weight": res["valid_ndcg_by_weight"],
+        "candidates N@10": res["generative"]["ndcg@10"],  # the same candidates in generative order
+        "run_dir": str(gen_dir),
+        "sasrec_dir": str(sasrec_dir),
+        "seed": seed,
+        **cold,
+    }
+    if train_min is not None:
+        row["train min"] = train_min
+    return row
+
+
+def hybrid_sasrec_dirs(
+    args: argparse.Namespace, models: list[str], seeds: list[int], cold: str
+) -> dict[int, Path]:
+    """The SASRec run each seed's generative runs are reranked by (checked before any training)."""
+    if not args.hybrid:
+        return {}
+    if not set(CODED) & set(models):
+        raise SystemExit("--hybrid reranks TIGER or RPG runs: add tiger or rpg to --models")
+    if "sasrec" in models:
+        if args.hybrid_sasrec:
+            raise SystemExit(
+                "--hybrid-sasrec reranks with finished SASRec runs, yet --models trains one: drop one"
+            )
+        return {s: args.out / f"sasrec{cold}{seed_suffix(s)}" for s in seeds}
+    if not args.hybrid_sasrec:
+        raise SystemExit("--hybrid needs SASRec runs: add sasrec to --models or give --hybrid-sasrec DIR")
+    dirs = {s: Path(f"{args.hybrid_sasrec}{seed_suffix(s)}") for s in seeds}
+    for d in dirs.values():
+        if not (d / "model.safetensors").is_file():
+            raise SystemExit(f"--hybrid-sasrec: {d} holds no finished run (no model.safetensors)")
+    return dirs
+
+
 def _option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
     key, sep, value = text.partition("=")
@@ -340,6 +413,17 @@ def main() -> None:
         help="train every model on a cold-start split with this share of cold items (e.g. 0.05, seeded, the "
         "same for every model) and add the cold-start table (runs go to NAME-cold)",
     )
+    p.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="after each TIGER / RPG row, its candidates reranked by the SASRec run of the same seed "
+        "(weight chosen on the validation users)",
+    )
+    p.add_argument(
+        "--hybrid-sasrec",
+        type=Path,
+        help="with --hybrid and no sasrec in --models: the SASRec run of seed 0 (seed s: DIR-s<s>)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
@@ -397,6 +481,8 @@ def main() -> None:
         from semid.rec.io import load_sasrec_run
 
         load_sasrec_run(args.collab_run)
+    args.hybrid = args.hybrid or args.hybrid_sasrec is not None
+    sasrec_dirs = hybrid_sasrec_dirs(args, models, seeds, "-cold" if args.cold_start else "")
     id_sets = (
         {
             (method, s): make_ids(method, args.out, s)
@@ -474,6 +560,11 @@ def main() -> None:
                 run_dir = args.out / f"{model_type}-{method}{cold}{seed_suffix(s)}"
                 run = run_model(model_type, data, run_dir, args, s)
                 runs.append({"model": f"{name}, {method} IDs (ours)", **run})
+                if args.hybrid:
+                    sas = [r for r in runs if r.get("run_dir") == str(sasrec_dirs[s])]
+                    minutes = run["train min"] + sas[0]["train min"] if sas else None
+                    row = run_hybrid(run_dir, sasrec_dirs[s], args, s, minutes)
+                    runs.append({"model": f"{name} + SASRec rerank, {method} IDs (ours)", **row})
                 print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
     rows += summarize_seeds(runs) if len(seeds) > 1 else runs
     title = "Amazon Beauty, leave-one-out, full ranking (test users)"
@@ -504,9 +595,13 @@ def summarize_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in runs if r["model"] == name]
         row: dict[str, Any] = {"model": f"{name}, {len(group)} seeds"}
         for key in COLUMNS[1:]:
+            if not all(key in r for r in group):  # e.g. a reranked row has no epochs of its own
+                continue
             mean, sd = mean_sd([r[key] for r in group])
             row[key] = f"{mean:.4f} ± {sd:.4f}" if key.startswith(("R@", "N@")) else round(mean, 2)
             row[f"{key} mean"], row[f"{key} sd"] = mean, sd
+        if "rerank weight" in group[0]:
+            row["rerank weights"] = [r["rerank weight"] for r in group]
         out.append(row)
     return out
 

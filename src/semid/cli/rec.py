@@ -5,6 +5,7 @@ semid train tiger -o runs/tiger --resume --max-minutes 60            # continue 
 semid train sasrec data/beauty -o runs/sasrec                        # the baseline (+ item embeddings)
 semid train rpg data/beauty --ids pq-ids.parquet -o runs/rpg         # long PQ IDs, all digits at once
 semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
+semid evaluate runs/tiger --rerank runs/sasrec                       # TIGER's beam reranked by SASRec
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
 semid export-embeddings runs/sasrec -o sasrec-items.parquet          # SASRec's item vectors (fit --fuse)
 
@@ -304,16 +305,66 @@ def evaluate_cmd(
             "items to the mean of the history).",
         ),
     ] = None,
+    rerank: Annotated[
+        Path | None,
+        typer.Option(
+            "--rerank",
+            help="A SASRec run on the same data and items: rerank this TIGER or RPG run's candidates by "
+            "generative log-probability + weight x SASRec log-probability.",
+            show_default=False,
+        ),
+    ] = None,
+    rerank_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--rerank-weight",
+            help="SASRec's weight (default: the best validation NDCG@10 of 0, 0.25, 0.5, 1, 2, 4, 8, 16).",
+            show_default=False,
+        ),
+    ] = None,
+    rerank_candidates: Annotated[
+        int | None,
+        typer.Option("--rerank-candidates", help="Generative candidates reranked per user (default 50)."),
+    ] = None,
     device: Device = "cpu",
 ) -> None:
-    """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline."""
+    """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline.
+
+    With --rerank SASREC_RUN: the run's candidates reranked by SASRec, next to the same candidates in
+    generative order; the weight is chosen on the validation split unless --rerank-weight gives it.
+    """
     from semid.rec.train import evaluate_run
 
+    if rerank is not None and embeddings is not None:
+        raise SemidError("--embeddings (the content baseline) does not combine with --rerank")
     vectors = _run_item_vectors(run_dir, embeddings) if embeddings is not None else None
     if batch_size < 1:
         raise SemidError(f"--batch-size {batch_size} should be at least 1")
     if beam_size is not None and beam_size < 1:
         raise SemidError(f"--beam-size {beam_size} should be at least 1")
+    if rerank is None and (rerank_weight is not None or rerank_candidates is not None):
+        raise SemidError("--rerank-weight and --rerank-candidates apply with --rerank SASREC_RUN")
+    if rerank is not None:
+        if rerank_weight is not None and not rerank_weight >= 0:  # also NaN
+            raise SemidError(f"--rerank-weight {rerank_weight:g} should be >= 0")
+        if rerank_candidates is not None and rerank_candidates < 1:
+            raise SemidError(f"--rerank-candidates {rerank_candidates} should be at least 1")
+        _evaluate_rerank(
+            run_dir,
+            rerank,
+            split.value,
+            as_json=as_json,
+            weight=rerank_weight,
+            n_candidates=rerank_candidates,
+            device=device,
+            batch_size=batch_size,
+            beam_size=beam_size,
+            constrained=not unconstrained,
+            progress=not as_json,
+            cold_start=cold_start,
+            exclude_history=exclude_history,
+        )
+        return
     res = evaluate_run(
         run_dir,
         split.value,
@@ -343,6 +394,42 @@ def evaluate_cmd(
         speed += f", invalid IDs {m['invalid_rate']:.2%}"
     table.caption = speed
     out.print(table)
+
+
+def _evaluate_rerank(
+    run_dir: Path, sasrec_dir: Path, split: str, *, as_json: bool, n_candidates: int | None, **options: Any
+) -> None:
+    """`semid evaluate RUN --rerank SASREC_RUN`: the hybrid's row, the generative row, most popular."""
+    from semid.rec.hybrid import N_CANDIDATES
+    from semid.rec.runs import evaluate_hybrid_run
+
+    res = evaluate_hybrid_run(
+        run_dir, sasrec_dir, split, n_candidates=n_candidates or N_CANDIDATES, **options
+    )
+    if as_json:
+        typer.echo(json.dumps(res, indent=2, sort_keys=True))
+        return
+    m, gen_type = res["model"], res["model_type"].split(" + ")[0]
+    who = f"{m['n_users']:,} users ({split})"
+    if "cold_start" in res:
+        cold = res["cold_start"]["cold_items"]
+        who = f"{m['n_users']:,} test users whose target is one of {cold:,} cold items"
+    table = _metrics_table(f"{run_dir} reranked by {sasrec_dir} on {who}")
+    table.add_row(*_metrics_row(f"{res['model_type']} rerank (weight {res['weight']:g})", m))
+    table.add_row(
+        *_metrics_row(f"{gen_type} ({res['n_candidates']} candidates, generative order)", res["generative"])
+    )
+    table.add_row(*_metrics_row("most popular", res["most_popular"]))
+    table.caption = f"{m['users_per_s']:,.0f} users/s (one generative decode + one SASRec forward per batch)"
+    if gen_type == "tiger":
+        table.caption += f", invalid IDs {m['invalid_rate']:.2%}"
+    out.print(table)
+    if res["weight_from"] == "valid":
+        by_weight = ", ".join(f"{w} {v:.4f}" for w, v in res["valid_ndcg_by_weight"].items())
+        chosen = f"rerank weight {res['weight']:g}: chosen on the validation split"
+        out.print(f"{chosen} (NDCG@10 by weight: {by_weight})")
+    else:
+        out.print(f"rerank weight {res['weight']:g}: given (--rerank-weight)")
 
 
 def _run_item_vectors(run_dir: Path, path: Path) -> Any:

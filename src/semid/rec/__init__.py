@@ -4,12 +4,14 @@
 - :mod:`~semid.rec.tiger`: TIGER, an encoder-decoder that generates the next item's Semantic ID;
 - :mod:`~semid.rec.rpg`: RPG, all digits of a long (product-quantised) ID at once, every item scored exactly;
 - :mod:`~semid.rec.beam`: beam search over Semantic IDs, constrained to real items by a prefix trie;
+- :mod:`~semid.rec.hybrid`: a generative model's candidates reranked by SASRec's scores (TIGER + SASRec);
 - :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
 - :mod:`~semid.rec.train`: the shared trainer (validation each epoch, early stopping, resume);
 - :mod:`~semid.rec.config`: :class:`TrainConfig`, each model's defaults and run-config files;
 - :mod:`~semid.rec.io`: build, save and load models; what a run directory holds; SASRec's item vectors;
 - :mod:`~semid.rec.checkpoints`: the checkpointed training state, saved and restored;
-- :mod:`~semid.rec.runs`: :func:`evaluate_run`, a run's best model on the test or validation targets;
+- :mod:`~semid.rec.runs`: :func:`evaluate_run`, a run's best model on the test or validation targets
+  (:func:`evaluate_hybrid_run`: a generative run reranked by a SASRec run);
 - :mod:`~semid.rec.data`: :class:`RecData`, next-item examples and length-bucketed batches.
 
 Names are imported on first use, so ``import semid.rec`` stays light (torch loads with the models). The
@@ -34,6 +36,10 @@ _EXPORTS = {
     "TIGERConfig": "semid.rec.tiger",
     "RPG": "semid.rec.rpg",
     "RPGConfig": "semid.rec.rpg",
+    "HybridRecommender": "semid.rec.hybrid",
+    "choose_weight": "semid.rec.hybrid",
+    "collect_candidates": "semid.rec.hybrid",
+    "evaluate_hybrid_run": "semid.rec.runs",
     "BeamResult": "semid.rec.beam",
     "CodeIndex": "semid.rec.beam",
     "beam_search": "semid.rec.beam",

@@ -1,6 +1,7 @@
 """Evaluation entry points of a run directory: its best model on the validation or test targets.
 
     print(evaluate_run("runs/tiger", "test"))   # the model's Recall/NDCG@5/10 next to most-popular
+    print(evaluate_hybrid_run("runs/tiger", "runs/sasrec", "test"))   # TIGER's beam reranked by SASRec
 
 :func:`split_examples` gives those targets, one per user; training validates on them too.
 """
@@ -18,7 +19,15 @@ from semid.errors import SemidError
 from semid.rec.cold import cold_test_users, content_scores
 from semid.rec.data import Examples, RecData, history_examples
 from semid.rec.evaluate import KS, EvalResult, evaluate, evaluate_most_popular, recall_ndcg
-from semid.rec.io import load_model
+from semid.rec.hybrid import (
+    GRID,
+    N_CANDIDATES,
+    HybridRecommender,
+    check_weight,
+    choose_weight,
+    collect_candidates,
+)
+from semid.rec.io import load_model, read_config
 from semid.rec.tiger import TIGER
 
 
@@ -65,48 +74,31 @@ def evaluate_run(
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
-    if cold_start and data.cold_items is None:
-        raise SemidError(
-            f"{run_dir} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
-        )
-    if cold_start and split != "test":
-        raise SemidError("cold items are test targets only: --cold-start evaluates the test split")
+    if cold_start:
+        _check_cold_start(run_dir, data, split)
     if item_vectors is not None and np.shape(item_vectors)[0] != data.n_items:
         raise SemidError(f"item vectors have {np.shape(item_vectors)[0]:,} rows for {data.n_items:,} items")
     examples = split_examples(model, data, split)
     users = np.arange(len(examples))
     if cold_start:
-        users = cold_test_users(examples.target, data.cold_items)
-        if len(users) == 0:
-            raise SemidError(f"{run_dir}: no test user has a cold target")
+        users = _cold_users(run_dir, data, examples)
         examples = examples.take(users)
-    options: dict[str, Any] = {"exclude_history": exclude_history}
-    if isinstance(model, TIGER):
-        options.update(beam_size=beam_size, constrained=constrained)
-    elif beam_size is not None or not constrained:
-        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
+    options = _decoding_options(model, beam_size, constrained, exclude_history)
     res: EvalResult = evaluate(
         model, examples, batch_size=batch_size, device=device, progress=progress, **options
     )
-    if data.log is None:
-        s = data.split
-        history = s.train if split == "valid" else s.test_history
-        popular = evaluate_most_popular(history, examples.target, data.n_items, KS)
-    else:  # the most frequent items of the histories, counted over the streamed log
-        counts = _streamed_popularity(data, split)
-        top = np.lexsort((np.arange(data.n_items), -counts))[: max(KS)]
-        popular = recall_ndcg(np.broadcast_to(top, (len(examples), len(top))), examples.target, KS)
     out = {
         "model_type": model.model_type,
         "split": split,
         "model": res.to_dict(),
-        "most_popular": popular,
+        "most_popular": _most_popular(data, split, examples),
     }
     if cold_start:
         out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
     if item_vectors is not None:
         if data.log is not None:
             raise SemidError("the content baseline reads the histories in memory; not for a streamed log")
+        history = data.split.train if split == "valid" else data.split.test_history
         histories = [history.items[history.offsets[u] : history.offsets[u + 1]] for u in users]
         top = np.concatenate(  # (n_users, k) in blocks of 1,024 users: the score matrix stays small
             [
@@ -116,6 +108,157 @@ def evaluate_run(
         )
         out["content"] = recall_ndcg(top, examples.target, KS)
     return out
+
+
+def load_hybrid(
+    run_dir: str | os.PathLike,
+    sasrec_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    n_candidates: int = N_CANDIDATES,
+) -> tuple[HybridRecommender, RecData]:
+    """The generative run's best model reranked by the SASRec run's, and the generative run's data.
+
+    The two runs must hold the same items in the same order and the same users' interactions (the same
+    data and split), so that SASRec scores the candidates' items after the histories it was trained on;
+    otherwise one error naming both runs (and both sizes).
+    """
+    kind = read_config(run_dir)["model_type"]
+    if kind == "sasrec":
+        raise SemidError(
+            f"{run_dir} is a SASRec run: only a generative run (TIGER or RPG) is reranked by SASRec"
+        )
+    reranker = read_config(sasrec_dir)["model_type"]
+    if reranker != "sasrec":
+        raise SemidError(f"{sasrec_dir} is a {reranker} run, not SASRec: the reranker must be a SASRec run")
+    data, sas_data = RecData.load(run_dir), RecData.load(sasrec_dir)
+    if data.n_items != sas_data.n_items:
+        raise SemidError(
+            f"{run_dir} has {data.n_items:,} items and {sasrec_dir} has {sas_data.n_items:,}: "
+            "the two runs must be built on the same item set"
+        )
+    differ = np.flatnonzero(data.item_ids.astype(str) != sas_data.item_ids.astype(str))
+    if len(differ):
+        i = int(differ[0])
+        raise SemidError(
+            f"{run_dir} and {sasrec_dir} have {data.n_items:,} items each but not the same ones in the same "
+            f"order (item {i}: {data.item_ids[i]!r} vs {sas_data.item_ids[i]!r}): the two runs must be built "
+            "on the same item set"
+        )
+    same = data.log == sas_data.log and (
+        data.log is not None
+        or (
+            np.array_equal(data.sequences.offsets, sas_data.sequences.offsets)
+            and np.array_equal(data.sequences.items, sas_data.sequences.items)
+            and np.array_equal(data.user_ids.astype(str), sas_data.user_ids.astype(str))
+        )
+    )
+    if not same:
+        raise SemidError(
+            f"{run_dir} and {sasrec_dir} were trained on different interactions ({data.n_users:,} and "
+            f"{sas_data.n_users:,} users): rerank with a SASRec run of the same data and split"
+        )
+    device = resolve_device(device)
+    hybrid = HybridRecommender(
+        load_model(run_dir, device=device), load_model(sasrec_dir, device=device), n_candidates=n_candidates
+    )
+    return hybrid, data
+
+
+def evaluate_hybrid_run(
+    run_dir: str | os.PathLike,
+    sasrec_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    weight: float | None = None,
+    grid: tuple[float, ...] = GRID,
+    n_candidates: int = N_CANDIDATES,
+    device: str = "cpu",
+    batch_size: int = 256,
+    beam_size: int | None = None,
+    constrained: bool = True,
+    progress: bool = False,
+    cold_start: bool = False,
+    exclude_history: bool = False,
+) -> dict[str, Any]:
+    """A generative run's candidates reranked by a SASRec run (:mod:`semid.rec.hybrid`) on ``split``, next
+    to the same candidates in generative order and the most-popular baseline.
+
+    ``weight`` None: the weight of ``grid`` with the best validation NDCG@10 (one more decoding pass, over
+    the validation users, with the same options), reported as ``weight_from: "valid"`` with the metric at
+    every weight. Other options as :func:`evaluate_run`.
+    """
+    if weight is not None:
+        weight = check_weight(weight)
+    hybrid, data = load_hybrid(run_dir, sasrec_dir, device=device, n_candidates=n_candidates)
+    if cold_start:
+        _check_cold_start(run_dir, data, split)
+    options = _decoding_options(hybrid.generative, beam_size, constrained, exclude_history)
+    passes = {"batch_size": batch_size, "device": resolve_device(device), "progress": progress, **options}
+    out: dict[str, Any] = {"model_type": f"{hybrid.generative.model_type} + sasrec", "split": split}
+    valid = None
+    if weight is None:
+        valid = collect_candidates(hybrid, split_examples(hybrid, data, "valid"), desc="validation", **passes)
+        weight, by_weight = choose_weight(valid, grid)
+        out.update(weight_from="valid", valid_ndcg_by_weight={f"{w:g}": v for w, v in by_weight.items()})
+    else:
+        out["weight_from"] = "given"
+    examples = split_examples(hybrid, data, split)
+    found = (
+        valid if split == "valid" and valid is not None else collect_candidates(hybrid, examples, **passes)
+    )
+    if cold_start:
+        users = _cold_users(run_dir, data, examples)
+        examples, found = examples.take(users), found.take(users)
+        out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
+    out.update(
+        weight=weight,
+        n_candidates=hybrid.width,
+        model=found.result(weight).to_dict(),
+        generative=found.result(None).to_dict(),
+        most_popular=_most_popular(data, split, examples),
+    )
+    return out
+
+
+def _check_cold_start(run_dir: str | os.PathLike, data: RecData, split: str) -> None:
+    if data.cold_items is None:
+        raise SemidError(
+            f"{run_dir} was trained without a cold-start split; train with --cold-start 0.05 to measure one"
+        )
+    if split != "test":
+        raise SemidError("cold items are test targets only: --cold-start evaluates the test split")
+
+
+def _cold_users(run_dir: str | os.PathLike, data: RecData, examples: Examples) -> np.ndarray:
+    """The test examples whose target is a cold item (an error when there is none)."""
+    users = cold_test_users(examples.target, data.cold_items)
+    if len(users) == 0:
+        raise SemidError(f"{run_dir}: no test user has a cold target")
+    return users
+
+
+def _decoding_options(
+    model: nn.Module, beam_size: int | None, constrained: bool, exclude_history: bool
+) -> dict[str, Any]:
+    """What ``model.recommend`` takes besides the batch: TIGER's beam options, and the history filter."""
+    options: dict[str, Any] = {"exclude_history": exclude_history}
+    if isinstance(model, TIGER):
+        options.update(beam_size=beam_size, constrained=constrained)
+    elif beam_size is not None or not constrained:
+        raise SemidError("beam size and unconstrained decoding apply to TIGER runs only")
+    return options
+
+
+def _most_popular(data: RecData, split: str, examples: Examples) -> dict[str, float]:
+    """Recall/NDCG of the most frequent items of the ``split`` histories, the same list for every example."""
+    if data.log is None:
+        s = data.split
+        history = s.train if split == "valid" else s.test_history
+        return evaluate_most_popular(history, examples.target, data.n_items, KS)
+    counts = _streamed_popularity(data, split)  # the histories' items, counted over the streamed log
+    top = np.lexsort((np.arange(data.n_items), -counts))[: max(KS)]
+    return recall_ndcg(np.broadcast_to(top, (len(examples), len(top))), examples.target, KS)
 
 
 def _streamed_popularity(data: RecData, split: str) -> np.ndarray:
