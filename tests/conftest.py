@@ -155,6 +155,29 @@ def write_walk_shop(directory, n_items: int, n_users: int, lengths: tuple[int, i
     (directory / "interactions.csv").write_text("\n".join(rows) + "\n")
 
 
+def walk_rec_data(n_items: int = 40, n_users: int = 150, seed: int = 0):
+    """A :class:`semid.rec.data.RecData` in memory: users walk the catalogue in order (item i is followed by
+    item i + 1 mod ``n_items``) for 5 to 9 steps. Three-digit unique IDs ``(i // 8, i % 8, i % 3)``, with
+    codebooks of different sizes (5, 8, 3), as when a dedup suffix or a per-digit size makes them ragged."""
+    from semid.data import Sequences
+    from semid.ids import format_ids
+    from semid.rec.data import RecData
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 10, n_users)
+    starts = rng.integers(0, n_items, n_users)
+    items = np.concatenate([(s + np.arange(n)) % n_items for s, n in zip(starts, lengths, strict=True)])
+    i = np.arange(n_items)
+    codes = np.stack([i // 8, i % 8, i % 3], axis=1)
+    return RecData(
+        item_ids=np.array([f"i{n}" for n in i], dtype=object),
+        sequences=Sequences(np.concatenate([[0], np.cumsum(lengths)]), items),
+        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
+        codes=codes,
+        semantic_ids=np.array(format_ids(codes, "dash"), dtype=object),
+    )
+
+
 def free_port() -> int:
     """A TCP port free on this machine now: the rendezvous of a test's data-parallel job."""
     import socket

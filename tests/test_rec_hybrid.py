@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 import semid.cli.rec  # noqa: F401  (registers the commands)
-from conftest import TINY_TIGER
+from conftest import TINY_TIGER, walk_rec_data
 from semid.cli import main
 from semid.data import Sequences
 from semid.errors import SemidError
-from semid.ids import format_ids
 from semid.rec.data import RecData, collate, histories_batch
 from semid.rec.evaluate import evaluate
 from semid.rec.hybrid import Candidates, HybridRecommender, choose_weight, collect_candidates, rerank
@@ -182,26 +181,9 @@ def test_choose_weight_rejects_a_bad_grid_or_metric() -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def walk_data(n_items: int = N_ITEMS, n_users: int = 150, seed: int = 0) -> RecData:
-    """Users walk the catalogue in order (item i is followed by i + 1); three-level unique IDs."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(5, 10, n_users)
-    starts = rng.integers(0, n_items, n_users)
-    items = np.concatenate([(s + np.arange(n)) % n_items for s, n in zip(starts, lengths, strict=True)])
-    i = np.arange(n_items)
-    codes = np.stack([i // 8, i % 8, i % 3], axis=1)
-    return RecData(
-        item_ids=np.array([f"i{n}" for n in i], dtype=object),
-        sequences=Sequences(np.concatenate([[0], np.cumsum(lengths)]), items),
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        codes=codes,
-        semantic_ids=np.array(format_ids(codes, "dash"), dtype=object),
-    )
-
-
 @pytest.fixture(scope="module")
 def data() -> RecData:
-    return walk_data()
+    return walk_rec_data(N_ITEMS)
 
 
 @pytest.fixture(scope="module")

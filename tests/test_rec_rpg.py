@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import WordHashEmbedder, write_grid_ids, write_walk_shop
+from conftest import WordHashEmbedder, walk_rec_data, write_grid_ids, write_walk_shop
 from semid.cli import main
-from semid.data import Sequences, make_demo_dataset
+from semid.data import make_demo_dataset
 from semid.errors import SemidError
 from semid.ids import format_ids
 from semid.ids.dedup import deduplicate
@@ -40,27 +40,9 @@ FAST = {"progress": False, "num_threads": 1, "autocast": "off", "tensorboard": F
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny models, one thread
 
 
-def ruled_data(n_users: int = 150, seed: int = 0) -> RecData:
-    """Users walk the catalogue in order (item i is followed by item i + 1 mod 40). Three-digit IDs with
-    codebooks of different sizes (5, 8, 3), as when a dedup suffix or a per-digit size makes them ragged."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(5, 10, n_users)
-    starts = rng.integers(0, N_ITEMS, n_users)
-    items = np.concatenate([(s + np.arange(n)) % N_ITEMS for s, n in zip(starts, lengths, strict=True)])
-    i = np.arange(N_ITEMS)
-    codes = np.stack([i // 8, i % 8, i % 3], axis=1)
-    return RecData(
-        item_ids=np.array([f"i{n}" for n in i], dtype=object),
-        sequences=Sequences(np.concatenate([[0], np.cumsum(lengths)]), items),
-        user_ids=np.array([f"u{u}" for u in range(n_users)], dtype=object),
-        codes=codes,
-        semantic_ids=np.array(format_ids(codes, "dash"), dtype=object),
-    )
-
-
 @pytest.fixture(scope="module")
 def data() -> RecData:
-    return ruled_data()
+    return walk_rec_data(N_ITEMS)
 
 
 @pytest.fixture(scope="module")

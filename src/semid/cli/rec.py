@@ -344,6 +344,15 @@ def evaluate_cmd(
         raise SemidError(f"--beam-size {beam_size} should be at least 1")
     if rerank is None and (rerank_weight is not None or rerank_candidates is not None):
         raise SemidError("--rerank-weight and --rerank-candidates apply with --rerank SASREC_RUN")
+    options: dict[str, Any] = {  # what a plain and a reranked evaluation share
+        "device": device,
+        "batch_size": batch_size,
+        "beam_size": beam_size,
+        "constrained": not unconstrained,
+        "progress": not as_json,
+        "cold_start": cold_start,
+        "exclude_history": exclude_history,
+    }
     if rerank is not None:
         if rerank_weight is not None and not rerank_weight >= 0:  # also NaN
             raise SemidError(f"--rerank-weight {rerank_weight:g} should be >= 0")
@@ -356,27 +365,10 @@ def evaluate_cmd(
             as_json=as_json,
             weight=rerank_weight,
             n_candidates=rerank_candidates,
-            device=device,
-            batch_size=batch_size,
-            beam_size=beam_size,
-            constrained=not unconstrained,
-            progress=not as_json,
-            cold_start=cold_start,
-            exclude_history=exclude_history,
+            **options,
         )
         return
-    res = evaluate_run(
-        run_dir,
-        split.value,
-        device=device,
-        batch_size=batch_size,
-        beam_size=beam_size,
-        constrained=not unconstrained,
-        progress=not as_json,
-        cold_start=cold_start,
-        item_vectors=vectors,
-        exclude_history=exclude_history,
-    )
+    res = evaluate_run(run_dir, split.value, item_vectors=vectors, **options)
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True))
         return
