@@ -107,12 +107,16 @@ def make_ids(
     collab_run: Path | None = None,
     collab_weight: float | None = None,
     fuse_weight: float | None = None,
+    pq_pca: int | None = None,
     tag: str = "",
 ) -> Any:
     """Semantic IDs of the Beauty items (cached in ``out``): 3 x 256 codes (``pq``: OPQ 32 x 256) + a suffix
     level for collisions. ``rq-vae-collab`` and ``fused`` also read the item vectors of the SASRec run
     ``collab_run``, joined by item id; their file name carries ``tag`` (e.g. ``-cold``), and a cached one is
     used only if it was made from that run, as trained now, with the same weight.
+
+    ``pq_pca``: ``pq`` reduces the MiniLM vectors to that many principal components first (RPG's recipe:
+    128, so 4 features per sub-vector); the file is then ``ids-pq-pca<d>.parquet``.
 
     Seed 0 keeps the file name of the single-seed runs (``ids-rq-kmeans.parquet``); others add ``-s<seed>``.
     """
@@ -125,7 +129,13 @@ def make_ids(
         weight = collab_weight if method == "rq-vae-collab" else fuse_weight
         default = DEFAULT_COLLAB_WEIGHT if method == "rq-vae-collab" else DEFAULT_FUSE_WEIGHT
         meta.update(collab_run=str(collab_run), weight=default if weight is None else weight)
-    path = out / f"ids-{method}{tag if method in COLLAB_IDS else ''}{seed_suffix(seed)}.parquet"
+    if method == "pq" and pq_pca:
+        meta["pca_dim"] = pq_pca
+        tag = f"-pca{pq_pca}"
+    path = (
+        out
+        / f"ids-{method}{tag if method in COLLAB_IDS or 'pca_dim' in meta else ''}{seed_suffix(seed)}.parquet"
+    )
     if path.is_file():
         cached = read_ids(path)
         trained = collab_run / "model.safetensors" if method in COLLAB_IDS else None
@@ -176,10 +186,11 @@ def make_ids(
     elif method == "pq":  # RPG's IDs: OPQ, 32 digits of 256 codes (faiss learns the rotation)
         from semid.quantize import ProductQuantizer
 
-        digits = max(m for m in range(1, PQ_DIGITS + 1) if X.shape[1] % m == 0)
-        quantizer = ProductQuantizer(n_subvectors=digits, codebook_size=256, opq=True, random_state=seed).fit(
-            X
-        )
+        dim = pq_pca or X.shape[1]
+        digits = max(m for m in range(1, PQ_DIGITS + 1) if dim % m == 0)
+        quantizer = ProductQuantizer(
+            n_subvectors=digits, codebook_size=256, opq=True, pca_dim=pq_pca, random_state=seed
+        ).fit(X)
     else:
         raise SystemExit(f"unknown --ids method {method!r} ({', '.join(ID_METHODS)})")
     base = quantizer.encode(X)
@@ -349,6 +360,11 @@ def main() -> None:
         "--collab-weight", type=float, help="--ids rq-vae-collab: weight of the collaborative term"
     )
     p.add_argument("--fuse-weight", type=float, help="--ids fused: weight of the SASRec half of the vector")
+    p.add_argument(
+        "--pq-pca",
+        type=int,
+        help="--ids pq: reduce the MiniLM vectors to this many principal components before OPQ (RPG: 128)",
+    )
     p.add_argument("--max-minutes", type=float, default=0.0, help="training time limit per model (0: none)")
     p.add_argument("--epochs", type=int, default=0, help="most epochs per model (0: the default, 200)")
     p.add_argument(
@@ -485,7 +501,7 @@ def main() -> None:
     sasrec_dirs = hybrid_sasrec_dirs(args, models, seeds, "-cold" if args.cold_start else "")
     id_sets = (
         {
-            (method, s): make_ids(method, args.out, s)
+            (method, s): make_ids(method, args.out, s, pq_pca=args.pq_pca)
             for method in methods
             for s in seeds
             if method not in COLLAB_IDS
@@ -557,14 +573,15 @@ def main() -> None:
                 data = RecData.from_dataset(ds, id_sets[method, s], ids_name=f"ids-{method}{seed_suffix(s)}")
                 if args.cold_start:
                     data = data.with_cold_start(args.cold_start, 0)
-                run_dir = args.out / f"{model_type}-{method}{cold}{seed_suffix(s)}"
+                label = f"{method}-pca{args.pq_pca}" if method == "pq" and args.pq_pca else method
+                run_dir = args.out / f"{model_type}-{label}{cold}{seed_suffix(s)}"
                 run = run_model(model_type, data, run_dir, args, s)
-                runs.append({"model": f"{name}, {method} IDs (ours)", **run})
+                runs.append({"model": f"{name}, {label} IDs (ours)", **run})
                 if args.hybrid:
                     sas = [r for r in runs if r.get("run_dir") == str(sasrec_dirs[s])]
                     minutes = run["train min"] + sas[0]["train min"] if sas else None
                     row = run_hybrid(run_dir, sasrec_dirs[s], args, s, minutes)
-                    runs.append({"model": f"{name} + SASRec rerank, {method} IDs (ours)", **row})
+                    runs.append({"model": f"{name} + SASRec rerank, {label} IDs (ours)", **row})
                 print_table([*rows, *runs], COLUMNS, "so far (one row per seed)")
     rows += summarize_seeds(runs) if len(seeds) > 1 else runs
     title = "Amazon Beauty, leave-one-out, full ranking (test users)"

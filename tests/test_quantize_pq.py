@@ -104,6 +104,45 @@ def test_rank_last_level_orders_the_last_codebook_by_distance(X):
     assert all(sorted(r) == list(range(8)) for r in ranks.tolist())
 
 
+def test_pca_dim_cuts_the_sub_vectors_from_the_leading_principal_components(X):
+    # X (n, 16) lives near a 4-d subspace plus small noise: 4 components keep almost all its variance
+    rng = np.random.default_rng(0)
+    low = X[:, :4] @ rng.standard_normal((4, 16)).astype(np.float32) + 3.0  # (n, 16), rank 4, off-centre
+    Z = low + 0.01 * rng.standard_normal(low.shape).astype(np.float32)
+    model = ProductQuantizer(2, 8, pca_dim=4, opq=True, random_state=0).fit(Z)
+    P, mu = model.pca_components_, model.pca_mean_
+    assert P.shape == (4, 16) and mu.shape == (16,) and model.n_features_in_ == 16
+    np.testing.assert_allclose(P @ P.T, np.eye(4), atol=1e-5)  # orthonormal components
+    np.testing.assert_allclose(mu, Z.mean(axis=0), atol=1e-5)
+    assert model.pca_explained_ > 0.999
+    assert [c.shape for c in model.centroids_] == [(8, 2), (8, 2)]  # 4 components / 2 sub-vectors
+    assert model.rotation_.shape == (4, 4)
+    # each component's largest entry is positive (the SVD's sign fixed), so a seed gives one model
+    assert all(row[np.abs(row).argmax()] > 0 for row in P)
+    # the codes are those of the reduced, rotated vectors; decode maps back through R, P and the mean
+    codes = model.encode(Z)
+    Y = np.concatenate([C[codes[:, m]] for m, C in enumerate(model.centroids_)], axis=1)  # (n, 4)
+    np.testing.assert_allclose(model.decode(codes), Y @ model.rotation_ @ P + mu, rtol=1e-4, atol=1e-4)
+    plain = ProductQuantizer(2, 8, random_state=0).fit(Z)  # 8 features per sub-vector, 6 of them noise
+    assert rel_error(model, Z) < rel_error(plain, Z)
+
+
+def test_pca_model_round_trips_and_gives_the_same_codes_for_the_same_seed(tmp_path, X):
+    model = ProductQuantizer(4, 8, pca_dim=8, random_state=0).fit(X)
+    again = ProductQuantizer(4, 8, pca_dim=8, random_state=0).fit(X)
+    np.testing.assert_array_equal(again.encode(X), model.encode(X))
+    model.save_pretrained(tmp_path / "pq")
+    loaded = load_quantizer(tmp_path / "pq", device="cpu")
+    assert loaded.pca_dim == 8 and loaded.n_features_in_ == 16
+    assert loaded.pca_explained_ == pytest.approx(model.pca_explained_)
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+    np.testing.assert_array_equal(loaded.rank_last_level(X[:20]), model.rank_last_level(X[:20]))
+    codes = model.encode(X)
+    np.testing.assert_array_equal(loaded.decode(codes), model.decode(codes))
+    with pytest.raises(SemidError, match=r"^X has 8 features, but ProductQuantizer was fitted with 16$"):
+        loaded.encode(X[:, :8])
+
+
 @pytest.mark.parametrize(
     "kwargs, data, message",
     [
@@ -121,9 +160,17 @@ def test_rank_last_level_orders_the_last_codebook_by_distance(X):
         ({"opq": "yes"}, np.zeros((50, 16)), r"^opq='yes' should be True or False$"),
         ({"opq_iter": 0}, np.zeros((50, 16)), r"^opq_iter=0 should be an integer >= 1$"),
         ({"random_state": -1}, np.zeros((50, 16)), r"^random_state=-1 should be a non-negative integer"),
+        ({"pca_dim": 0}, np.zeros((50, 16)), r"^pca_dim=0 should be None or an integer >= 1$"),
+        ({"pca_dim": 32}, np.zeros((50, 16)), r"^pca_dim=32 is more than the 16 features of X$"),
+        ({"pca_dim": 6}, np.zeros((50, 16)), r"^pca_dim=6, which n_subvectors=4 does not divide"),
+        (
+            {"pca_dim": 8, "n_subvectors": 2, "codebook_size": 2},
+            np.zeros((4, 16)),
+            r"^pca_dim=8 is more than the 4 rows of X$",
+        ),
     ],
     ids=["indivisible", "too-few-rows", "nan", "empty", "zero-subvectors", "codebook-1", "sizes", "opq",
-         "opq-iter", "seed"],
+         "opq-iter", "seed", "pca-0", "pca-too-wide", "pca-indivisible", "pca-too-few-rows"],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error(kwargs, data, message):
     with pytest.raises(SemidError, match=message):
@@ -193,6 +240,12 @@ def test_cli_fits_opq_and_assigns_unique_ids_with_a_suffix_level(tmp_path, capsy
 
     code, _, err = run(capsys, *argv[:4], "--opq")  # --method rq-kmeans (the default)
     assert code == 1 and err == "Error: --opq applies to --method pq only\n"
+    code, _, err = run(capsys, *argv[:4], "--pca-dim", "8")
+    assert code == 1 and err == "Error: --pca-dim applies to --method pq only\n"
+    code, out, err = run(capsys, *argv[:3], str(tmp_path / "pca"), *argv[4:], "--pca-dim", "8")
+    assert code in (0, None), err
+    assert "PQ on 8 principal components (" in out
+    assert load_quantizer(tmp_path / "pca").pca_components_.shape == (8, 16)
     code, _, err = run(
         capsys, "fit", str(emb), "-o", str(tmp_path / "pq3"), "--method", "pq", "--levels", "3"
     )

@@ -1,7 +1,7 @@
 """`semid fit`, `semid assign`, `semid stats`: embeddings -> quantizer -> unique Semantic IDs.
 
 semid fit emb.parquet -o rqk/                                         # RQ-KMeans 3 x 256
-semid fit emb.parquet -o pq/ --method pq --levels 32 --opq           # OPQ 32 x 256: long IDs for RPG
+semid fit emb.parquet -o pq/ --method pq --levels 32 --opq --pca-dim 128   # RPG's IDs: PCA, OPQ 32 x 256
 semid assign pq/ emb.parquet -o ids.parquet                           # + a suffix level for collisions
 semid fit emb.parquet -o fused/ --fuse sasrec-items.parquet          # text + SASRec vectors, any method
 semid assign fused/ emb.parquet --fuse sasrec-items.parquet -o ids.parquet
@@ -223,6 +223,14 @@ def fit(
     opq: Annotated[
         bool, typer.Option("--opq/--no-opq", help="pq: learn an OPQ rotation first (needs faiss).")
     ] = False,
+    pca_dim: Annotated[
+        int | None,
+        typer.Option(
+            "--pca-dim",
+            help="pq: reduce the embeddings to this many principal components first (RPG: 128).",
+            show_default=False,
+        ),
+    ] = None,
     n_iter: Annotated[int, typer.Option("--n-iter", help="Max k-means iterations per level.")] = 20,
     sample_size: Annotated[
         int | None,
@@ -286,6 +294,8 @@ def fit(
         raise SemidError(f"--seed {seed} should be a non-negative integer")
     if opq and method is not Method.pq:
         raise SemidError("--opq applies to --method pq only")
+    if pca_dim is not None and method is not Method.pq:
+        raise SemidError("--pca-dim applies to --method pq only")
     if collab is not None and method is not Method.rq_vae:
         raise SemidError(
             "--collab applies to --method rq-vae only (a term of its loss); --fuse works with every method"
@@ -343,7 +353,7 @@ def fit(
     if method is Method.pq:
         if balanced:
             raise SemidError("--balanced applies to --method rq-kmeans only (PQ has no balanced assignment)")
-        model = ProductQuantizer(n_subvectors=levels, opq=opq, **common)
+        model = ProductQuantizer(n_subvectors=levels, opq=opq, pca_dim=pca_dim, **common)
     else:
         model = RQKMeans(n_levels=levels, balanced=balanced, **common)
     model._validate_params()  # bad values fail before any work
@@ -368,6 +378,8 @@ def fit(
         codebooks=getattr(model, "codebooks_", None),  # residual norms: RQ-KMeans only
     )
     name = "RQ-KMeans" if method is Method.rq_kmeans else ("OPQ" if opq else "PQ")
+    if getattr(model, "pca_explained_", None) is not None:
+        name += f" on {pca_dim} principal components ({model.pca_explained_:.0%} of the variance)"
     if fusion is not None:
         name += f" on {fusion.describe()}"
     out.print(_report_table(rep.to_dict(), f"{name} fitted in {fit_s:.1f}s -> {output}"))

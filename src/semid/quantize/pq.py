@@ -10,11 +10,17 @@ each has its own k-means codebook (``semid.quantize.kmeans``: the engine under R
 is a set of ``M`` parallel facts about the item, which is what RPG (``semid.rec.rpg``) predicts at once.
 With ``K`` codes per digit there are ``K ** M`` IDs, so long PQ IDs (32 x 256) almost never collide.
 
+With ``pca_dim=d`` the input is first reduced to its ``d`` leading principal components (centred, no
+whitening), and everything below happens in those ``d`` dimensions: RPG's recipe quantizes sentence-T5
+vectors reduced to 128 by PCA, 4 features per sub-vector at 32 x 256. PCA is an SVD of at most 65,536
+seeded rows (``m x D^2``; Beauty's 12,101 x 384: well under a second); each component's sign is fixed
+(its largest entry positive), so a seed gives one model.
+
 OPQ learns an orthonormal rotation ``R`` (``D x D``) that balances the variance between sub-vectors and
 decorrelates them, so the same ``M x K`` codes reconstruct better. It is faiss's ``OPQMatrix`` (the
 optional ``faiss`` extra), started from a seeded random rotation, its inner PQ seeded too; the codebooks
 are then our own k-means in the rotated space (faiss's inner PQ only serves the rotation). ``x`` is coded
-as ``y = R x``; decoding maps back with ``R^T``.
+as ``y = R x`` (``y = R P (x - mu)`` with PCA); decoding maps back with ``R^T`` (and ``P^T``, ``+ mu``).
 
 Costs. ``fit``: the M k-means together cost about one k-means of ``K`` centroids over all ``D`` features
 (``n_iter`` passes of ``n x K x D``); OPQ adds ``opq_iter`` rounds of a small PQ training and a ``D x D``
@@ -42,6 +48,7 @@ from semid.quantize.kmeans import check_kmeans_options, lloyd, nearest_centroid
 
 _ROTATE_ROWS = 65536  # rows rotated at a time (a float64 block of 65,536 x D)
 _OPQ_MAX_NBITS = 12  # the rotation is learnt with at most 4,096 centroids per sub-vector
+_PCA_MAX_ROWS = 65536  # PCA is fitted on at most this many (seeded) rows
 
 
 def require_faiss() -> Any:
@@ -51,6 +58,22 @@ def require_faiss() -> Any:
     except ImportError:
         raise SemidError("opq=True needs faiss: pip install 'semid[faiss]'") from None
     return faiss
+
+
+def fit_pca(X: np.ndarray, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mean (D,), components (dim, D), explained)`` float32 of ``X`` (n, D), in float64 by an SVD of at
+    most 65,536 seeded rows; ``explained`` is the share of the variance the ``dim`` components keep. Each
+    component's sign makes its largest-magnitude entry positive (the SVD's signs are arbitrary)."""
+    n = X.shape[0]
+    rows = np.sort(rng.choice(n, _PCA_MAX_ROWS, replace=False)) if n > _PCA_MAX_ROWS else slice(None)
+    S = X[rows].astype(np.float64)
+    mean = S.mean(axis=0)
+    _, sv, Vt = np.linalg.svd(S - mean, full_matrices=False)  # Vt: (min(m, D), D)
+    P = Vt[:dim]
+    P *= np.sign(P[np.arange(dim), np.abs(P).argmax(axis=1)])[:, None]
+    var = sv**2
+    explained = float(var[:dim].sum() / var.sum()) if var.sum() > 0 else 1.0
+    return mean.astype(np.float32), P.astype(np.float32), explained
 
 
 def fit_opq_rotation(
@@ -90,8 +113,11 @@ class ProductQuantizer(BaseQuantizer):
 
     Parameters
     ----------
-    n_subvectors : M, the number of sub-vectors (digits of an ID); it must divide the input dimension.
+    n_subvectors : M, the number of sub-vectors (digits of an ID); it must divide the input dimension
+        (``pca_dim`` when given).
     codebook_size : centroids per sub-vector; an int, or a list with one size per sub-vector.
+    pca_dim : reduce the input to this many principal components first (``None``: keep all ``D``); at most
+        ``D`` and the number of rows.
     opq : learn an OPQ rotation first (needs faiss: ``pip install 'semid[faiss]'``). The rotation is learnt
         with ``2 ** round(log2 K)`` centroids per sub-vector (faiss's PQ needs a power of two; at most
         4,096 and at most the number of rows), then the codebooks are fitted with ``K``.
@@ -104,8 +130,10 @@ class ProductQuantizer(BaseQuantizer):
 
     Fitted attributes
     -----------------
-    centroids_ : list of M (K_m, D / M) float32 arrays, in the rotated space.
-    rotation_ : (D, D) float32 orthonormal matrix (``y = rotation_ @ x``), or None without OPQ.
+    centroids_ : list of M (K_m, d / M) float32 arrays, in the rotated space (``d``: ``pca_dim`` or ``D``).
+    rotation_ : (d, d) float32 orthonormal matrix (``y = rotation_ @ x``), or None without OPQ.
+    pca_mean_, pca_components_ : (D,) and (d, D) float32, or None without ``pca_dim``.
+    pca_explained_ : share of the input's variance the ``pca_dim`` components keep (None without).
     inertia_ : sum of squared distances of the rows to their reconstruction.
     n_iter_ : Lloyd iterations run, per sub-vector.
     n_features_in_ : D.
@@ -119,6 +147,7 @@ class ProductQuantizer(BaseQuantizer):
         n_subvectors: int = 32,
         codebook_size: int | Sequence[int] = 256,
         *,
+        pca_dim: int | None = None,
         opq: bool = False,
         opq_iter: int = 50,
         n_iter: int = 20,
@@ -131,6 +160,7 @@ class ProductQuantizer(BaseQuantizer):
     ) -> None:
         self.n_subvectors = n_subvectors
         self.codebook_size = codebook_size
+        self.pca_dim = pca_dim
         self.opq = opq
         self.opq_iter = opq_iter
         self.n_iter = n_iter
@@ -146,8 +176,14 @@ class ProductQuantizer(BaseQuantizer):
         return per_level_sizes(self.codebook_size, self.n_subvectors, "n_subvectors", "sub-vector")
 
     def _validate_params(self, n_features: int | None = None) -> list[int]:
-        """Check every parameter (and, given ``n_features``, that M divides it); one clear error each."""
+        """Check every parameter (and, given ``n_features``, that M divides the dimension the sub-vectors are
+        cut from); one clear error each."""
         sizes = self._sizes()
+        d = self.pca_dim
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
+            raise SemidError(f"pca_dim={d!r} should be None or an integer >= 1")
+        if d is not None and n_features is not None and d > n_features:
+            raise SemidError(f"pca_dim={d} is more than the {n_features} features of X")
         if not isinstance(self.opq, (bool, np.bool_)):
             raise SemidError(f"opq={self.opq!r} should be True or False")
         if self.opq:
@@ -157,7 +193,12 @@ class ProductQuantizer(BaseQuantizer):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise SemidError(f"{name}={v!r} should be an integer >= 1")
         check_kmeans_options(self)
-        if n_features is not None and n_features % len(sizes):
+        if n_features is not None and d is not None and d % len(sizes):
+            raise SemidError(
+                f"pca_dim={d}, which n_subvectors={len(sizes)} does not divide "
+                "(every sub-vector needs the same number of features)"
+            )
+        if n_features is not None and d is None and n_features % len(sizes):
             raise SemidError(
                 f"X has {n_features} features, which n_subvectors={len(sizes)} does not divide "
                 "(every sub-vector needs the same number of features)"
@@ -171,7 +212,8 @@ class ProductQuantizer(BaseQuantizer):
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, X: Any, y: None = None) -> ProductQuantizer:
-        """Learn the rotation (``opq=True``) and one codebook per sub-vector. Returns ``self``."""
+        """Learn the PCA (``pca_dim``), the rotation (``opq=True``) and one codebook per sub-vector. Returns
+        ``self``."""
         sizes = self._validate_params()
         X = as_float_matrix(X)
         n, D = X.shape
@@ -180,19 +222,26 @@ class ProductQuantizer(BaseQuantizer):
         self._validate_params(D)
         if n < max(sizes):
             raise SemidError(f"n_samples={n} should be >= codebook_size={max(sizes)}")
+        if self.pca_dim is not None and self.pca_dim > n:
+            raise SemidError(f"pca_dim={self.pca_dim} is more than the {n} rows of X")
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device)
-        M, ds = len(sizes), D // len(sizes)
+        self.pca_mean_ = self.pca_components_ = self.pca_explained_ = None
+        if self.pca_dim is not None:
+            self.pca_mean_, self.pca_components_, self.pca_explained_ = fit_pca(X, int(self.pca_dim), rng)
+        Z = _reduce(X, self.pca_mean_, self.pca_components_)  # (n, d): d = pca_dim or D
+        d = Z.shape[1]
+        M, ds = len(sizes), d // len(sizes)
         rotation = None
         if self.opq:
             nbits = min(max(1, round(math.log2(max(sizes)))), _OPQ_MAX_NBITS, int(math.log2(n)))
-            rotation = fit_opq_rotation(X, M, nbits, rng, n_iter=int(self.opq_iter), verbose=self.verbose)
-        Y = torch.from_numpy(_rotate(X, rotation)).to(device)  # (n, D) in the rotated space
+            rotation = fit_opq_rotation(Z, M, nbits, rng, n_iter=int(self.opq_iter), verbose=self.verbose)
+        Y = torch.from_numpy(_rotate(Z, rotation)).to(device)  # (n, d) in the rotated space
         centroids, n_iters, inertia = [], [], 0.0
         subs = tqdm(range(M), desc="PQ", unit="sub-vector", disable=not self.verbose)
         for m in subs:
             K = sizes[m]
-            sub = Y[:, m * ds : (m + 1) * ds].contiguous()  # (n, D / M)
+            sub = Y[:, m * ds : (m + 1) * ds].contiguous()  # (n, d / M)
             rows = self._sample_rows(n, K, rng)
             C, it, _ = lloyd(
                 sub[torch.as_tensor(rows, device=device)] if rows is not None else sub,
@@ -213,6 +262,10 @@ class ProductQuantizer(BaseQuantizer):
         self.inertia_ = inertia
         self._device = device
         return self
+
+    def _code_space(self, X: np.ndarray) -> np.ndarray:
+        """(n, D) input -> (n, d) float32 where the sub-vectors are cut: the PCA, then the rotation."""
+        return _rotate(_reduce(X, self.pca_mean_, self.pca_components_), self.rotation_)
 
     def _sample_rows(self, n: int, K: int, rng: np.random.Generator) -> np.ndarray | None:
         """Sorted rows to train one sub-vector's k-means on (``None``: all of them)."""
@@ -241,25 +294,31 @@ class ProductQuantizer(BaseQuantizer):
         self._check_dim(X)
         device = resolve_device(getattr(self, "_device", None) or self.device)
         cs = self._centroids_on(device)
-        ds = self.n_features_in_ // len(cs)
+        ds = cs[0].shape[1]
         n = X.shape[0]
         out = np.empty((n, len(cs)), dtype=np.int32)
         step = max(1, int(batch_size))
         for s in range(0, n, step):
-            Y = torch.from_numpy(_rotate(X[s : s + step], self.rotation_)).to(device)  # (b, D)
+            Y = torch.from_numpy(self._code_space(X[s : s + step])).to(device)  # (b, d)
             for m, C in enumerate(cs):
-                sub = Y[:, m * ds : (m + 1) * ds]  # (b, D / M)
+                sub = Y[:, m * ds : (m + 1) * ds]  # (b, d / M)
                 out[s : s + step, m] = nearest_centroid(sub, C, return_dist=False)[0].cpu().numpy()
         return out
 
     def decode(self, codes: Any) -> np.ndarray:
-        """Vectors (n, D) float32: each sub-vector's chosen centroid, side by side, rotated back."""
+        """Vectors (n, D) float32: each sub-vector's chosen centroid, side by side, rotated back (and
+        mapped back from the principal components with ``pca_dim``)."""
         self._check_fitted()
         codes = self._check_codes(codes)
-        Y = np.concatenate([C[codes[:, m]] for m, C in enumerate(self.centroids_)], axis=1)  # (n, D)
-        if self.rotation_ is None:
+        Y = np.concatenate([C[codes[:, m]] for m, C in enumerate(self.centroids_)], axis=1)  # (n, d)
+        if self.rotation_ is None and self.pca_components_ is None:
             return Y.astype(np.float32, copy=False)
-        return (Y.astype(np.float64) @ self.rotation_.astype(np.float64)).astype(np.float32)
+        Y = Y.astype(np.float64)
+        if self.rotation_ is not None:
+            Y = Y @ self.rotation_.astype(np.float64)  # (n, d) back from the rotation
+        if self.pca_components_ is not None:
+            Y = Y @ self.pca_components_.astype(np.float64) + self.pca_mean_  # (n, D) back from the PCA
+        return Y.astype(np.float32)
 
     def rank_last_level(self, X: Any) -> np.ndarray:
         """For each row, the last sub-vector's codes ordered nearest first (drives ``dedup="remap"``).
@@ -270,7 +329,7 @@ class ProductQuantizer(BaseQuantizer):
         X = as_float_matrix(X)
         self._check_dim(X)
         last = self.centroids_[-1]
-        Y = _rotate(X, self.rotation_)[:, -last.shape[1] :]  # (n, D / M) the last sub-vector
+        Y = self._code_space(X)[:, -last.shape[1] :]  # (n, d / M) the last sub-vector
         d = torch.cdist(torch.from_numpy(Y).double(), torch.from_numpy(last).double())  # (n, K_last)
         return torch.argsort(d, dim=1, stable=True).numpy().astype(np.int32)
 
@@ -279,6 +338,8 @@ class ProductQuantizer(BaseQuantizer):
         return {
             "n_subvectors": int(self.n_subvectors),
             "codebook_size": self._sizes(),
+            "pca_dim": None if self.pca_dim is None else int(self.pca_dim),
+            "pca_explained": getattr(self, "pca_explained_", None),
             "opq": bool(self.opq),
             "opq_iter": int(self.opq_iter),
             "n_iter": int(self.n_iter),
@@ -295,11 +356,23 @@ class ProductQuantizer(BaseQuantizer):
         arrays = {f"centroids_{m}": c for m, c in enumerate(self.centroids_)}
         if self.rotation_ is not None:
             arrays["rotation"] = self.rotation_
+        if getattr(self, "pca_components_", None) is not None:
+            arrays["pca_mean"], arrays["pca_components"] = self.pca_mean_, self.pca_components_
         return arrays
 
     @classmethod
     def _from_config(cls, config: dict[str, Any], *, device: str) -> ProductQuantizer:
-        keys = ("n_subvectors", "codebook_size", "opq", "opq_iter", "n_iter", "tol", "init", "sample_size")
+        keys = (
+            "n_subvectors",
+            "codebook_size",
+            "pca_dim",
+            "opq",
+            "opq_iter",
+            "n_iter",
+            "tol",
+            "init",
+            "sample_size",
+        )
         kwargs = {k: config[k] for k in keys if k in config}
         return cls(random_state=config.get("random_state"), device=device, **kwargs)
 
@@ -314,25 +387,47 @@ class ProductQuantizer(BaseQuantizer):
         dims = {c.shape[1] for c in self.centroids_}
         if len(dims) != 1:
             raise SemidError(f"sub-vector codebooks have different dimensions {sorted(dims)}")
-        self.n_features_in_ = M * dims.pop()
+        d = M * dims.pop()  # where the sub-vectors are cut
+        self.n_features_in_ = d
+        self.pca_mean_ = self.pca_components_ = None
+        self.pca_explained_ = config.get("pca_explained")
+        if config.get("pca_dim") is not None:
+            if "pca_components" not in arrays or "pca_mean" not in arrays:
+                raise SemidError("model weights lack 'pca_components' / 'pca_mean' (pca_dim in config.json)")
+            P = np.ascontiguousarray(arrays["pca_components"], dtype=np.float32)
+            mean = np.ascontiguousarray(arrays["pca_mean"], dtype=np.float32)
+            if P.ndim != 2 or P.shape[0] != d or mean.shape != (P.shape[1],):
+                raise SemidError(
+                    f"pca_components has shape {P.shape} and pca_mean {mean.shape}, expected ({d}, D) and (D,)"
+                )
+            self.pca_mean_, self.pca_components_ = mean, P
+            self.n_features_in_ = P.shape[1]
         self.rotation_ = None
         if config.get("opq"):
             if "rotation" not in arrays:
                 raise SemidError("model weights lack 'rotation' (opq=true in config.json)")
             self.rotation_ = np.ascontiguousarray(arrays["rotation"], dtype=np.float32)
-            if self.rotation_.shape != (self.n_features_in_, self.n_features_in_):
-                raise SemidError(
-                    f"rotation has shape {self.rotation_.shape}, expected ({self.n_features_in_}, "
-                    f"{self.n_features_in_})"
-                )
+            if self.rotation_.shape != (d, d):
+                raise SemidError(f"rotation has shape {self.rotation_.shape}, expected ({d}, {d})")
         self.inertia_ = config.get("inertia")
         self.n_iter_ = config.get("n_iter_run", [])
 
     def __repr__(self) -> str:
         return (
             f"ProductQuantizer(n_subvectors={self.n_subvectors}, codebook_size={self.codebook_size}, "
-            f"opq={self.opq}, random_state={self.random_state})"
+            f"pca_dim={self.pca_dim}, opq={self.opq}, random_state={self.random_state})"
         )
+
+
+def _reduce(X: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
+    """``(X - mean) @ components.T`` (n, d) float32 in float64 blocks; ``X`` itself without a PCA."""
+    if components is None:
+        return X
+    P, mu = components.astype(np.float64).T, mean.astype(np.float64)
+    out = np.empty((X.shape[0], P.shape[1]), dtype=np.float32)
+    for s in range(0, X.shape[0], _ROTATE_ROWS):
+        out[s : s + _ROTATE_ROWS] = (X[s : s + _ROTATE_ROWS].astype(np.float64) - mu) @ P
+    return out
 
 
 def _rotate(X: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
