@@ -326,6 +326,23 @@ def evaluate_cmd(
         int | None,
         typer.Option("--rerank-candidates", help="Generative candidates reranked per user (default 50)."),
     ] = None,
+    unseen_share: Annotated[
+        float | None,
+        typer.Option(
+            "--unseen-share",
+            help="TIGER: up to this share of each list goes to items in no training sequence whose ID "
+            "shares its prefix with a decoded item (the TIGER paper's cold-start rule; e.g. 0.1).",
+            show_default=False,
+        ),
+    ] = None,
+    unseen_prefix: Annotated[
+        int | None,
+        typer.Option(
+            "--unseen-prefix",
+            help="Leading codes an unseen item must share with a decoded one (default: all but the last).",
+            show_default=False,
+        ),
+    ] = None,
     device: Device = "cpu",
 ) -> None:
     """Recall/NDCG@5/10 of a run's best model (full ranking), next to the most-popular baseline.
@@ -344,6 +361,10 @@ def evaluate_cmd(
         raise SemidError(f"--beam-size {beam_size} should be at least 1")
     if rerank is None and (rerank_weight is not None or rerank_candidates is not None):
         raise SemidError("--rerank-weight and --rerank-candidates apply with --rerank SASREC_RUN")
+    if unseen_prefix is not None and unseen_share is None:
+        raise SemidError("--unseen-prefix applies with --unseen-share")
+    if unseen_share is not None and rerank is not None:
+        raise SemidError("--unseen-share does not combine with --rerank")
     options: dict[str, Any] = {  # what a plain and a reranked evaluation share
         "device": device,
         "batch_size": batch_size,
@@ -368,7 +389,14 @@ def evaluate_cmd(
             **options,
         )
         return
-    res = evaluate_run(run_dir, split.value, item_vectors=vectors, **options)
+    res = evaluate_run(
+        run_dir,
+        split.value,
+        item_vectors=vectors,
+        unseen_share=unseen_share,
+        unseen_prefix=unseen_prefix,
+        **options,
+    )
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True))
         return
@@ -382,10 +410,17 @@ def evaluate_cmd(
     if "content" in res:
         table.add_row(*_metrics_row("content (text embeddings)", res["content"]))
     speed = f"{m['users_per_s']:,.0f} users/s"
-    if res["model_type"] == "tiger":
+    if res["model_type"].startswith("tiger"):
         speed += f", invalid IDs {m['invalid_rate']:.2%}"
     table.caption = speed
     out.print(table)
+    if "unseen" in res:
+        u = res["unseen"]
+        out.print(
+            f"unseen items by prefix: up to {u['share']:.0%} of each list; {u['unseen_items']:,} items in no "
+            f"training sequence, {u['reachable']:,} of them share their first {u['prefix_levels']} codes "
+            "with a trained item"
+        )
 
 
 def _evaluate_rerank(

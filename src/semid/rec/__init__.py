@@ -5,6 +5,7 @@
 - :mod:`~semid.rec.rpg`: RPG, all digits of a long (product-quantised) ID at once, every item scored exactly;
 - :mod:`~semid.rec.beam`: beam search over Semantic IDs, constrained to real items by a prefix trie;
 - :mod:`~semid.rec.hybrid`: a generative model's candidates reranked by SASRec's scores (TIGER + SASRec);
+- :mod:`~semid.rec.unseen`: items no training sequence holds, added by Semantic-ID prefix (TIGER's cold start);
 - :mod:`~semid.rec.evaluate`: leave-one-out Recall/NDCG@5/10 with full ranking, most-popular baseline;
 - :mod:`~semid.rec.train`: the shared trainer (validation each epoch, early stopping, resume);
 - :mod:`~semid.rec.config`: :class:`TrainConfig`, each model's defaults and run-config files;
@@ -40,6 +41,7 @@ _EXPORTS = {
     "choose_weight": "semid.rec.hybrid",
     "collect_candidates": "semid.rec.hybrid",
     "evaluate_hybrid_run": "semid.rec.runs",
+    "UnseenByPrefix": "semid.rec.unseen",
     "BeamResult": "semid.rec.beam",
     "CodeIndex": "semid.rec.beam",
     "beam_search": "semid.rec.beam",

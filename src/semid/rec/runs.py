@@ -27,8 +27,9 @@ from semid.rec.hybrid import (
     choose_weight,
     collect_candidates,
 )
-from semid.rec.io import load_model, read_config
+from semid.rec.io import load_model, read_config, untrained_items
 from semid.rec.tiger import TIGER
+from semid.rec.unseen import UnseenByPrefix
 
 
 def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Examples:
@@ -63,6 +64,8 @@ def evaluate_run(
     cold_start: bool = False,
     item_vectors: np.ndarray | None = None,
     exclude_history: bool = False,
+    unseen_share: float | None = None,
+    unseen_prefix: int | None = None,
 ) -> dict[str, Any]:
     """Test (or validation) metrics of a run's best model next to the most-popular baseline.
 
@@ -70,10 +73,19 @@ def evaluate_run(
     (``semid train --cold-start``; :mod:`semid.rec.cold`). ``item_vectors`` ((n_items, D), rows in the run's
     item order, e.g. text embeddings) adds the content baseline: the items nearest the mean of the history.
     ``exclude_history``: never recommend an item of the history the model reads ("filter seen items").
+    ``unseen_share`` (TIGER): up to that share of each list goes to items no training sequence holds whose
+    ID shares ``unseen_prefix`` leading codes (default: all but the last) with a decoded item
+    (:mod:`semid.rec.unseen`, the TIGER paper's cold-start rule); the result's ``"unseen"`` says how many
+    such items there are and how many the rule can reach.
     """
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
+    unseen_info = None
+    if unseen_share is not None:
+        model, unseen_info = _with_unseen(run_dir, model, data, unseen_share, unseen_prefix)
+    elif unseen_prefix is not None:
+        raise SemidError("unseen_prefix applies with unseen_share")
     if cold_start:
         _check_cold_start(run_dir, data, split)
     if item_vectors is not None and np.shape(item_vectors)[0] != data.n_items:
@@ -83,7 +95,7 @@ def evaluate_run(
     if cold_start:
         users = _cold_users(run_dir, data, examples)
         examples = examples.take(users)
-    options = _decoding_options(model, beam_size, constrained, exclude_history)
+    options = _decoding_options(getattr(model, "generative", model), beam_size, constrained, exclude_history)
     res: EvalResult = evaluate(
         model, examples, batch_size=batch_size, device=device, progress=progress, **options
     )
@@ -95,6 +107,8 @@ def evaluate_run(
     }
     if cold_start:
         out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
+    if unseen_info is not None:
+        out["unseen"] = unseen_info
     if item_vectors is not None:
         if data.log is not None:
             raise SemidError("the content baseline reads the histories in memory; not for a streamed log")
@@ -219,6 +233,30 @@ def evaluate_hybrid_run(
         most_popular=_most_popular(data, split, examples),
     )
     return out
+
+
+def _with_unseen(
+    run_dir: str | os.PathLike, model: nn.Module, data: RecData, share: float, prefix: int | None
+) -> tuple[UnseenByPrefix, dict[str, Any]]:
+    """``model`` wrapped in :class:`UnseenByPrefix` over the run's untrained items, and what it reaches."""
+    if not isinstance(model, TIGER):
+        raise SemidError(
+            f"{run_dir} is a {model.model_type} run: unseen items by prefix apply to TIGER, which decodes IDs"
+        )
+    untrained = untrained_items(data)
+    if untrained is None:
+        raise SemidError(
+            "unseen items are read from the training sequences in memory; not for a streamed log"
+        )
+    unseen = np.flatnonzero(untrained)
+    wrapped = UnseenByPrefix(model, data.codes, unseen, share=share, prefix_levels=prefix)
+    info = {
+        "share": wrapped.share,
+        "prefix_levels": wrapped.siblings.prefix_levels,
+        "unseen_items": len(unseen),
+        "reachable": wrapped.siblings.reachable,
+    }
+    return wrapped, info
 
 
 def _check_cold_start(run_dir: str | os.PathLike, data: RecData, split: str) -> None:
