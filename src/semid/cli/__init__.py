@@ -1,6 +1,6 @@
 """The ``semid`` command line: a thin typer app over the library.
 
-Each command group lives in its own module (``core.py``: fit/assign/stats, ``data.py``: data stats,
+Each command group lives in its own module (``fit.py``: fit, ``core.py``: assign/stats/report, ``data.py``: data stats,
 ``embed.py``: embed, ``demo.py``: demo) and registers itself on :data:`app`. User mistakes raise
 :class:`semid.SemidError`; :func:`main` prints them as one ``Error: ...`` line and exits with status 1.
 """
@@ -27,7 +27,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Importing a module registers its commands on `app`.
-    from semid.cli import core  # noqa: F401
+    # fit first, so that `semid --help` lists it before assign, stats and report
+    for module in ("fit", "core"):
+        __import__(f"semid.cli.{module}")
 
     for optional in ("data", "embed", "demo", "rec", "llm", "serve"):
         try:

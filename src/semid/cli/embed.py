@@ -17,7 +17,7 @@ from rich.console import Console
 
 from semid._outputs import check_output, has_marker
 from semid.cli import app
-from semid.cli.core import Engine
+from semid.cli._shared import Engine
 from semid.errors import SemidError
 
 if TYPE_CHECKING:
