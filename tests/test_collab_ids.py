@@ -175,6 +175,30 @@ def test_each_collaborative_id_path_runs_end_to_end(path: str, shop: Path, tmp_p
     assert json.loads(out)["model"]["invalid_rate"] == 0.0
 
 
+def test_a_fused_model_assigns_a_batch_of_the_catalogue_against_the_whole_collaborative_table(
+    shop: Path, tmp_path: Path, capsys
+) -> None:
+    model_dir = tmp_path / "fused"
+    fit_args = [a.format(root=shop) for a in PATHS["fused"]]
+    code, _, err = run(["fit", shop / "emb.parquet", "-o", model_dir, *fit_args], capsys)
+    assert code == 0, err
+    item_ids, X = read_embeddings(shop / "emb.parquet")
+    batch = write_embeddings(tmp_path / "batch.parquet", item_ids[5:20][::-1], X[5:20][::-1])  # 15, reordered
+    items = shop / "sasrec-items.parquet"
+    for emb, out_path in (
+        (shop / "emb.parquet", tmp_path / "all.parquet"),
+        (batch, tmp_path / "some.parquet"),
+    ):
+        code, _, err = run(
+            ["assign", model_dir, emb, "--fuse", items, "-o", out_path, "--dedup", "none"], capsys
+        )
+        assert code == 0, err
+    every, some = read_ids(tmp_path / "all.parquet"), read_ids(tmp_path / "some.parquet")
+    codes = dict(zip(every.item_ids.tolist(), every.codes.tolist(), strict=True))
+    assert len(some) == 15
+    assert all(codes[i] == c for i, c in zip(some.item_ids.tolist(), some.codes.tolist(), strict=True))
+
+
 # --- fused IDs ---------------------------------------------------------------------------------------------
 
 

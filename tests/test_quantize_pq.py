@@ -143,6 +143,21 @@ def test_pca_model_round_trips_and_gives_the_same_codes_for_the_same_seed(tmp_pa
         loaded.encode(X[:, :8])
 
 
+def test_a_model_saved_before_pca_dim_existed_still_loads_and_encodes_alike(tmp_path, X):
+    import json
+
+    model = ProductQuantizer(4, 8, opq=True, random_state=0).fit(X)
+    model.save_pretrained(tmp_path / "pq")
+    config = json.loads((tmp_path / "pq" / "config.json").read_text())
+    assert config["pca_dim"] is None
+    for key in ("pca_dim", "pca_explained"):  # the config of an older semid
+        del config[key]
+    (tmp_path / "pq" / "config.json").write_text(json.dumps(config))
+    loaded = load_quantizer(tmp_path / "pq", device="cpu")
+    assert loaded.pca_dim is None and loaded.pca_components_ is None
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+
+
 @pytest.mark.parametrize(
     "kwargs, data, message",
     [

@@ -87,12 +87,17 @@ def test_the_prefix_defaults_to_all_levels_but_the_last_and_counts_the_reachable
         (lambda: PrefixSiblings(CODES, UNSEEN, 4), r"^prefix_levels=4 should be an integer in \[1, 3\]$"),
         (lambda: PrefixSiblings(CODES, [9]), r"^unseen items should be indices in \[0, 6\), got 9$"),
         (lambda: PrefixSiblings(CODES[:, 0], UNSEEN), r"^codes should be \(n_items, levels\), got shape"),
+        (lambda: PrefixSiblings(CODES, [-1, 4]), r"^unseen items should be indices in \[0, 6\), got -1$"),
+        (
+            lambda: PrefixSiblings(CODES, np.arange(6) >= 4),
+            r"^unseen items should be item indices, not a mask: pass np\.flatnonzero\(mask\)$",
+        ),
         (
             lambda: mix_unseen(np.zeros((1, 2), int), np.zeros((1, 2)), siblings(), 2, share=1.5),
             r"^unseen share=1\.5 should be a number in \[0, 1\], e\.g\. 0\.1$",
         ),
     ],
-    ids=["prefix-0", "prefix-too-long", "unseen-out-of-range", "codes-1d", "share"],
+    ids=["prefix-0", "prefix-too-long", "unseen-out-of-range", "codes-1d", "negative", "mask", "share"],
 )
 def test_bad_input_is_one_clear_error(make, message: str) -> None:
     with pytest.raises(SemidError, match=message):
@@ -181,11 +186,27 @@ def test_evaluate_unseen_share_on_the_command_line(cold_run, capsys) -> None:
         (["--unseen-prefix", "1"], "Error: --unseen-prefix applies with --unseen-share"),
         (["--unseen-share", "2"], "Error: unseen share=2.0 should be a number in [0, 1], e.g. 0.1"),
         (["--unseen-share", "0.1", "--unseen-prefix", "9"], "Error: prefix_levels=9 should be an integer in"),
+        (
+            ["--unseen-share", "0.1", "--unconstrained"],
+            "Error: unseen items by prefix need constrained decoding (every decoded ID an item)",
+        ),
     ],
-    ids=["prefix-alone", "share", "prefix"],
+    ids=["prefix-alone", "share", "prefix", "unconstrained"],
 )
 def test_bad_unseen_options_are_one_clear_error(cold_run, capsys, extra: list[str], message: str) -> None:
     run_dir, _ = cold_run
     code, out, err = run(["evaluate", str(run_dir), *extra], capsys)
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(message)
+
+
+def test_unseen_items_on_a_sasrec_run_are_one_clear_error(cold_run, tmp_path: Path, capsys) -> None:
+    _, cold = cold_run
+    train = {"progress": False, "num_threads": 1, "autocast": "off", "tensorboard": False, "epochs": 1}
+    sasrec = {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32, "max_len": 8, "dropout": 0.0}
+    fit("sasrec", cold, tmp_path / "sasrec", model_config=sasrec, train_config=train)
+    code, _, err = run(["evaluate", str(tmp_path / "sasrec"), "--unseen-share", "0.1"], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'sasrec'} is a sasrec run: unseen items by prefix apply to TIGER, which decodes IDs"
+    )

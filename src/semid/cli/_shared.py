@@ -73,15 +73,15 @@ def _read(
     return item_ids, X
 
 
-def _read_joined(path: Path, item_ids: np.ndarray, emb: Path) -> np.ndarray:
-    """The vectors of ``path`` in the order of ``item_ids`` (EMB's items), joined by item_id: a missing or
-    an extra item is one error naming both sizes."""
+def _read_joined(path: Path, item_ids: np.ndarray, emb: Path, *, allow_extra: bool = False) -> np.ndarray:
+    """The vectors of ``path`` in the order of ``item_ids`` (EMB's items), joined by item_id: a missing (or,
+    unless ``allow_extra``, an extra) item is one error naming both sizes."""
     from semid.embed.store import read_embeddings
     from semid.quantize.collab import align_by_item_id
 
     t = time.perf_counter()
     cids, C = read_embeddings(path)
-    C = align_by_item_id(item_ids, cids, C, name=str(path), catalogue=str(emb))
+    C = align_by_item_id(item_ids, cids, C, name=str(path), catalogue=str(emb), allow_extra=allow_extra)
     console.print(
         f"joined {C.shape[0]:,} x {C.shape[1]} collaborative vectors from {path} by item_id in "
         f"{time.perf_counter() - t:.1f}s"
@@ -103,7 +103,7 @@ def _model_input(
             f"{model_dir} was fitted on {fusion.describe()} ({fusion.source}): give the collaborative "
             "vectors with --fuse"
         )
-    C = _read_joined(fuse, item_ids, emb)
+    C = _read_joined(fuse, item_ids, emb, allow_extra=True)  # EMB may be a batch of the catalogue
     return fusion.apply(X, C, where=str(emb), collab_where=str(fuse))
 
 

@@ -17,6 +17,8 @@ never by row order, and must cover the same items::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,13 +41,16 @@ def align_by_item_id(
     *,
     name: str = "collab",
     catalogue: str = "the catalogue",
+    allow_extra: bool = False,
 ) -> np.ndarray:
     """The rows of ``collab`` (m, d) in the order of ``item_ids`` (n,): ``(n, d)`` float32.
 
     Ids match as text (``17`` and ``"17"`` are one item). Both tables must hold the same items: a missing
     or an extra item is one :class:`SemidError` that names both sizes and the first item concerned, e.g.
     ``collab has 90 items, the catalogue has 100 (10 of the catalogue's items are missing, e.g. 'B00X')``.
-    ``name`` and ``catalogue`` name the two tables in that message.
+    ``name`` and ``catalogue`` name the two tables in that message. ``allow_extra``: ``collab`` may hold
+    items ``item_ids`` lacks (encoding a batch of a catalogue against its whole table); missing ones still
+    fail.
     """
     keys = [str(i) for i in np.asarray(item_ids, dtype=object)]
     ckeys = [str(i) for i in np.asarray(collab_ids, dtype=object)]
@@ -57,7 +62,7 @@ def align_by_item_id(
         raise SemidError(f"{name}: item ids repeat ({len(ckeys) - len(row)} duplicates)")
     missing = [k for k in keys if k not in row]
     wanted = set(keys)
-    extra = [k for k in ckeys if k not in wanted]
+    extra = [] if allow_extra else [k for k in ckeys if k not in wanted]
     if missing or extra:
         why = []
         if missing:
@@ -87,7 +92,11 @@ def fuse(X: Any, collab: Any, weight: float = DEFAULT_FUSE_WEIGHT) -> np.ndarray
 
 
 def _check_weight(weight: Any) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, numbers.Real)
+        or not 0 < weight < math.inf  # also NaN
+    ):
         raise SemidError(f"fuse weight={weight!r} should be a number > 0")
 
 

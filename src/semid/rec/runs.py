@@ -83,7 +83,7 @@ def evaluate_run(
     data = RecData.load(run_dir)
     unseen_info = None
     if unseen_share is not None:
-        model, unseen_info = _with_unseen(run_dir, model, data, unseen_share, unseen_prefix)
+        model, unseen_info = _with_unseen(run_dir, model, data, unseen_share, unseen_prefix, constrained)
     elif unseen_prefix is not None:
         raise SemidError("unseen_prefix applies with unseen_share")
     if cold_start:
@@ -218,13 +218,13 @@ def evaluate_hybrid_run(
     else:
         out["weight_from"] = "given"
     examples = split_examples(hybrid, data, split)
+    if cold_start:  # only the cold-target users are decoded (cold start is a test split: no reuse of valid)
+        users = _cold_users(run_dir, data, examples)
+        examples = examples.take(users)
+        out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
     found = (
         valid if split == "valid" and valid is not None else collect_candidates(hybrid, examples, **passes)
     )
-    if cold_start:
-        users = _cold_users(run_dir, data, examples)
-        examples, found = examples.take(users), found.take(users)
-        out["cold_start"] = {"cold_items": len(data.cold_items), "users": len(users)}
     out.update(
         weight=weight,
         n_candidates=hybrid.width,
@@ -236,13 +236,20 @@ def evaluate_hybrid_run(
 
 
 def _with_unseen(
-    run_dir: str | os.PathLike, model: nn.Module, data: RecData, share: float, prefix: int | None
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    data: RecData,
+    share: float,
+    prefix: int | None,
+    constrained: bool,
 ) -> tuple[UnseenByPrefix, dict[str, Any]]:
     """``model`` wrapped in :class:`UnseenByPrefix` over the run's untrained items, and what it reaches."""
     if not isinstance(model, TIGER):
         raise SemidError(
             f"{run_dir} is a {model.model_type} run: unseen items by prefix apply to TIGER, which decodes IDs"
         )
+    if not constrained:
+        raise SemidError("unseen items by prefix need constrained decoding (every decoded ID an item)")
     untrained = untrained_items(data)
     if untrained is None:
         raise SemidError(

@@ -1,7 +1,7 @@
 """Unseen items by Semantic-ID prefix: TIGER's cold-start rule (Rajput et al. 2023, section 4.3).
 
-A generative model trained on interactions puts almost no probability on an item it never saw as a target,
-even though constrained decoding could produce its ID: on Beauty's cold-start split (605 cold items), our
+A generative model trained on interactions puts almost no probability on an item no training sequence
+holds, even though constrained decoding could produce its ID: on Beauty's cold-start split (605 cold items), our
 TIGER recommends none of them (``bench/results/beauty_rec_cold_start.txt``). The TIGER paper's remedy uses
 the IDs' semantics. Decode as usual; then, for each decoded item in rank order, the *unseen* items (in no
 training sequence) whose ID shares its first ``prefix_levels`` codes are placed right after it, with its
@@ -66,9 +66,13 @@ class PrefixSiblings:
             or not 1 <= prefix_levels <= levels
         ):
             raise SemidError(f"prefix_levels={prefix_levels!r} should be an integer in [1, {levels}]")
-        unseen = np.unique(np.asarray(unseen, dtype=np.int64))
-        if len(unseen) and (unseen[0] < 0 or unseen[-1] >= n_items):
-            raise SemidError(f"unseen items should be indices in [0, {n_items}), got {int(unseen[-1])}")
+        unseen = np.asarray(unseen)
+        if unseen.dtype == bool:  # e.g. semid.rec.io.untrained_items(data): a mask, not indices
+            raise SemidError("unseen items should be item indices, not a mask: pass np.flatnonzero(mask)")
+        unseen = np.unique(unseen.astype(np.int64))
+        bad = unseen[(unseen < 0) | (unseen >= n_items)]
+        if len(bad):
+            raise SemidError(f"unseen items should be indices in [0, {n_items}), got {int(bad[0])}")
         self.prefix_levels = int(prefix_levels)
         self.is_unseen = np.zeros(n_items, dtype=bool)
         self.is_unseen[unseen] = True
