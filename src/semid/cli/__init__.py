@@ -72,9 +72,16 @@ def _raise_on_sigterm() -> signal.Handlers | None:
         return None
 
     def handler(signum: int, frame: object) -> None:
+        sys.unraisablehook = _quiet_unraisable
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def _quiet_unraisable(unraisable: object) -> None:
+    """The unraisable-exception hook once the command was told to stop: an object the interrupt cut off
+    half-built (a progress bar inside its ``__init__``) may fail in ``__del__``, and Python would print that
+    as a traceback after the clean "Aborted!"; it is teardown noise, not the user's business."""
 
 
 def get_app() -> typer.Typer:
