@@ -6,6 +6,7 @@ semid train sasrec data/beauty -o runs/sasrec                        # the basel
 semid train rpg data/beauty --ids pq-ids.parquet -o runs/rpg         # long PQ IDs, all digits at once
 semid evaluate runs/tiger --split test                               # Recall/NDCG@5/10 vs most-popular
 semid evaluate runs/tiger --rerank runs/sasrec                       # TIGER's beam reranked by SASRec
+semid evaluate runs/tiger --cold-start --unseen-share 0.1             # + unseen items sharing an ID prefix
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
 semid export-embeddings runs/sasrec -o sasrec-items.parquet          # SASRec's item vectors (fit --fuse)
 
