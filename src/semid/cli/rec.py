@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from semid.cli import app
+from semid.cli._shared import Engine
 from semid.errors import SemidError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -37,11 +38,6 @@ class ModelName(str, Enum):
     sasrec = "sasrec"
     tiger = "tiger"
     rpg = "rpg"
-
-
-class TrainEngine(str, Enum):
-    local = "local"
-    ray = "ray"
 
 
 class Split(str, Enum):
@@ -118,12 +114,12 @@ def train_cmd(
         ),
     ] = None,
     engine: Annotated[
-        TrainEngine,
+        Engine,
         typer.Option(
             "--engine",
             help="local: this process (or the ranks torchrun started); ray: --num-workers Ray Train workers.",
         ),
-    ] = TrainEngine.local,
+    ] = Engine.local,
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster to join (e.g. auto); default: start one.")
     ] = None,
@@ -143,18 +139,18 @@ def train_cmd(
     from semid.rec.data import RecData
     from semid.rec.train import check_new_run_dir, fit, read_config_file
 
-    if engine is TrainEngine.local and (address is not None or num_workers is not None or gpus_per_worker):
+    if engine is Engine.local and (address is not None or num_workers is not None or gpus_per_worker):
         raise SemidError("--address, --num-workers and --gpus-per-worker apply to --engine ray")
     if num_workers is not None and num_workers < 1:
         raise SemidError(f"--num-workers {num_workers} should be at least 1")
     if gpus_per_worker < 0:
         raise SemidError(f"--gpus-per-worker {gpus_per_worker:g} should be >= 0")
-    if engine is TrainEngine.ray and os.environ.get("WORLD_SIZE", "1") != "1":
+    if engine is Engine.ray and os.environ.get("WORLD_SIZE", "1") != "1":
         raise SemidError("--engine ray starts its own workers: do not launch it with torchrun")
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
 
     def run_fit(data: RecData | None, **options: Any) -> Any:
-        if engine is TrainEngine.ray:
+        if engine is Engine.ray:
             from semid.rec.ray_train import fit_on_ray
 
             return fit_on_ray(

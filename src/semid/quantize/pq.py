@@ -420,22 +420,26 @@ class ProductQuantizer(BaseQuantizer):
 
 
 def _reduce(X: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
-    """``(X - mean) @ components.T`` (n, d) float32 in float64 blocks; ``X`` itself without a PCA."""
+    """``(X - mean) @ components.T`` (n, d) float32; ``X`` itself without a PCA."""
     if components is None:
         return X
-    P, mu = components.astype(np.float64).T, mean.astype(np.float64)
-    out = np.empty((X.shape[0], P.shape[1]), dtype=np.float32)
-    for s in range(0, X.shape[0], _ROTATE_ROWS):
-        out[s : s + _ROTATE_ROWS] = (X[s : s + _ROTATE_ROWS].astype(np.float64) - mu) @ P
-    return out
+    return _project(X, components, mean)
 
 
 def _rotate(X: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
-    """``X @ rotation.T`` (n, D) float32, computed in float64 blocks so every machine rounds alike."""
+    """``X @ rotation.T`` (n, D) float32."""
     if rotation is None:
         return X if X.flags.writeable else X.copy()  # torch wants writable memory (e.g. X read from Arrow)
-    R = rotation.astype(np.float64).T
-    out = np.empty(X.shape, dtype=np.float32)
+    return _project(X, rotation)
+
+
+def _project(X: np.ndarray, matrix: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """``(X - mean) @ matrix.T`` (n, matrix rows) float32, computed in float64 blocks so every machine
+    rounds alike."""
+    M = matrix.astype(np.float64).T
+    mu = None if mean is None else mean.astype(np.float64)
+    out = np.empty((X.shape[0], M.shape[1]), dtype=np.float32)
     for s in range(0, X.shape[0], _ROTATE_ROWS):
-        out[s : s + _ROTATE_ROWS] = X[s : s + _ROTATE_ROWS].astype(np.float64) @ R
+        block = X[s : s + _ROTATE_ROWS].astype(np.float64)  # (b, D)
+        out[s : s + _ROTATE_ROWS] = (block if mu is None else block - mu) @ M
     return out

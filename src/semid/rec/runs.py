@@ -81,6 +81,7 @@ def evaluate_run(
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
+    options = _decoding_options(model, beam_size, constrained, exclude_history)
     unseen_info = None
     if unseen_share is not None:
         model, unseen_info = _with_unseen(run_dir, model, data, unseen_share, unseen_prefix, constrained)
@@ -95,7 +96,6 @@ def evaluate_run(
     if cold_start:
         users = _cold_users(run_dir, data, examples)
         examples = examples.take(users)
-    options = _decoding_options(getattr(model, "generative", model), beam_size, constrained, exclude_history)
     res: EvalResult = evaluate(
         model, examples, batch_size=batch_size, device=device, progress=progress, **options
     )
