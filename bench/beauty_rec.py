@@ -69,6 +69,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BEAUTY, emit_json, print_table  # noqa: E402
 
+# --cold-start adds TIGER + the TIGER paper's rule at the library's default share (fixed in advance)
+from semid.rec.unseen import DEFAULT_SHARE as UNSEEN_SHARE  # noqa: E402
+
 REFERENCES = [  # TIGER (Rajput et al., NeurIPS 2023), Table 2, Beauty
     {"model": "SASRec (paper)", "R@5": 0.0387, "N@5": 0.0249, "R@10": 0.0605, "N@10": 0.0318},
     {"model": "TIGER (paper)", "R@5": 0.0454, "N@5": 0.0321, "R@10": 0.0648, "N@10": 0.0384},
@@ -90,9 +93,6 @@ COLUMNS += ["R@10 unseen", "N@10 unseen"]  # the same model never recommending a
 CODED = {"tiger": "TIGER", "rpg": "RPG"}  # the models trained once per ID set
 PQ_DIGITS = 32  # RPG's Beauty IDs: OPQ32 x 256 (arXiv 2506.05781)
 COLLAB_IDS = ("rq-vae-collab", "fused")  # IDs built from a SASRec run's item vectors too
-UNSEEN_SHARE = (
-    0.1  # --cold-start: the TIGER paper's rule with semid.rec.unseen's default share, fixed in advance
-)
 ID_METHODS = ("rq-kmeans", "rq-vae", "pq", *COLLAB_IDS)
 
 
