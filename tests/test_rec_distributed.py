@@ -231,6 +231,41 @@ def test_a_world_size_without_a_rendezvous_names_what_is_missing(monkeypatch) ->
         distributed.setup("cpu")
 
 
+RANK_SCRIPT = """
+import atexit, sys
+import torch.distributed as dist
+from semid._distributed import setup
+group = setup("cpu")
+dist.all_reduce(__import__("torch").ones(1))
+atexit._run_exitfuncs()  # what the interpreter runs first at exit, while it is still whole
+print(group.rank, group.world_size, dist.is_initialized())
+"""
+
+
+def test_a_rank_destroys_the_group_it_started_at_exit() -> None:
+    """An exit with a live gloo group can abort a finished rank (SIGABRT, 'terminate called without an
+    active exception'); setup() registers the teardown that destroys it first."""
+    port = str(free_port())
+
+    def rank_env(r: int) -> dict[str, str]:
+        return {**ENV, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port}  # fmt: skip
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=rank_env(r),
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1000:] for _, err in outs]
+    assert [out.split() for out, _ in outs] == [["0", "2", "False"], ["1", "2", "False"]]
+
+
 def test_one_process_has_no_group_and_keeps_every_example() -> None:
     group = distributed.setup("cpu")
     assert group == distributed.SINGLE and not group.enabled

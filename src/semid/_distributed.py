@@ -26,6 +26,7 @@ Cost per optimizer step: DDP's gradient all-reduce (the model's size) plus one a
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +115,21 @@ def setup(device: str) -> Dist:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+        atexit.register(teardown)
     return current()
+
+
+def teardown() -> None:
+    """Destroy the process group :func:`setup` started (a no-op when none is up); runs at exit.
+
+    A process that exits with a gloo group alive tears its worker threads down during interpreter
+    finalisation, and now and then a rank then dies with ``terminate called without an active
+    exception`` (SIGABRT) after its work is done (pytorch/pytorch#190489; seen in CI on a 2-rank TIGER run).
+    Destroying the group while the interpreter is whole avoids it. No barrier: a rank that failed must not
+    wait for peers that may never arrive.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: str, d: Dist) -> str:
