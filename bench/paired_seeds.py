@@ -30,10 +30,9 @@ COLUMNS = ["arm", "seed", *METRICS, "epochs", "train min", "examples/s"]
 
 def best_valid(run_dir: Path) -> tuple[float | None, float | None]:
     """The run's best validation NDCG@10 and its mean training throughput, from ``metrics.jsonl``."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None, None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from semid.rec.checkpoints import read_metrics
+
+    records = read_metrics(run_dir)  # [] when the run directory is gone
     valid = [r["valid/ndcg@10"] for r in records if "valid/ndcg@10" in r]
     speed = [r["examples_per_s"] for r in records if "examples_per_s" in r]
     return (max(valid) if valid else None), (sum(speed) / len(speed) if speed else None)
@@ -75,7 +74,7 @@ def paired(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str,
     }
     for key in METRICS:
         pairs = [(by_seed["a", s].get(key), by_seed["b", s].get(key)) for s in seeds]
-        if all(a and b is not None for a, b in pairs):  # a > 0: a ratio
+        if all(a is not None and b is not None and a > 0 for a, b in pairs):
             mean, sd = mean_sd([b / a for a, b in pairs])
             ratio[key] = f"{mean:.3f}x ± {sd:.3f}"
             ratio[f"{key} wins"] = f"{sum(b > a for a, b in pairs)}/{len(pairs)}"

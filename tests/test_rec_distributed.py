@@ -232,11 +232,12 @@ def test_a_world_size_without_a_rendezvous_names_what_is_missing(monkeypatch) ->
 
 
 RANK_SCRIPT = """
-import atexit, sys
+import atexit
+import torch
 import torch.distributed as dist
 from semid._distributed import setup
 group = setup("cpu")
-dist.all_reduce(__import__("torch").ones(1))
+dist.all_reduce(torch.ones(1))
 atexit._run_exitfuncs()  # what the interpreter runs first at exit, while it is still whole
 print(group.rank, group.world_size, dist.is_initialized())
 """
