@@ -94,7 +94,12 @@ def main() -> None:
     labels = {"a": args.label_a, "b": args.label_b}
     rows = read_arm(args.a, "a") + read_arm(args.b, "b")
     for path in args.prior:
-        rows += json.loads(path.read_text())["runs"]
+        if not path.is_file():
+            raise SystemExit(f"Error: --prior {path} does not exist")
+        prior = json.loads(path.read_text()).get("runs", [])
+        if any(r.get("arm") not in labels or "seed" not in r for r in prior):
+            raise SystemExit(f"Error: --prior {path}: every run needs a seed and an arm of 'a' or 'b'")
+        rows += prior
     rows.sort(key=lambda r: (r["seed"], r["arm"]))
     shown = [{**r, "arm": labels[r["arm"]]} for r in rows]
     print_table(shown, COLUMNS, "each run (test: all users, every item ranked; valid: the run's best)")
