@@ -11,6 +11,11 @@ with ``arm`` "a" or "b"), e.g. a seed whose run directories are gone but whose f
 ``metrics.jsonl``, and its training throughput), each arm's mean ± sd, and the paired ratio B / A per
 seed with its mean ± sd: the ratio is what the ablation claims, since seeds share their conditions
 (the same catalogue split, the machine's load at the time) within a pair but not across pairs.
+
+"valid N@10, same epoch" is the ratio of the two runs' validation NDCG@10 at the last epoch both
+validated: under a time budget a slower machine buys fewer epochs, so arms run at different hours
+(e.g. set against an earlier session's runs) compare more fairly there than at their best epochs. It
+needs both runs' ``metrics.jsonl`` (not available for ``--prior`` runs).
 """
 
 from __future__ import annotations
@@ -28,14 +33,20 @@ METRICS = ["valid N@10", "R@10", "N@10", "R@10 unseen", "N@10 unseen"]
 COLUMNS = ["arm", "seed", *METRICS, "epochs", "train min", "examples/s"]
 
 
-def best_valid(run_dir: Path) -> tuple[float | None, float | None]:
-    """The run's best validation NDCG@10 and its mean training throughput, from ``metrics.jsonl``."""
+SAME_EPOCH = "valid N@10, same epoch"
+
+
+def validation_curve(run_dir: Path) -> tuple[dict[int, float], float | None, float | None]:
+    """The run's validation NDCG@10 by completed epoch (the best of them, with a last partial epoch's, is its
+    best) and its mean training throughput, from ``metrics.jsonl``."""
     from semid.rec.checkpoints import read_metrics
 
     records = read_metrics(run_dir)  # [] when the run directory is gone
-    valid = [r["valid/ndcg@10"] for r in records if "valid/ndcg@10" in r]
+    valid = [r for r in records if "valid/ndcg@10" in r]
+    best = max((r["valid/ndcg@10"] for r in valid), default=None)
+    curve = {r["epoch"]: r["valid/ndcg@10"] for r in valid if not r.get("partial")}
     speed = [r["examples_per_s"] for r in records if "examples_per_s" in r]
-    return (max(valid) if valid else None), (sum(speed) / len(speed) if speed else None)
+    return curve, best, (sum(speed) / len(speed) if speed else None)
 
 
 def read_arm(out_dirs: list[Path], arm: str) -> list[dict[str, Any]]:
@@ -46,8 +57,8 @@ def read_arm(out_dirs: list[Path], arm: str) -> list[dict[str, Any]]:
         if not results.exists():
             raise SystemExit(f"Error: {results} does not exist (is the run finished?)")
         for run in json.loads(results.read_text())["runs"]:
-            valid, speed = best_valid(Path(run["run_dir"]))
-            rows.append({**run, "arm": arm, "valid N@10": valid, "examples/s": speed})
+            curve, valid, speed = validation_curve(Path(run["run_dir"]))
+            rows.append({**run, "arm": arm, "valid N@10": valid, "examples/s": speed, "curve": curve})
     return rows
 
 
@@ -78,6 +89,11 @@ def paired(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str,
             mean, sd = mean_sd([b / a for a, b in pairs])
             ratio[key] = f"{mean:.3f}x ± {sd:.3f}"
             ratio[f"{key} wins"] = f"{sum(b > a for a, b in pairs)}/{len(pairs)}"
+    curves = [(by_seed["a", s].get("curve"), by_seed["b", s].get("curve")) for s in seeds]
+    if all(a and b and set(a) & set(b) for a, b in curves):
+        epochs = [max(set(a) & set(b)) for a, b in curves]
+        mean, sd = mean_sd([b[e] / a[e] for (a, b), e in zip(curves, epochs, strict=True)])
+        ratio[SAME_EPOCH] = f"{mean:.3f}x ± {sd:.3f} (epochs {','.join(map(str, epochs))})"
     out.append(ratio)
     return out
 
@@ -101,10 +117,12 @@ def main() -> None:
             raise SystemExit(f"Error: --prior {path}: every run needs a seed and an arm of 'a' or 'b'")
         rows += prior
     rows.sort(key=lambda r: (r["seed"], r["arm"]))
-    shown = [{**r, "arm": labels[r["arm"]]} for r in rows]
+    shown = [{k: v for k, v in r.items() if k != "curve"} | {"arm": labels[r["arm"]]} for r in rows]
     print_table(shown, COLUMNS, "each run (test: all users, every item ranked; valid: the run's best)")
     summary = paired(rows, labels)
     print_table(summary, ["arm", "seed", *METRICS], "mean ± sd over seeds, and the paired ratio")
+    if SAME_EPOCH in summary[-1]:
+        print(f"{SAME_EPOCH} ({args.label_b} / {args.label_a}, paired): {summary[-1][SAME_EPOCH]}")
     wins = {k.removesuffix(" wins"): v for k, v in summary[-1].items() if k.endswith(" wins")}
     print(f"seeds where {args.label_b} > {args.label_a}: " + ", ".join(f"{k} {v}" for k, v in wins.items()))
     if args.json:
