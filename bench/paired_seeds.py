@@ -12,8 +12,8 @@ with ``arm`` "a" or "b"), e.g. a seed whose run directories are gone but whose f
 seed with its mean ± sd: the ratio is what the ablation claims, since seeds share their conditions
 (the same catalogue split, the machine's load at the time) within a pair but not across pairs.
 
-"valid N@10, same epoch" is the ratio of the two runs' validation NDCG@10 at the last epoch both
-validated: under a time budget a slower machine buys fewer epochs, so arms run at different hours
+"valid N@10, same epoch" is the ratio of the two runs' validation NDCG@10 at the last completed epoch
+both validated: under a time budget a slower machine buys fewer epochs, so arms run at different hours
 (e.g. set against an earlier session's runs) compare more fairly there than at their best epochs. It
 needs both runs' ``metrics.jsonl`` (not available for ``--prior`` runs).
 """
@@ -37,8 +37,8 @@ SAME_EPOCH = "valid N@10, same epoch"
 
 
 def validation_curve(run_dir: Path) -> tuple[dict[int, float], float | None, float | None]:
-    """The run's validation NDCG@10 by completed epoch (the best of them, with a last partial epoch's, is its
-    best) and its mean training throughput, from ``metrics.jsonl``."""
+    """From the run's ``metrics.jsonl``: its validation NDCG@10 by completed epoch, its best validation
+    NDCG@10 (a last epoch cut short by the time budget included) and its mean training throughput."""
     from semid.rec.checkpoints import read_metrics
 
     records = read_metrics(run_dir)  # [] when the run directory is gone
