@@ -31,8 +31,6 @@ from _common import emit_json, print_table  # noqa: E402
 
 METRICS = ["valid N@10", "R@10", "N@10", "R@10 unseen", "N@10 unseen"]
 COLUMNS = ["arm", "seed", *METRICS, "epochs", "train min", "examples/s"]
-
-
 SAME_EPOCH = "valid N@10, same epoch"
 
 
@@ -62,6 +60,22 @@ def read_arm(out_dirs: list[Path], arm: str) -> list[dict[str, Any]]:
     return rows
 
 
+def read_prior(path: Path, arms: dict[str, str]) -> list[dict[str, Any]]:
+    """The runs of a ``--prior`` file, each checked for an integer seed and an arm named in ``arms``."""
+    if not path.is_file():
+        raise SystemExit(f"Error: --prior {path} does not exist")
+    try:
+        prior = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"Error: --prior {path} is not JSON ({e})") from None
+    runs = prior.get("runs") if isinstance(prior, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise SystemExit(f'Error: --prior {path} needs the shape {{"runs": [{{...}}, ...]}}')
+    if any(r.get("arm") not in arms or not isinstance(r.get("seed"), int) for r in runs):
+        raise SystemExit(f"Error: --prior {path}: every run needs a seed and an arm of 'a' or 'b'")
+    return runs
+
+
 def paired(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
     """Each arm's mean ± sd, then B / A per metric as the mean ± sd of the per-seed ratios."""
     from semid.rec.evaluate import mean_sd
@@ -70,19 +84,17 @@ def paired(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str,
     seeds = sorted({s for arm, s in by_seed if (("a", s) in by_seed and ("b", s) in by_seed)})
     if not seeds:
         raise SystemExit("Error: no seed has a run in both arms")
+    seed_list = ",".join(map(str, seeds))
     out = []
     for arm in ("a", "b"):
-        row: dict[str, Any] = {"arm": f"{labels[arm]}, mean ± sd", "seed": ",".join(map(str, seeds))}
+        row: dict[str, Any] = {"arm": f"{labels[arm]}, mean ± sd", "seed": seed_list}
         for key in METRICS:
             values = [by_seed[arm, s][key] for s in seeds if by_seed[arm, s].get(key) is not None]
             if len(values) == len(seeds):
                 mean, sd = mean_sd(values)
                 row[key] = f"{mean:.4f} ± {sd:.4f}"
         out.append(row)
-    ratio: dict[str, Any] = {
-        "arm": f"{labels['b']} / {labels['a']}, paired",
-        "seed": ",".join(map(str, seeds)),
-    }
+    ratio: dict[str, Any] = {"arm": f"{labels['b']} / {labels['a']}, paired", "seed": seed_list}
     for key in METRICS:
         pairs = [(by_seed["a", s].get(key), by_seed["b", s].get(key)) for s in seeds]
         if all(a is not None and b is not None and a > 0 for a, b in pairs):
@@ -110,12 +122,7 @@ def main() -> None:
     labels = {"a": args.label_a, "b": args.label_b}
     rows = read_arm(args.a, "a") + read_arm(args.b, "b")
     for path in args.prior:
-        if not path.is_file():
-            raise SystemExit(f"Error: --prior {path} does not exist")
-        prior = json.loads(path.read_text()).get("runs", [])
-        if any(r.get("arm") not in labels or "seed" not in r for r in prior):
-            raise SystemExit(f"Error: --prior {path}: every run needs a seed and an arm of 'a' or 'b'")
-        rows += prior
+        rows += read_prior(path, labels)
     rows.sort(key=lambda r: (r["seed"], r["arm"]))
     shown = [{k: v for k, v in r.items() if k != "curve"} | {"arm": labels[r["arm"]]} for r in rows]
     print_table(shown, COLUMNS, "each run (test: all users, every item ranked; valid: the run's best)")

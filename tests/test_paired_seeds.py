@@ -81,3 +81,23 @@ def test_an_unfinished_run_and_a_malformed_prior_are_one_error_line(tmp_path: Pa
     monkeypatch.setattr(sys, "argv", ["paired_seeds.py", "--prior", str(prior)])
     with pytest.raises(SystemExit, match="every run needs a seed and an arm of 'a' or 'b'"):
         ps.main()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", r"^Error: --prior .*prior.json is not JSON \("),
+        ('[{"arm": "a", "seed": 0}]', r'needs the shape \{"runs": \[\{\.\.\.\}, \.\.\.\]\}$'),
+        ('{"runs": 3}', r'needs the shape \{"runs"'),
+        ('{"runs": [{"arm": "a", "seed": "0"}]}', "every run needs a seed and an arm of 'a' or 'b'"),
+    ],
+)
+def test_a_prior_file_that_is_not_a_list_of_runs_is_one_error_line(
+    tmp_path: Path, monkeypatch, text, message
+) -> None:
+    ps = paired_seeds()
+    prior = tmp_path / "prior.json"
+    prior.write_text(text)
+    monkeypatch.setattr(sys, "argv", ["paired_seeds.py", "--prior", str(prior)])
+    with pytest.raises(SystemExit, match=message):
+        ps.main()
