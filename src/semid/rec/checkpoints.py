@@ -1,4 +1,4 @@
-"""Checkpoints of a run: the full training state (weights, optimizer, RNG), saved and restored.
+"""Checkpoints of a run: the full training state (weights, optimizer, RNG, weight average), saved and restored.
 
 Checkpoints are written after every epoch and when a run stops early (time or step limit, mid-epoch
 included). Batch order depends only on ``(seed, epoch)`` and the torch RNG state is saved, so a resumed run
@@ -25,6 +25,7 @@ from semid._utils import atomic_path, read_json_mapping, swapped_aside
 from semid.errors import SemidError
 from semid.rec.config import RESUMABLE, TrainConfig
 from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME
+from semid.rec.ema import WeightAverage
 from semid.rec.io import (
     CONFIG_NAME,
     EMBEDDINGS_NAME,
@@ -101,10 +102,13 @@ def _save_checkpoint(
     state: TrainState,
     config: TrainConfig,
     data_fp: str,
+    ema: WeightAverage | None = None,
 ) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(ema.state_dict())
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {}
     for pid, pstate in opt["state"].items():
@@ -145,6 +149,7 @@ def _load_checkpoint(
     data_fp: str,
     *,
     truncate_metrics: bool = True,
+    ema: WeightAverage | None = None,
 ) -> TrainState:
     from safetensors.torch import load_file
 
@@ -174,6 +179,8 @@ def _load_checkpoint(
         opt_state.setdefault(int(pid), {})[key] = v
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    if ema is not None:
+        ema.load_state_dict(tensors, str(where))
     if truncate_metrics:  # a data-parallel run leaves this write to rank 0
         _truncate_metrics(run_dir, meta["state"]["step"])
     return TrainState(**meta["state"])

@@ -7,7 +7,9 @@
 Every prefix of every training sequence is a target (TIGER: one example per prefix; SASRec: windows that
 predict at every position). Batches group examples of equal history length, so almost nothing is padded.
 After each epoch the model is evaluated on the validation targets (Recall/NDCG@5/10, full ranking); the
-best NDCG@10 so far is saved, and ``patience`` epochs without improvement stop the run.
+best NDCG@10 so far is saved, and ``patience`` epochs without improvement stop the run. With
+``ema_decay`` a moving average of the weights (:mod:`~semid.rec.ema`) is what is validated and saved,
+while training goes on from the trained weights.
 
 Data-parallel: launched with ``torchrun`` (or by Ray Train, :mod:`~semid.rec.ray_train`), the same call
 trains on N ranks (:mod:`~semid.rec.distributed`): global batches split over ranks, so N ranks make the
@@ -72,6 +74,7 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
 from semid.rec.data import (
     RecData,
 )
+from semid.rec.ema import WeightAverage
 from semid.rec.epochs import (  # noqa: F401  (re-exported)
     EpochPlan,
     LossTerms,
@@ -251,9 +254,10 @@ def _train(
 
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     state = TrainState()
     if resume:
-        state = _load_checkpoint(run_dir, model, optimizer, config, data_fp, truncate_metrics=False)
+        state = _load_checkpoint(run_dir, model, optimizer, config, data_fp, truncate_metrics=False, ema=ema)
         if stream is not None and state.batch_in_epoch and state.world_size != group.world_size:
             raise SemidError(
                 f"{run_dir} stopped mid-epoch on {state.world_size} rank(s) of a streamed log, whose shards "
@@ -345,6 +349,8 @@ def _train(
                     seconds_so_far(),
                 )  # fmt: skip
                 loss, clock, n = step.loss, step.clock, step.examples
+            if ema is not None:
+                ema.update(model, state.step)
             state.step += 1
             state.batch_in_epoch += 1
             state.loss_sum += loss
@@ -373,22 +379,25 @@ def _train(
         else:
             record["partial"] = True  # stopped mid-epoch; a resumed run finishes this epoch
         if stopped or (complete and (state.epoch % config.eval_every == 0 or state.epoch == config.epochs)):
-            res = evaluate(
-                model,
-                valid,
-                batch_size=config.eval_batch_size,
-                device=device,
-                progress=show,
-                desc="validate",
-                group=group,
-            )
+            with ema.applied(model) if ema is not None else nullcontext():  # validate and save the average
+                res = evaluate(
+                    model,
+                    valid,
+                    batch_size=config.eval_batch_size,
+                    device=device,
+                    progress=show,
+                    desc="validate",
+                    group=group,
+                )
+                value = res.metrics[SELECT_BY]
+                better = state.best_value is None or value > state.best_value
+                if better:
+                    on_main(lambda: save_model(model, run_dir, extra), group)
             record.update({f"valid/{k}": v for k, v in res.metrics.items()})
             record["valid/users_per_s"] = round(res.users_per_s, 1)
-            value = res.metrics[SELECT_BY]
-            if state.best_value is None or value > state.best_value:
+            if better:
                 state.best_value, state.best_epoch, state.best_metrics = value, record["epoch"], res.metrics
                 state.bad_evals = 0
-                on_main(lambda: save_model(model, run_dir, extra), group)
             elif complete:
                 state.bad_evals += 1
                 if config.patience and state.bad_evals >= config.patience:
@@ -401,7 +410,7 @@ def _train(
 
         def write_epoch(record: dict[str, Any] = record) -> None:
             _log(run_dir, record, writer)
-            _save_checkpoint(run_dir, model, optimizer, state, config, data_fp)
+            _save_checkpoint(run_dir, model, optimizer, state, config, data_fp, ema)
 
         on_main(write_epoch, group)  # also the barrier: no rank runs ahead of a checkpoint being written
         if show:
