@@ -30,6 +30,11 @@ TRAIN = {
 }  # one validation: the last epoch
 
 
+def train_tiny(data, run_dir: Path, **changes):
+    """The tiny TIGER of the conftest trained on ``data`` into ``run_dir``, with ``changes`` to TRAIN."""
+    return fit("tiger", data, run_dir, model_config=TINY_TIGER["model"], train_config={**TRAIN, **changes})
+
+
 def state(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / "last" / "state.safetensors"))
 
@@ -96,14 +101,8 @@ def runs(tmp_path_factory):
     """The same tiny TIGER trained with and without the average (same seed, same batches)."""
     data = walk_rec_data()
     root = tmp_path_factory.mktemp("ema")
-    _, plain = fit("tiger", data, root / "plain", model_config=TINY_TIGER["model"], train_config=TRAIN)
-    model, averaged = fit(
-        "tiger",
-        data,
-        root / "ema",
-        model_config=TINY_TIGER["model"],
-        train_config={**TRAIN, "ema_decay": 0.9},
-    )
+    _, plain = train_tiny(data, root / "plain")
+    model, averaged = train_tiny(data, root / "ema", ema_decay=0.9)
     return data, root, plain, averaged, model
 
 
@@ -135,14 +134,7 @@ def test_the_saved_model_is_the_average_that_validation_scored(runs) -> None:
 
 def test_a_stopped_run_resumes_to_the_same_average(runs, tmp_path: Path) -> None:
     data, root, _, averaged, _ = runs
-    train = {**TRAIN, "ema_decay": 0.9}
-    _, first = fit(
-        "tiger",
-        data,
-        tmp_path / "split",
-        model_config=TINY_TIGER["model"],
-        train_config={**train, "max_steps": 7},
-    )
+    _, first = train_tiny(data, tmp_path / "split", ema_decay=0.9, max_steps=7)
     assert (first.steps, first.stopped) == (7, "max_steps")
     _, rest = fit("tiger", None, tmp_path / "split", train_config={"max_steps": 0}, resume=True)
     assert rest.steps == averaged.steps
