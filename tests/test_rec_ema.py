@@ -3,6 +3,7 @@ leaves training itself alone; TIGER's label smoothing is F.cross_entropy's, leve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +19,18 @@ from semid.rec.data import collate
 from semid.rec.ema import WeightAverage
 from semid.rec.evaluate import evaluate
 from semid.rec.tiger import TIGERConfig
-from semid.rec.train import TrainConfig, build_model, fit, read_metrics, split_examples
+from semid.rec.train import (
+    TrainConfig,
+    build_model,
+    default_train_config,
+    fit,
+    read_metrics,
+    split_examples,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TRAIN = {
-    **TINY_TIGER["train"],
-    "epochs": 3,
-    "batch_size": 32,
-    "eval_every": 3,
-}  # one validation: the last epoch
+TRAIN = {**TINY_TIGER["train"], "epochs": 3, "batch_size": 32}  # validated after every epoch
 
 
 def train_tiny(data, run_dir: Path, **changes):
@@ -106,28 +109,41 @@ def runs(tmp_path_factory):
     return data, root, plain, averaged, model
 
 
+@pytest.fixture(scope="module")
+def validated_last(tmp_path_factory):
+    """The averaged run validated once, after its last epoch: its best model is its last average."""
+    data = walk_rec_data()
+    run_dir = tmp_path_factory.mktemp("ema-last") / "run"
+    model, result = train_tiny(data, run_dir, ema_decay=0.9, eval_every=3)
+    return data, run_dir, result, model
+
+
 def test_training_itself_is_unchanged_by_the_average(runs) -> None:
     _, root, plain, averaged, _ = runs
-    # the same losses, and the same trained weights at the end: only what is validated and saved differs
+    # the same losses, and the same trained weights at the end, though the average was swapped in and out
+    # for each epoch's validation: only what is validated and saved differs
+    assert len(averaged.history) == 3 and all("valid/ndcg@10" in r for r in averaged.history)
     assert [r["loss"] for r in plain.history] == [r["loss"] for r in averaged.history]
     a, b = state(root / "plain"), state(root / "ema")
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
     assert not any(k.startswith("ema.") for k in a) and any(k.startswith("ema.") for k in b)
 
 
-def test_the_saved_model_is_the_average_that_validation_scored(runs) -> None:
-    data, root, _, averaged, model = runs
-    weights = load_file(str(root / "ema" / "model.safetensors"))
-    last = state(root / "ema")
+def test_the_saved_model_is_the_average_that_validation_scored(validated_last) -> None:
+    data, run_dir, averaged, model = validated_last
+    weights = load_file(str(run_dir / "model.safetensors"))
+    last = state(run_dir)
     assert averaged.best_epoch == averaged.epochs == 3  # validated once, at the last epoch
     averaged_names = [name for name in weights if f"ema.{name}" in last]
     assert len(averaged_names) > 10  # every weight matrix, embedding and norm; not the item-code buffer
-    for name in averaged_names:  # the saved model is the average, not the trained weights
+    for name in averaged_names:  # the saved model is the average ...
         assert torch.equal(weights[name], last[f"ema.{name}"]), name
-        assert not torch.equal(weights[name], last[f"model.{name}"]), name
+    # ... not the trained weights (a weight that never moved would be both)
+    moved = [name for name in averaged_names if not torch.equal(weights[name], last[f"model.{name}"])]
+    assert len(moved) > len(averaged_names) // 2
     # what validation logged for the best epoch is what the saved model scores now
     res = evaluate(model, split_examples(model, data, "valid"), batch_size=TrainConfig().eval_batch_size)
-    best = next(r for r in read_metrics(root / "ema") if r["epoch"] == averaged.best_epoch)
+    best = next(r for r in read_metrics(run_dir) if r["epoch"] == averaged.best_epoch)
     assert res.metrics["ndcg@10"] == pytest.approx(best["valid/ndcg@10"])
     assert res.metrics == pytest.approx(averaged.best_valid)
 
@@ -142,6 +158,26 @@ def test_a_stopped_run_resumes_to_the_same_average(runs, tmp_path: Path) -> None
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_run_checkpointed_before_these_options_existed_resumes(runs, tmp_path: Path) -> None:
+    data, root, plain, _, _ = runs
+    train_tiny(data, tmp_path / "old", max_steps=7)
+    trainer = tmp_path / "old" / "checkpoints" / "last" / "trainer.json"
+    meta = json.loads(trainer.read_text())
+    del meta["model"]["label_smoothing"], meta["train"]["ema_decay"]  # as written before they were added
+    trainer.write_text(json.dumps(meta))
+    # a full TrainConfig names ema_decay (0): the same as the checkpoint's, which predates it
+    full = default_train_config("tiger", **TRAIN)
+    _, rest = fit("tiger", None, tmp_path / "old", train_config=full, resume=True)
+    assert rest.steps == plain.steps
+    a, b = state(root / "plain"), state(tmp_path / "old")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a missing option that is not one of those added later still means another model
+    meta["model"].pop("dropout")
+    trainer.write_text(json.dumps(meta))
+    with pytest.raises(SemidError, match="the checkpoint holds another model"):
+        fit("tiger", None, tmp_path / "old", resume=True)
 
 
 # -- label smoothing -------------------------------------------------------------------------------------

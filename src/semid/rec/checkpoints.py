@@ -138,6 +138,24 @@ def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise SemidError(f"{Path(run_dir)}: no checkpoint to resume ({path} is missing)")
     meta = read_json_mapping(path)
     read_config(run_dir)  # resuming rewrites the run's config.json: a damaged one fails now, before any work
+    return with_later_options(meta)
+
+
+# Options added after runs were already being checkpointed, each with the value that trains exactly as runs
+# did before it existed: a checkpoint without one resumes with that value. Any other missing option still
+# makes the checkpoint "another model": its default may have changed since the checkpoint was written.
+ADDED_MODEL_OPTIONS: dict[str, dict[str, Any]] = {"tiger": {"label_smoothing": 0.0}}
+ADDED_TRAIN_OPTIONS: dict[str, Any] = {"ema_decay": 0.0}
+
+
+def with_later_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` (a checkpoint's ``trainer.json``) with the options of :data:`ADDED_MODEL_OPTIONS` and
+    :data:`ADDED_TRAIN_OPTIONS` it predates filled in, so an older run resumes as it trained."""
+    added = ADDED_MODEL_OPTIONS.get(meta.get("model_type"), {})
+    if isinstance(meta.get("model"), dict):
+        meta["model"] = {**added, **meta["model"]}
+    if isinstance(meta.get("train"), dict):
+        meta["train"] = {**ADDED_TRAIN_OPTIONS, **meta["train"]}
     return meta
 
 
