@@ -37,8 +37,7 @@ class WeightAverage:
             raise SemidError(f"ema_decay={decay!r} should be a number in (0, 1)")
         self.decay = float(decay)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
-        params = dict(model.named_parameters())
-        self.shadow = [params[n].detach().float().clone() for n in self.names]
+        self.shadow = [p.detach().float().clone() for p in self._params(model)]
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
         params = dict(model.named_parameters())
