@@ -1,5 +1,6 @@
 """A moving average of the weights (``ema_decay``) is what a run validates and saves, resumes exactly, and
-leaves training itself alone; TIGER's label smoothing is F.cross_entropy's, level by level."""
+leaves training itself alone; with ``ema_select=False`` it is only validated beside the trained weights (its
+ablation inside one run); TIGER's label smoothing is F.cross_entropy's, level by level."""
 
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ def test_a_decay_outside_0_1_is_refused(decay) -> None:
         TrainConfig(ema_decay=decay).validate()
 
 
+def test_validating_the_average_beside_a_run_that_keeps_none_is_refused() -> None:
+    with pytest.raises(SemidError, match=r"^ema_select=false validates a weight average .*: set ema_decay$"):
+        TrainConfig(ema_select=False).validate()
+    with pytest.raises(SemidError, match=r"^ema_select='no' should be true or false$"):
+        TrainConfig(ema_decay=0.9, ema_select="no").validate()
+
+
 # -- in a training run ----------------------------------------------------------------------------------
 
 
@@ -107,6 +115,29 @@ def runs(tmp_path_factory):
     _, plain = train_tiny(data, root / "plain")
     model, averaged = train_tiny(data, root / "ema", ema_decay=0.9)
     return data, root, plain, averaged, model
+
+
+def test_with_ema_select_false_the_run_is_the_plain_one_and_logs_the_average_beside_it(
+    runs, tmp_path
+) -> None:
+    _, root, plain, averaged, _ = runs
+    data = walk_rec_data()
+    _, both = train_tiny(data, tmp_path / "both", ema_decay=0.9, ema_select=False)
+    keys = ["ndcg@5", "ndcg@10", "recall@5", "recall@10"]
+    # what it validates, selects and saves is the plain run's: the trained weights ...
+    assert [[r[f"valid/{k}"] for k in keys] for r in both.history] == [
+        [r[f"valid/{k}"] for k in keys] for r in plain.history
+    ]
+    assert (both.best_epoch, both.best_valid) == (plain.best_epoch, plain.best_valid)
+    saved, plain_saved = (
+        load_file(str(d / "model.safetensors")) for d in (tmp_path / "both", root / "plain")
+    )
+    assert all(torch.equal(saved[k], plain_saved[k]) for k in plain_saved)
+    # ... and beside them the average scores exactly what the averaged run validated, epoch by epoch
+    assert [[r[f"valid_ema/{k}"] for k in keys] for r in both.history] == [
+        [r[f"valid/{k}"] for k in keys] for r in averaged.history
+    ]
+    assert not any(k.startswith("valid_ema/") for r in plain.history + averaged.history for k in r)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +196,8 @@ def test_a_run_checkpointed_before_these_options_existed_resumes(runs, tmp_path:
     train_tiny(data, tmp_path / "old", max_steps=7)
     trainer = tmp_path / "old" / "checkpoints" / "last" / "trainer.json"
     meta = json.loads(trainer.read_text())
-    del meta["model"]["label_smoothing"], meta["train"]["ema_decay"]  # as written before they were added
+    # as written before they were added
+    del meta["model"]["label_smoothing"], meta["train"]["ema_decay"], meta["train"]["ema_select"]
     trainer.write_text(json.dumps(meta))
     # a full TrainConfig names ema_decay (0): the same as the checkpoint's, which predates it
     full = default_train_config("tiger", **TRAIN)

@@ -145,7 +145,7 @@ def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
 # did before it existed: a checkpoint without one resumes with that value. Any other missing option still
 # makes the checkpoint "another model": its default may have changed since the checkpoint was written.
 ADDED_MODEL_OPTIONS: dict[str, dict[str, Any]] = {"tiger": {"label_smoothing": 0.0}}
-ADDED_TRAIN_OPTIONS: dict[str, Any] = {"ema_decay": 0.0}
+ADDED_TRAIN_OPTIONS: dict[str, Any] = {"ema_decay": 0.0, "ema_select": True}
 
 
 def with_later_options(meta: dict[str, Any]) -> dict[str, Any]:

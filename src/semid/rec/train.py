@@ -9,7 +9,8 @@ predict at every position). Batches group examples of equal history length, so a
 After each epoch the model is evaluated on the validation targets (Recall/NDCG@5/10, full ranking); the
 best NDCG@10 so far is saved, and ``patience`` epochs without improvement stop the run. With
 ``ema_decay`` a moving average of the weights (:mod:`~semid.rec.ema`) is what is validated and saved,
-while training goes on from the trained weights.
+while training goes on from the trained weights (``ema_select=False``: the trained weights are, and the
+average is validated beside them, ``valid_ema/*`` in the log).
 
 Data-parallel: launched with ``torchrun`` (or by Ray Train, :mod:`~semid.rec.ray_train`), the same call
 trains on N ranks (:mod:`~semid.rec.distributed`): global batches split over ranks, so N ranks make the
@@ -84,7 +85,7 @@ from semid.rec.epochs import (  # noqa: F401  (re-exported)
     target_keep_probability,
     training_examples,
 )
-from semid.rec.evaluate import evaluate, evaluate_most_popular
+from semid.rec.evaluate import EvalResult, evaluate, evaluate_most_popular
 from semid.rec.io import (  # noqa: F401  (re-exported)
     CONFIG_NAME,
     EMBEDDINGS_NAME,
@@ -379,22 +380,32 @@ def _train(
         else:
             record["partial"] = True  # stopped mid-epoch; a resumed run finishes this epoch
         if stopped or (complete and (state.epoch % config.eval_every == 0 or state.epoch == config.epochs)):
-            with ema.applied(model) if ema is not None else nullcontext():  # validate and save the average
-                res = evaluate(
+
+            def validate(desc: str) -> EvalResult:
+                return evaluate(
                     model,
                     valid,
                     batch_size=config.eval_batch_size,
                     device=device,
                     progress=show,
-                    desc="validate",
+                    desc=desc,
                     group=group,
                 )
+
+            selected = ema.applied(model) if ema is not None and config.ema_select else nullcontext()
+            with selected:  # validate and save the average (ema_select) or the trained weights
+                res = validate("validate")
                 value = res.metrics[SELECT_BY]
                 better = state.best_value is None or value > state.best_value
                 if better:
                     on_main(lambda: save_model(model, run_dir, extra), group)
             record.update({f"valid/{k}": v for k, v in res.metrics.items()})
             record["valid/users_per_s"] = round(res.users_per_s, 1)
+            if ema is not None and not config.ema_select:  # the average beside them, only logged
+                with ema.applied(model):
+                    record.update(
+                        {f"valid_ema/{k}": v for k, v in validate("validate (average)").metrics.items()}
+                    )
             if better:
                 state.best_value, state.best_epoch, state.best_metrics = value, record["epoch"], res.metrics
                 state.bad_evals = 0
