@@ -25,7 +25,8 @@ gives about 3x the training throughput on CPU. ``--config configs/tiger-beauty.j
 with its 145-minute budget (``bench/results/beauty_rec_tiger_nouser.txt``; with user tokens
 ``beauty_rec_tiger_fast.txt``). ``--sasrec-config configs/sasrec-beauty.json`` trains the tuned SASRec;
 ``--seeds 0,1,2`` repeats every model per seed and prints mean ± sd; ``--cold-start 0.05`` trains on a
-cold-start split and adds the cold-start table (with the MiniLM content baseline).
+cold-start split and adds the cold-start table (with the MiniLM content baseline). ``--merge OUT1 OUT2 ...``
+trains nothing and prints finished invocations' runs as one table (e.g. seeds run in separate --out folders).
 
 RPG (``--models rpg --ids pq``, :mod:`semid.rec.rpg`): long product-quantised IDs, all digits predicted at
 once, every item scored exactly. ``--ids pq`` is the paper's ID recipe on our embeddings: OPQ with 32
@@ -452,9 +453,20 @@ def main() -> None:
         help="with --hybrid and no sasrec in --models: the SASRec run of seed 0 (seed s: DIR-s<s>)",
     )
     p.add_argument("--resume", action="store_true", help="continue the runs in --out")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="OUT",
+        help="train nothing: print the tables of finished invocations' runs together (their --out folders' "
+        "results.json, e.g. one seed each), each model's seeds as mean ± sd",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
     args = p.parse_args()
+    if args.merge:
+        merge_results(args.merge, args.json)
+        return
     args.train_set, args.model_set, args.rpg_set = (
         dict(args.train_set),
         dict(args.model_set),
@@ -624,6 +636,35 @@ def main() -> None:
         rows += [{**r, "model": f"cold start: {r['model']}"} for r in cold_rows]
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=2) + "\n")
     if args.json:
+        emit_json([*rows, *runs])
+
+
+def merge_results(outs: list[Path], as_json: bool = False) -> None:
+    """The tables of several finished invocations (their ``results.json``) as one: the references, most
+    popular, every run (one row per model and seed) and each model's mean ± sd over its seeds. The same
+    model and seed twice is refused: it would count one run as two seeds."""
+    runs: list[dict[str, Any]] = []
+    baseline: list[dict[str, Any]] = []
+    for out in outs:
+        path = out / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"--merge: {path} not found (an --out folder of a finished invocation)")
+        results = json.loads(path.read_text())
+        baseline = baseline or [r for r in results["rows"] if r["model"] == "most popular (ours)"]
+        for run in results["runs"]:
+            twice = [r for r in runs if (r["model"], r["seed"]) == (run["model"], run["seed"])]
+            if twice:
+                raise SystemExit(
+                    f"--merge: {run['model']!r} seed {run['seed']} is in {twice[0]['run_dir']} and "
+                    f"{run['run_dir']}: one run per model and seed"
+                )
+            runs.append(run)
+    print_table(runs, COLUMNS + ["seed"], "each seed")
+    rows = [*REFERENCES, *baseline, *summarize_seeds(runs)]
+    seeds = sorted({r["seed"] for r in runs})
+    title = "Amazon Beauty, leave-one-out, full ranking (test users), mean ± sd over seeds"
+    print_table(rows, COLUMNS, f"{title} {', '.join(map(str, seeds))}")
+    if as_json:
         emit_json([*rows, *runs])
 
 
