@@ -30,7 +30,12 @@ from semid.rec.train import load_model, read_metrics, split_examples
 
 N_ITEMS = 40
 # dropout 0: with dropout the ranks draw their own masks, and only the random streams differ
-TIGER = {"model": TINY_TIGER["model"], "train": {**TINY_TIGER["train"], "epochs": 2, "batch_size": 32}}
+# TIGER also keeps a weight average (ema_decay): what it saves is then the average, which every rank updates
+# after the same all-reduced steps, so the two-rank model equals the one-process model here too
+TIGER = {
+    "model": TINY_TIGER["model"],
+    "train": {**TINY_TIGER["train"], "epochs": 2, "batch_size": 32, "ema_decay": 0.9},
+}
 SASREC = {
     "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "dropout": 0.0, "max_len": 8},
     "train": {**TINY_TIGER["train"], "epochs": 2, "batch_size": 24},
