@@ -309,6 +309,17 @@ def _train(
 
     clock = seconds_before  # rank 0's clock at the last step (data-parallel jobs decide by it)
 
+    def validate(desc: str) -> EvalResult:  # the model as it is now, on the validation users (every rank)
+        return evaluate(
+            model,
+            valid,
+            batch_size=config.eval_batch_size,
+            device=device,
+            progress=show,
+            desc=desc,
+            group=group,
+        )
+
     stopped = ""
     while not stopped:
         if state.early_stopped:
@@ -380,18 +391,6 @@ def _train(
         else:
             record["partial"] = True  # stopped mid-epoch; a resumed run finishes this epoch
         if stopped or (complete and (state.epoch % config.eval_every == 0 or state.epoch == config.epochs)):
-
-            def validate(desc: str) -> EvalResult:
-                return evaluate(
-                    model,
-                    valid,
-                    batch_size=config.eval_batch_size,
-                    device=device,
-                    progress=show,
-                    desc=desc,
-                    group=group,
-                )
-
             selected = ema.applied(model) if ema is not None and config.ema_select else nullcontext()
             with selected:  # validate and save the average (ema_select) or the trained weights
                 res = validate("validate")
