@@ -659,6 +659,7 @@ def merge_results(outs: list[Path], as_json: bool = False) -> None:
                     f"{run['run_dir']}: one run per model and seed"
                 )
             runs.append(run)
+    runs.sort(key=lambda r: r["seed"])  # seed by seed as one invocation prints them (model order kept)
     print_table(runs, COLUMNS + ["seed"], "each seed")
     rows = [*REFERENCES, *baseline, *summarize_seeds(runs)]
     seeds = sorted({r["seed"] for r in runs})
