@@ -238,3 +238,15 @@ def save_scratch_llm(serve_dir, out, *, spread: float = 0.0, facts: bool = False
             items = items.append_column(name, table[name].take(take))
     save_llm(out, model, tok, vocab, items, system_prompt="Recommend.")
     return out
+
+
+def load_bench(name: str):
+    """The module of ``bench/<name>.py`` (bench scripts are not a package), loaded from its file."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

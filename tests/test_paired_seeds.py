@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "paired_seeds.py"
+from conftest import load_bench
 
 
 def paired_seeds():
-    spec = importlib.util.spec_from_file_location("paired_seeds", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("paired_seeds")
 
 
 def finished_run(

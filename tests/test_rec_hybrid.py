@@ -429,13 +429,9 @@ def test_evaluate_rerank_user_errors(
 
 
 def beauty_rec():
-    import importlib.util
+    from conftest import load_bench
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "beauty_rec.py"
-    spec = importlib.util.spec_from_file_location("beauty_rec", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("beauty_rec")
 
 
 def test_the_benchmark_row_is_reranked_on_validation_and_summarised_over_seeds_like_the_others(
