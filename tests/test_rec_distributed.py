@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import semid._distributed as distributed_impl
 import semid.cli.rec  # noqa: F401  (registers the commands)
 from conftest import TINY_TIGER, free_port, write_grid_ids, write_walk_shop
 from semid.cli import main
@@ -249,8 +250,7 @@ print(group.rank, group.world_size, dist.is_initialized())
 
 
 def test_a_rank_destroys_the_group_it_started_at_exit() -> None:
-    """An exit with a live gloo group can abort a finished rank (SIGABRT, 'terminate called without an
-    active exception'); setup() registers the teardown that destroys it first."""
+    """setup() registers the teardown that destroys the group it started while the interpreter is whole."""
     port = str(free_port())
 
     def rank_env(r: int) -> dict[str, str]:
@@ -270,6 +270,46 @@ def test_a_rank_destroys_the_group_it_started_at_exit() -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-1000:] for _, err in outs]
     assert [out.split() for out, _ in outs] == [["0", "2", "False"], ["1", "2", "False"]]
+
+
+EXIT_SCRIPT = """
+import sys
+from semid._distributed import exit_rank
+print("summary table", end="")  # block-buffered into a pipe: lost unless exit_rank flushes it
+sys.stderr.write("Error: last words")
+exit_rank(3)
+print("never")
+"""
+
+
+def test_exit_rank_flushes_what_the_rank_wrote_and_keeps_its_exit_status() -> None:
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    job = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], env=env, capture_output=True, text=True)
+    assert (job.returncode, job.stdout, job.stderr) == (3, "summary table", "Error: last words")
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["data", "stats", "/no/such/dir"], 1)])
+def test_a_torchrun_rank_of_the_cli_ends_through_exit_rank(monkeypatch, capsys, argv, code) -> None:
+    """Under torchrun, `semid` leaves through exit_rank (no interpreter finalization, where a gloo worker
+    thread can abort a finished rank), with the command's own exit status."""
+    ended: list[int] = []
+
+    def fake_exit(status: int) -> None:
+        ended.append(status)
+        raise SystemExit(status)  # the real one never returns
+
+    monkeypatch.setattr(distributed_impl, "started_here", lambda: True)
+    monkeypatch.setattr(distributed_impl, "exit_rank", fake_exit)
+    assert run_cli(argv, capsys)[0] == code
+    assert ended == [code]
+
+
+def test_without_a_group_the_cli_exits_as_usual(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(
+        distributed_impl, "exit_rank", lambda status: pytest.fail("exit_rank without a group")
+    )
+    assert not distributed_impl.started_here()
+    assert run_cli(["--help"], capsys)[0] == 0
 
 
 def test_one_process_has_no_group_and_keeps_every_example() -> None:

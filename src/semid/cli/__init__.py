@@ -43,8 +43,21 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning :class:`SemidError` into one line and exit status 1.
 
     Usage errors (unknown option, missing argument) are handled by typer: a message and exit status 2.
-    Set ``SEMID_DEBUG=1`` to see the traceback behind an ``Error:`` line.
+    Set ``SEMID_DEBUG=1`` to see the traceback behind an ``Error:`` line. A rank of a torchrun job ends
+    through :func:`semid._distributed.exit_rank`, which skips a torch race at interpreter exit.
     """
+    try:
+        _run(argv)
+    except SystemExit as e:
+        ranks = sys.modules.get("semid._distributed")  # not imported: no process group (and no torch import)
+        if ranks is not None and ranks.started_here():  # a torchrun rank: leave without finalization
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            ranks.exit_rank(e.code if isinstance(e.code, int) else int(e.code is not None))
+        raise
+
+
+def _run(argv: list[str] | None) -> None:
     _register()
     previous = _raise_on_sigterm()
     try:
