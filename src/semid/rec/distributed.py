@@ -9,6 +9,7 @@ from semid._distributed import (  # noqa: F401  (re-exported)
     backend_for,
     barrier,
     current,
+    exit_rank,
     launched_world_size,
     on_main,
     rank_device,
