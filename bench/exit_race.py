@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = """
@@ -42,14 +45,6 @@ dist.barrier()
 if os.environ["ENDING"] == "exit_rank":
     exit_rank(0)
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_jobs(ending: str, jobs: int, script: Path) -> tuple[int, str, float]:

@@ -28,7 +28,6 @@ import contextlib
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,17 +38,11 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit_json, print_table  # noqa: E402
+from _common import emit_json, free_port, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "bench" / "out" / "serve-demo"
 MODES = {"batched": [], "unbatched": ["--no-batch"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_demo(path: Path) -> None:

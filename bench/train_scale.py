@@ -23,13 +23,13 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import free_port  # noqa: E402
 from beauty_rec import BEAUTY, load_beauty, make_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +38,6 @@ SETTINGS = [
     ("1 process x 2 threads", 1, 2),
     ("2 ranks x 1 thread (DDP)", 2, 1),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(model: str, procs: int, threads: int, steps: int, out: Path, ids: Path) -> dict:
