@@ -179,7 +179,7 @@ def walk_rec_data(n_items: int = 40, n_users: int = 150, seed: int = 0):
 
 
 def free_port() -> int:
-    """A TCP port free on this machine now: the rendezvous of a test's data-parallel job."""
+    """A TCP port free on this machine now: a test server's, or the rendezvous of a data-parallel job."""
     import socket
 
     with socket.socket() as sock:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import WordHashEmbedder
+from conftest import WordHashEmbedder, free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,12 +28,6 @@ pytestmark = [
 ARTIFACTS = Path(
     os.environ.get("SEMID_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
