@@ -234,6 +234,29 @@ def test_learning_rate_decays_over_the_time_budget() -> None:
     assert _lr_at(900, 1000, config, seconds=60.0) < 0.005
 
 
+def test_patience_counts_validations_once_warmup_is_over(data: RecData, tmp_path: Path) -> None:
+    # At a learning rate of 1e-12 the weights stay put, so no validation after the first one is better.
+    still = {**FAST, "epochs": 8, "batch_size": 16, "lr": 1e-12, "patience": 2}
+
+    def run(warmup_steps: int, name: str) -> object:
+        return fit(
+            "sasrec",
+            data,
+            tmp_path / name,
+            model_config=TINY_SASREC,
+            train_config={**still, "warmup_steps": warmup_steps},
+        )[1]
+
+    no_warmup = run(0, "none")
+    assert (no_warmup.stopped, no_warmup.epochs, no_warmup.best_epoch) == ("early_stop", 3, 1)
+    per_epoch = no_warmup.steps // 3
+    # Warmup ends with epoch 4: epochs 5 and 6 are the two that count, and the run stops there.
+    mid = run(4 * per_epoch, "mid")
+    assert (mid.stopped, mid.epochs) == ("early_stop", 6)
+    # A warmup longer than the run: patience never starts counting.
+    assert run(100 * per_epoch, "long").stopped == "epochs"
+
+
 def test_max_minutes_is_a_budget_over_all_sessions_of_a_run(sasrec_run, tmp_path: Path) -> None:
     _, result, finished = sasrec_run
     run_dir = shutil.copytree(finished, tmp_path / "run")

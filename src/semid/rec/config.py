@@ -57,7 +57,8 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.05
     clip_grad_norm: float = 1.0  # 0 disables clipping
-    patience: int = 10  # validations without a better NDCG@10 before stopping; 0 = never stop early
+    # validations without a better NDCG@10 before stopping, counted once warmup is over; 0 = never stop early
+    patience: int = 10
     eval_every: int = 1  # epochs between validations
     valid_users: int = 0  # validate on a fixed random subset of this many users (0 = all) to save time
     eval_batch_size: int = 256
