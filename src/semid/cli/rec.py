@@ -225,6 +225,8 @@ def train_cmd(
             if rec.n_dropped_users:
                 console.print(f"left out {rec.n_dropped_users:,} users with fewer than 3 interactions")
             console.print(f"{rec.n_users:,} users, {rec.n_items:,} items -> {output}")
+            if model is ModelName.tiger:
+                _print_scaled_shape(rec, sections["model"])
         notes = {"paths": [str(p) for p in data], "ids": str(ids) if ids else None, "name": ds.name}
         result = run_fit(rec, model_config=sections["model"], train_config=train_options, notes=notes)
     if not main_rank:
@@ -237,6 +239,19 @@ def train_cmd(
         table.add_row(*_metrics_row(f"{model.value} (validation)", result.best_valid))
         out.print(table)
     out.print(f"next: semid evaluate {output}")
+
+
+def _print_scaled_shape(rec: Any, given: dict[str, Any]) -> None:
+    """Say which shape options the defaults scaled down for this small data (semid.rec.config.scaled_shape)."""
+    from semid.rec.config import scaled_shape
+
+    shape = {k: v for k, v in scaled_shape("tiger", rec.n_train_targets).items() if k not in given}
+    if shape:
+        console.print(
+            f"{rec.n_train_targets:,} training targets: a smaller TIGER than the paper's, the defaults for data "
+            f"this small ({', '.join(f'{k}={v}' for k, v in shape.items())}); options in the config's "
+            "'model' section override them, and configs/tiger-paper.json is the paper's shape"
+        )
 
 
 def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str) -> Any:

@@ -88,6 +88,15 @@ class RecData:
         """Leave-one-out: last item test target, second last validation target, the rest training."""
         return leave_one_out(self.sequences)
 
+    @property
+    def n_train_targets(self) -> int | None:
+        """Training targets per epoch: each training item after its user's first (TIGER's examples per epoch,
+        the targets SASRec's windows predict); None for a streamed log, whose size is not read up front."""
+        if self.log is not None:
+            return None
+        lengths = np.diff(self.split.train.offsets)
+        return int(np.maximum(lengths - 1, 0).sum())
+
     @cached_property
     def user_keys(self) -> np.ndarray:
         """(n_users,) int64 hashed user ids (see :func:`user_keys`)."""

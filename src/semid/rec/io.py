@@ -24,7 +24,7 @@ from torch import nn
 
 from semid._utils import atomic_path, read_json_mapping, resolve_device
 from semid.errors import SemidError, first_line
-from semid.rec.config import CODED, MODELS, config_from_dict
+from semid.rec.config import CODED, MODELS, config_from_dict, scaled_shape
 from semid.rec.data import RecData
 from semid.rec.sasrec import SASRec
 
@@ -43,7 +43,8 @@ LAST = Path("checkpoints") / "last"
 
 
 def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
-    """A fresh model for ``data``: the paper defaults, the data's sizes, then ``overrides``."""
+    """A fresh model for ``data``: the defaults (scaled to the data's size, :func:`~semid.rec.config.scaled_shape`),
+    the data's sizes, then ``overrides``."""
     if model_type not in MODELS:
         raise SemidError(f"model {model_type!r} is not one of {', '.join(map(repr, MODELS))}")
     klass, config_cls = MODELS[model_type]
@@ -64,7 +65,8 @@ def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
     for key in ("n_items",):
         if key in overrides and overrides[key] != fixed[key]:
             raise SemidError(f"{key}={overrides[key]} does not match the data ({fixed[key]})")
-    config = config_from_dict(config_cls, {**overrides, **fixed}, source=f"{model_type} config")
+    scaled = scaled_shape(model_type, data.n_train_targets)
+    config = config_from_dict(config_cls, {**scaled, **overrides, **fixed}, source=f"{model_type} config")
     return klass(config, data.codes) if model_type in CODED else klass(config)
 
 

@@ -43,7 +43,9 @@ class TIGERConfig:
     """Shape of a TIGER model. The defaults are our best measured Beauty recipe (one token per history item,
     dropout 0.2, no user information: validation R@10 0.1022 against 0.0916 with the paper's user tokens and
     0.084 with its code tokens at the same time budget; ``bench/results/beauty_rec_tiger_nouser.txt``); the
-    paper's layout is ``configs/tiger-paper.json`` (``encoder_tokens="codes"``, dropout 0.1, 2,000 users)."""
+    paper's layout is ``configs/tiger-paper.json`` (``encoder_tokens="codes"``, dropout 0.1, 2,000 users).
+    The shape defaults (4+4 layers, d_model 128) are the paper's; :func:`~semid.rec.io.build_model` gives
+    small data a smaller one (:func:`semid.rec.config.scaled_shape`) unless the options are given."""
 
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256, 256])  # K_l, set from the IDs
     n_items: int = 0  # items with an ID, set from the data

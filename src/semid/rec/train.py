@@ -1,7 +1,7 @@
 """Training shared by SASRec and TIGER: AdamW, warmup then decay, validation each epoch, checkpoints.
 
     data = RecData.from_dataset(load_dataset("data/beauty"), read_ids("ids.parquet"))
-    model, result = fit("tiger", data, "runs/tiger")                 # paper config, until early stopping
+    model, result = fit("tiger", data, "runs/tiger")                 # the defaults, until early stopping
     model, result = fit("tiger", data, "runs/tiger", resume=True)    # continue a stopped run
 
 Every prefix of every training sequence is a target (TIGER: one example per prefix; SASRec: windows that
