@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BEAUTY, print_table  # noqa: E402
+from semid.rec.config import TIGER_SCALED_SHAPES  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
     "paper": {
@@ -54,14 +55,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "n_encoder_layers": 2,
         "n_decoder_layers": 2,
     },
-    "small": {
-        "d_model": 64,
-        "n_heads": 4,
-        "d_head": 16,
-        "d_ff": 256,
-        "n_encoder_layers": 2,
-        "n_decoder_layers": 2,
-    },
+    "small": TIGER_SCALED_SHAPES[0][1],  # the library's shape for small data
     "auto": {},
 }
 COLUMNS = ["fraction", "patience", "shape", "users", "examples", "params", "R@10", "N@10", "N@10 / paper"]

@@ -71,6 +71,7 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
     RESUMABLE,
     SCHEDULES,
     SELECT_BY,
+    TIGER_SCALED_SHAPES,
     TrainConfig,
     config_from_dict,
     default_train_config,
@@ -529,16 +530,9 @@ def fit(
 # The demo
 # --------------------------------------------------------------------------------------------------------
 
-# A TIGER small enough to learn the demo data in a minute or two on two CPU cores.
-DEMO_TIGER = {
-    "d_model": 64,
-    "n_heads": 4,
-    "d_head": 16,
-    "d_ff": 256,
-    "n_encoder_layers": 2,
-    "n_decoder_layers": 2,
-    "n_user_tokens": 200,
-}
+# A TIGER small enough to learn the demo data in a minute or two on two CPU cores: the small data's shape
+# (TIGER_SCALED_SHAPES) with hashed user tokens.
+DEMO_TIGER = {**TIGER_SCALED_SHAPES[0][1], "n_user_tokens": 200}
 
 
 def train_demo_tiger(
