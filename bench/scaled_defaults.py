@@ -36,17 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BEAUTY, print_table  # noqa: E402
-from semid.rec.config import TIGER_SCALED_SHAPES  # noqa: E402
+from semid.rec.config import TIGER_SHAPE, TIGER_SMALL_SHAPE  # noqa: E402
+from semid.rec.tiger import TIGERConfig  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "paper": {
-        "d_model": 128,
-        "n_heads": 6,
-        "d_head": 64,
-        "d_ff": 1024,
-        "n_encoder_layers": 4,
-        "n_decoder_layers": 4,
-    },
+    "paper": {k: getattr(TIGERConfig(), k) for k in TIGER_SHAPE},  # TIGERConfig's own defaults
     "medium": {
         "d_model": 128,
         "n_heads": 4,
@@ -55,7 +49,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "n_encoder_layers": 2,
         "n_decoder_layers": 2,
     },
-    "small": TIGER_SCALED_SHAPES[0][1],  # the library's shape for small data
+    "small": TIGER_SMALL_SHAPE,  # the library's shape for small data
     "auto": {},
 }
 COLUMNS = ["fraction", "patience", "shape", "users", "examples", "params", "R@10", "N@10", "N@10 / paper"]
@@ -110,7 +104,7 @@ def run_one(data: Any, shape: str, run_dir: Path, args: argparse.Namespace, seed
         "epochs": result.epochs,
         "train min": result.seconds / 60,
         "params": sum(p.numel() for p in model.parameters()),
-        "shape_options": {k: getattr(model.config, k) for k in SHAPES["paper"]},
+        "shape_options": {k: getattr(model.config, k) for k in TIGER_SHAPE},
     }
 
 

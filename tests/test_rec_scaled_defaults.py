@@ -10,13 +10,17 @@ import pytest
 
 from conftest import load_bench, walk_rec_data, write_grid_ids, write_walk_shop
 from semid.data import Sequences
-from semid.rec.config import TIGER_SCALED_SHAPES, TIGER_SHAPE, scaled_shape
+from semid.rec.config import TIGER_SHAPE, TIGER_SMALL_SHAPE, TIGER_SMALL_TARGETS, scaled_shape
 from semid.rec.data import RecData
 from semid.rec.tiger import TIGERConfig
 from semid.rec.train import build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-BOUND, SMALL = TIGER_SCALED_SHAPES[0]
+BOUND, SMALL = TIGER_SMALL_TARGETS, TIGER_SMALL_SHAPE
+
+
+def shape_of(config: object) -> dict[str, int]:
+    return {k: getattr(config, k) for k in TIGER_SHAPE}
 
 
 def test_training_targets_are_the_training_items_after_each_users_first() -> None:
@@ -51,12 +55,12 @@ def test_the_scaled_shape_is_the_small_one_up_to_its_bound_and_the_paper_shape_a
 
 def test_build_model_gives_small_data_the_small_shape_and_large_data_the_paper_shape() -> None:
     small = build_model("tiger", walk_rec_data()).config
-    assert {k: getattr(small, k) for k in TIGER_SHAPE} == SMALL
+    assert shape_of(small) == SMALL
     data = walk_rec_data(n_users=BOUND // 2 + 1)  # 5 to 9 items a user: 2 to 6 targets, over the bound
     assert data.n_train_targets > BOUND
     large = build_model("tiger", data).config
     paper = TIGERConfig()
-    assert {k: getattr(large, k) for k in TIGER_SHAPE} == {k: getattr(paper, k) for k in TIGER_SHAPE}
+    assert shape_of(large) == shape_of(paper)
 
 
 def test_options_given_override_the_scaled_defaults_one_by_one() -> None:
@@ -70,7 +74,7 @@ def test_the_shipped_tiger_recipes_pin_their_shape_whatever_the_data_size(name: 
     recipe = json.loads((CONFIGS / name).read_text())["model"]
     config = build_model("tiger", walk_rec_data(), **recipe).config
     paper = TIGERConfig()
-    assert {k: getattr(config, k) for k in TIGER_SHAPE} == {k: getattr(paper, k) for k in TIGER_SHAPE}
+    assert shape_of(config) == shape_of(paper)
 
 
 def test_the_cli_says_when_it_scales_the_model_down(

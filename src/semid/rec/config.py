@@ -158,42 +158,36 @@ def default_train_config(model_type: str, **changes: Any) -> TrainConfig:
     return TrainConfig(**{**base.to_dict(), **changes})
 
 
-# The options that make a TIGER's shape, and the shapes its defaults give to small data (:func:`scaled_shape`).
+# The options that make a TIGER's shape, and the shape its defaults give to small data (:func:`scaled_shape`).
 TIGER_SHAPE = ("d_model", "n_heads", "d_head", "d_ff", "n_encoder_layers", "n_decoder_layers")
-# (up to this many training targets per epoch, shape): the first row the data fits. Larger data gets
+# Data of up to TIGER_SMALL_TARGETS training targets per epoch gets TIGER_SMALL_SHAPE; larger data gets
 # TIGERConfig's own defaults, the paper's 4+4 layers of d_model 128 (our Beauty recipe, 131,413 targets).
 # Chosen on validation N@10 of Beauty's users subsampled to 5% and 20% (7,036 and 26,494 targets;
 # bench/results/scaled_defaults.txt): 2+2 layers of d_model 64 (0.28M parameters against 4.6M) matched or
 # beat the paper's shape at each size in 1/4 to 1/8 of its training time. Between 26,494 and 131,413 targets
 # nothing was measured, so the bound stays close to the largest size measured.
-TIGER_SCALED_SHAPES: tuple[tuple[int, dict[str, int]], ...] = (
-    (
-        30_000,
-        {
-            "d_model": 64,
-            "n_heads": 4,
-            "d_head": 16,
-            "d_ff": 256,
-            "n_encoder_layers": 2,
-            "n_decoder_layers": 2,
-        },
-    ),
-)
+TIGER_SMALL_TARGETS = 30_000
+TIGER_SMALL_SHAPE = {
+    "d_model": 64,
+    "n_heads": 4,
+    "d_head": 16,
+    "d_ff": 256,
+    "n_encoder_layers": 2,
+    "n_decoder_layers": 2,
+}
 
 
 def scaled_shape(model_type: str, n_targets: int | None) -> dict[str, int]:
     """The shape options a ``model_type``'s defaults give to data with ``n_targets`` training targets per
     epoch (:attr:`RecData.n_train_targets`); ``{}`` means the config class's own defaults.
 
-    Only TIGER scales (:data:`TIGER_SCALED_SHAPES`). SASRec's defaults are already the small tuned Beauty
-    shape (2 layers, d_model 64) and RPG's are the paper's; neither was measured at other sizes. A streamed
-    log (``n_targets`` None) gets the full-size defaults. Options given explicitly override these one by one.
+    Only TIGER scales (:data:`TIGER_SMALL_SHAPE` up to :data:`TIGER_SMALL_TARGETS`). SASRec's defaults are
+    already the small tuned Beauty shape (2 layers, d_model 64) and RPG's are the paper's; neither was
+    measured at other sizes. A streamed log (``n_targets`` None) gets the full-size defaults. Options given
+    explicitly override these one by one.
     """
-    if model_type != "tiger" or n_targets is None:
-        return {}
-    for bound, shape in TIGER_SCALED_SHAPES:
-        if n_targets <= bound:
-            return dict(shape)
+    if model_type == "tiger" and n_targets is not None and n_targets <= TIGER_SMALL_TARGETS:
+        return dict(TIGER_SMALL_SHAPE)
     return {}
 
 

@@ -71,7 +71,7 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
     RESUMABLE,
     SCHEDULES,
     SELECT_BY,
-    TIGER_SCALED_SHAPES,
+    TIGER_SMALL_SHAPE,
     TrainConfig,
     config_from_dict,
     default_train_config,
@@ -531,8 +531,8 @@ def fit(
 # --------------------------------------------------------------------------------------------------------
 
 # A TIGER small enough to learn the demo data in a minute or two on two CPU cores: the small data's shape
-# (TIGER_SCALED_SHAPES) with hashed user tokens.
-DEMO_TIGER = {**TIGER_SCALED_SHAPES[0][1], "n_user_tokens": 200}
+# (TIGER_SMALL_SHAPE) with hashed user tokens.
+DEMO_TIGER = {**TIGER_SMALL_SHAPE, "n_user_tokens": 200}
 
 
 def train_demo_tiger(
