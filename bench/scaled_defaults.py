@@ -2,6 +2,7 @@
 
     python bench/scaled_defaults.py --fractions 0.05,0.2 --threads 1 --out bench/out/scaled
     python bench/scaled_defaults.py --fractions 0.05 --shapes small,auto --seeds 0,1 --out bench/out/scaled
+    python bench/scaled_defaults.py --fractions 0.5 --shapes small --model-set label_smoothing=0.1  # an option
     python bench/scaled_defaults.py --merge bench/out/scaled-a bench/out/scaled-b   # one table, trains nothing
 
 Amazon Beauty's users are subsampled (seeded, the same users for every shape) to each ``--fractions``
@@ -15,6 +16,9 @@ every epoch on up to ``--valid-users`` users, until early stopping. Shapes:
 - ``medium``: 2+2 layers, d_model 128, 4 x 32 heads, MLP 512;
 - ``small``: 2+2 layers, d_model 64, 4 x 16 heads, MLP 256;
 - ``auto``: no shape options, so the library's defaults for this data (:func:`semid.rec.config.scaled_shape`).
+
+``--model-set KEY=VALUE`` (repeatable) sets a TIGER option over every shape, for an ablation of a recipe
+option at a given size; the run keys and the table's ``shape`` column name it.
 
 Printed per fraction and shape: training examples per epoch, parameters, best validation R@10 / N@10 and
 its epoch, training minutes, and the N@10 as a ratio of the paper shape's on the same data. No test user is
@@ -36,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BEAUTY, print_table  # noqa: E402
+from beauty_rec import _option, load_beauty, make_ids  # noqa: E402
 from semid.rec.config import TIGER_SHAPE, TIGER_SMALL_SHAPE  # noqa: E402
 from semid.rec.tiger import TIGERConfig  # noqa: E402
 
@@ -93,7 +98,7 @@ def run_one(data: Any, shape: str, run_dir: Path, args: argparse.Namespace, seed
         "tiger",
         None if resume else data,
         run_dir,
-        model_config=SHAPES[shape],
+        model_config={**SHAPES[shape], **dict(args.model_set)},
         train_config=train,
         resume=resume,
     )
@@ -110,17 +115,21 @@ def run_one(data: Any, shape: str, run_dir: Path, args: argparse.Namespace, seed
 
 def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per fraction, patience and shape: the mean over its seeds, N@10 as a ratio of the paper shape's."""
-    groups: dict[tuple[float, str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[float, str, int, str], list[dict[str, Any]]] = {}
     for r in results.values():  # runs without a patience of their own had TIGER's default, 5
-        groups.setdefault((r["fraction"], r["shape"], r.get("patience", 5)), []).append(r)
+        key = (r["fraction"], r["shape"], r.get("patience", 5), r.get("options", ""))
+        groups.setdefault(key, []).append(r)
     rows = []
-    order = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], list(SHAPES).index(kv[0][1])))
-    for (fraction, shape, patience), runs in order:
-        row = {"fraction": fraction, "patience": patience, "shape": shape, "seeds": len(runs)}
+    order = sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][2], list(SHAPES).index(kv[0][1]), kv[0][3])
+    )
+    for (fraction, shape, patience, options), runs in order:
+        row = {"fraction": fraction, "patience": patience, "shape": f"{shape} {options}".strip()}
+        row["seeds"] = len(runs)
         for k in ("users", "examples", "params", "R@10", "N@10", "best epoch", "epochs", "train min"):
             row[k] = statistics.mean(r[k] for r in runs)
         rows.append(row)
-    paper = {(r["fraction"], r["patience"]): r["N@10"] for r in rows if r["shape"] == "paper"}
+    paper = {(r["fraction"], r["patience"]): r["N@10"] for r in rows if r["shape"] == "paper"}  # no options
     for r in rows:
         if (r["fraction"], r["patience"]) in paper:
             r["N@10 / paper"] = r["N@10"] / paper[r["fraction"], r["patience"]]
@@ -142,6 +151,14 @@ def main() -> None:
         "--out", type=Path, default=Path("bench/out/scaled"), help="run directories + results.json"
     )
     p.add_argument("--merge", type=Path, nargs="+", help="print these --out folders' results as one table")
+    p.add_argument(
+        "--model-set",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TIGER option over every shape (repeatable), e.g. label_smoothing=0.1",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args()
     if args.merge:
@@ -158,7 +175,6 @@ def main() -> None:
         raise SystemExit(f"{BEAUTY} not found (set SEMID_SHARED to the folder holding data/amazon-beauty)")
     import torch
 
-    from beauty_rec import load_beauty, make_ids
     from semid.rec.data import RecData
 
     torch.set_num_threads(args.threads)
@@ -175,6 +191,7 @@ def main() -> None:
                 key = f"f{fraction:g}-{shape}-s{seed}" + (
                     "" if args.patience is None else f"-p{args.patience}"
                 )
+                key += "".join(f"-{k}{v}" for k, v in args.model_set)
                 if key in results:
                     continue
                 t = time.perf_counter()
@@ -182,6 +199,8 @@ def main() -> None:
                 results[key] = {"fraction": fraction, "shape": shape, "seed": seed, **sizes, **run}
                 if args.patience is not None:
                     results[key]["patience"] = args.patience
+                if args.model_set:
+                    results[key]["options"] = " ".join(f"{k}={v}" for k, v in args.model_set)
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
                 print(
                     f"{key}: valid N@10 {run['N@10']:.4f} in {(time.perf_counter() - t) / 60:.1f} min",

@@ -141,3 +141,8 @@ def test_the_bench_table_averages_seeds_and_divides_by_the_paper_shape() -> None
     assert (paper["shape"], paper["N@10 / paper"], paper["seeds"]) == ("paper", 1.0, 1)
     assert (small["N@10"], small["epochs"], small["train min"], small["seeds"]) == (0.04, 7, 2.0, 2)
     assert small["N@10 / paper"] == pytest.approx(2.0)
+    # a run with a --model-set option is its own row, named by it, still divided by the plain paper shape
+    results["d"] = {**results["b"], "N@10": 0.06, "options": "label_smoothing=0.1"}
+    rows = bench.table(results)
+    assert [r["shape"] for r in rows] == ["paper", "small", "small label_smoothing=0.1"]
+    assert rows[2]["N@10 / paper"] == pytest.approx(3.0) and rows[1]["seeds"] == 2
