@@ -17,7 +17,7 @@ from semid.embed.store import read_embeddings, read_metadata, write_embeddings
 from semid.errors import SemidError
 from semid.ids.table import read_ids
 from semid.quantize import RQKMeans, load_quantizer
-from semid.quantize.collab import Fusion, align_by_item_id, fit_fused, fuse
+from semid.quantize.collab import IMPUTE_ALPHAS, Fusion, align_by_item_id, fit_fused, fuse, impute_from_text
 from semid.rec.data import RecData
 from semid.rec.io import load_model
 
@@ -124,6 +124,130 @@ def test_export_is_for_sasrec_runs(tmp_path: Path, capsys) -> None:
         "(semid train sasrec DATA -o RUN)"
     )
     assert not (tmp_path / "v.parquet").exists()
+
+
+def test_imputing_fills_the_unknown_rows_from_the_text_and_keeps_the_known_ones() -> None:
+    rng = np.random.default_rng(0)
+    X = clustered(n=500, dim=16, centres=8)
+    C = (X @ rng.normal(size=(16, 6)) + 0.05 * rng.normal(size=(500, 6))).astype(np.float32)  # linear in text
+    known = np.ones(500, dtype=bool)
+    known[:50] = False
+    noise = rng.normal(size=(50, 6)).astype(np.float32)  # what SASRec leaves in a row it never trained
+    filled, report = impute_from_text(X, np.vstack([noise, C[50:]]), known)
+    np.testing.assert_array_equal(filled[50:], C[50:])  # known rows untouched
+    cos = (
+        np.sum(filled[:50] * C[:50], axis=1)
+        / np.linalg.norm(filled[:50], axis=1)
+        / np.linalg.norm(C[:50], axis=1)
+    )
+    assert cos.mean() > 0.95  # the noise rows are replaced by the text's prediction
+    np.testing.assert_allclose(
+        np.linalg.norm(filled[:50], axis=1), np.median(np.linalg.norm(C[50:], axis=1)), rtol=1e-5
+    )
+    assert (report.n_known, report.n_imputed) == (450, 50) and report.alpha in IMPUTE_ALPHAS
+    assert report.held_out_cosine > 0.95 > report.mean_vector_cosine
+    again, _ = impute_from_text(X, np.vstack([noise, C[50:]]), known)
+    np.testing.assert_array_equal(again, filled)  # seeded
+
+
+def test_imputing_needs_known_rows_and_one_flag_per_row() -> None:
+    X = clustered(n=10, dim=4, centres=2)
+    with pytest.raises(
+        SemidError, match=r"^2 rows have a collaborative vector: too few to learn one from the text$"
+    ):
+        impute_from_text(X, X, np.arange(10) < 2)
+    with pytest.raises(
+        SemidError, match=r"^known should be a bool array of 10 values \(one per row of X\), got \(9,\)$"
+    ):
+        impute_from_text(X, X, np.ones(9, dtype=bool))
+
+
+def test_export_imputes_untrained_and_new_items_from_their_text(shop: Path, tmp_path: Path, capsys) -> None:
+    ids, X = read_embeddings(shop / "emb.parquet")
+    new = clustered(n=2, dim=16, centres=2, seed=1)
+    text = write_embeddings(tmp_path / "text.parquet", [*ids.tolist(), "new1", "new0"], np.vstack([X, new]))
+    code, out, err = run(
+        ["export-embeddings", shop / "runs" / "sasrec", "-o", tmp_path / "c.parquet", "--impute-from", text],
+        capsys,
+    )
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"{N_ITEMS + 2} x 16 item vectors of ") and lines[0].endswith(
+        "(untrained, in no training sequence: 1)"
+    )
+    assert lines[1].startswith("2 new items; 3 rows imputed from the text by ridge regression (alpha ")
+    got_ids, C = read_embeddings(tmp_path / "c.parquet")
+    plain_ids, plain = read_embeddings(shop / "sasrec-items.parquet")
+    assert got_ids.tolist() == [*plain_ids.tolist(), "new0", "new1"]
+    trained = np.array([i != f"i{N_WALKED}" for i in plain_ids])
+    np.testing.assert_array_equal(C[:N_ITEMS][trained], plain[trained])  # learned rows as exported
+    assert not np.allclose(C[N_WALKED], plain[N_WALKED])  # the item nobody bought: predicted, not untrained
+    meta = read_metadata(tmp_path / "c.parquet")
+    assert (meta["untrained_items"], meta["imputed_items"], meta["new_items"]) == ("1", "3", "2")
+    # the new items get fused IDs from a model fitted on the catalogue (assign takes a wider table)
+    code, _, err = run(
+        [
+            "fit",
+            shop / "emb.parquet",
+            "-o",
+            tmp_path / "fused",
+            "--levels",
+            "2",
+            "--codebook-size",
+            "4",
+            "--fuse",
+            tmp_path / "c.parquet",
+        ],
+        capsys,
+    )
+    assert code == 1 and "2 are not in" in error_line(err)  # fit needs the same items ...
+    code, _, err = run(
+        [
+            "fit",
+            text,
+            "-o",
+            tmp_path / "fused",
+            "--levels",
+            "2",
+            "--codebook-size",
+            "4",
+            "--fuse",
+            tmp_path / "c.parquet",
+        ],
+        capsys,
+    )
+    assert code == 0, err  # ... so fit on the text of every item, new ones included
+    new_emb = write_embeddings(tmp_path / "new.parquet", ["new0", "new1"], new[::-1])
+    code, _, err = run(
+        [
+            "assign",
+            tmp_path / "fused",
+            new_emb,
+            "--fuse",
+            tmp_path / "c.parquet",
+            "-o",
+            tmp_path / "ids.parquet",
+            "--dedup",
+            "none",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert read_ids(tmp_path / "ids.parquet").item_ids.tolist() == ["new0", "new1"]
+
+
+def test_export_refuses_text_that_misses_an_item_of_the_run(shop: Path, tmp_path: Path, capsys) -> None:
+    ids, X = read_embeddings(shop / "emb.parquet")
+    text = write_embeddings(tmp_path / "text.parquet", ids[1:], X[1:])
+    code, _, err = run(
+        ["export-embeddings", shop / "runs" / "sasrec", "-o", tmp_path / "c.parquet", "--impute-from", text],
+        capsys,
+    )
+    assert code == 1
+    assert error_line(err) == (
+        f"Error: {text} has {N_ITEMS - 1} items, the run has {N_ITEMS} (1 of the run's items are missing, e.g. 'i0')"
+    )
+    assert not (tmp_path / "c.parquet").exists()
 
 
 # --- end to end: SASRec -> IDs -> TIGER ------------------------------------------------------------------

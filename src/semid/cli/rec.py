@@ -9,6 +9,7 @@ semid evaluate runs/tiger --rerank runs/sasrec                       # TIGER's b
 semid evaluate runs/tiger --cold-start --unseen-share 0.1             # + unseen items sharing an ID prefix
 semid recommend runs/tiger --history B004756YJA,B004ZT0SSG -k 10     # items with IDs and titles
 semid export-embeddings runs/sasrec -o sasrec-items.parquet          # SASRec's item vectors (fit --fuse)
+semid export-embeddings runs/sasrec -o c.parquet --impute-from emb.parquet   # + untrained / new items from text
 
 Data-parallel training (docs/scaling.md), the same run directory and options:
 torchrun --nproc-per-node 4 -m semid train tiger data/beauty --ids ids.parquet -o runs/tiger
@@ -496,23 +497,36 @@ def export_embeddings_cmd(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Embeddings .parquet to write.", show_default=False)
     ],
+    impute_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--impute-from",
+            help="Text embeddings (.parquet item_id + embedding) of the run's items and any new ones: the "
+            "untrained items' rows are predicted from their text (ridge regression fitted on the trained "
+            "items), and the new items are added the same way.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """SASRec's learned item vectors as an embeddings file (item_id + embedding), one row per item.
 
     For Semantic IDs with collaborative signal: semid fit EMB -o MODEL --fuse FILE (any method), or
     --method rq-vae --collab FILE. Items in no training sequence (cold items, items nobody bought) keep
-    their untrained row, so the file covers the catalogue; their number is printed.
+    their untrained row, so the file covers the catalogue; their number is printed. With --impute-from
+    EMB those rows, and the rows of EMB's items the run lacks, are predicted from the text instead.
     """
     from semid._outputs import check_output
     from semid.rec.io import export_run_embeddings
 
-    check_output(output, inputs=[run_dir], what="an embeddings file")
+    check_output(output, inputs=[run_dir, impute_from], what="an embeddings file")
     if output.suffix != ".parquet":
         raise SemidError(f"{output}: embeddings are written as .parquet, got {output.suffix!r}")
-    res = export_run_embeddings(run_dir, output)
+    res = export_run_embeddings(run_dir, output, impute_from=impute_from)
     msg = f"{res['n_items']:,} x {res['dim']} item vectors of {run_dir} -> {output}"
     if res["untrained_items"]:
         msg += f" (untrained, in no training sequence: {res['untrained_items']:,})"
+    if res["imputation"] is not None:
+        msg += f"\n{res['new_items']:,} new items; {res['imputation'].describe()}"
     out.print(msg)
 
 

@@ -73,6 +73,88 @@ def align_by_item_id(
     return C[np.fromiter((row[k] for k in keys), dtype=np.int64, count=len(keys))]
 
 
+IMPUTE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)  # ridge penalties tried on the held-out known rows
+
+
+@dataclass(frozen=True)
+class Imputation:
+    """What :func:`impute_from_text` did: ``n_known`` rows fitted on, ``n_imputed`` rows filled, the ridge
+    penalty ``alpha`` chosen, and the mean cosine to the true vectors on the held-out known rows, for the
+    fit (``held_out_cosine``) and for the mean known vector in its place (``mean_vector_cosine``)."""
+
+    n_known: int
+    n_imputed: int
+    alpha: float
+    held_out_cosine: float
+    mean_vector_cosine: float
+
+    def describe(self) -> str:
+        """One phrase for messages."""
+        return (
+            f"{self.n_imputed:,} rows imputed from the text by ridge regression (alpha {self.alpha:g}, fitted on "
+            f"{self.n_known:,}; held-out cosine {self.held_out_cosine:.3f}, the mean vector's "
+            f"{self.mean_vector_cosine:.3f})"
+        )
+
+
+def impute_from_text(
+    X: Any,
+    collab: Any,
+    known: Any,
+    *,
+    alphas: tuple[float, ...] = IMPUTE_ALPHAS,
+    held_out: float = 0.1,
+    random_state: int = 0,
+) -> tuple[np.ndarray, Imputation]:
+    """``collab`` with the rows not ``known`` predicted from the text: ``(C_filled (n, d), Imputation)``.
+
+    Items without interactions (cold items, new ones) have no learned collaborative vector: a SASRec row of
+    such an item was only ever a negative, and a new item has none. Fused into IDs as is, that row places the
+    item by noise. Here a ridge regression from the unit text vector (plus a bias) to the unit collaborative
+    vector is fitted on the ``known`` rows; its penalty is the one of ``alphas`` with the best mean cosine
+    on a seeded ``held_out`` share of them, then it is refitted on all of them. The unknown rows become its
+    predictions, at the median norm of the known rows; known rows are returned unchanged. ``X`` (n, D) and
+    ``collab`` (n, d) are row-aligned, ``known`` is (n,) bool. Cost: one (D+1) x (D+1) solve per penalty.
+    """
+    X = _unit_rows(as_float_matrix(X)).astype(np.float64)
+    C = as_float_matrix(collab, name="collab")
+    known = np.asarray(known)
+    if known.shape != (X.shape[0],) or known.dtype != bool:
+        raise SemidError(
+            f"known should be a bool array of {X.shape[0]} values (one per row of X), got {known.shape}"
+        )
+    if C.shape[0] != X.shape[0]:
+        raise SemidError(f"collab has {C.shape[0]} rows, X has {X.shape[0]} (one per row of X)")
+    if not 0 < held_out < 1:
+        raise SemidError(f"held_out={held_out!r} should be a share in (0, 1), e.g. 0.1")
+    rows = np.flatnonzero(known)
+    n_test = max(1, round(held_out * len(rows)))
+    if len(rows) - n_test < 2:
+        raise SemidError(f"{len(rows)} rows have a collaborative vector: too few to learn one from the text")
+    A = np.hstack([X, np.ones((X.shape[0], 1))])  # (n, D + 1): the text and a bias
+    T = _unit_rows(C).astype(np.float64)  # (n, d): the directions to predict (fusing normalises them)
+
+    def ridge(fit: np.ndarray, alpha: float) -> np.ndarray:  # (D + 1, d)
+        G = A[fit].T @ A[fit] + alpha * np.eye(A.shape[1])
+        return np.linalg.solve(G, A[fit].T @ T[fit])
+
+    def cosine(pred: np.ndarray, test: np.ndarray) -> float:
+        return float(np.mean(np.sum(_unit_rows(pred) * T[test], axis=1)))
+
+    order = np.random.default_rng(random_state).permutation(rows)
+    test, fit = order[:n_test], order[n_test:]
+    scores = {a: cosine(A[test] @ ridge(fit, a), test) for a in alphas}
+    alpha = max(scores, key=scores.__getitem__)
+    mean = np.broadcast_to(T[fit].mean(axis=0), (n_test, T.shape[1]))
+    filled = C.copy()
+    unknown = np.flatnonzero(~known)
+    if len(unknown):
+        norm = float(np.median(np.linalg.norm(C[rows], axis=1)))
+        filled[unknown] = (norm * _unit_rows(A[unknown] @ ridge(rows, alpha))).astype(np.float32)
+    report = Imputation(len(rows), len(unknown), alpha, scores[alpha], cosine(mean, test))
+    return filled, report
+
+
 def _unit_rows(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 

@@ -140,19 +140,57 @@ def untrained_items(data: RecData) -> np.ndarray | None:
     return ~seen
 
 
-def export_item_embeddings(model: SASRec, data: RecData, path: str | os.PathLike) -> Path:
+def export_item_embeddings(
+    model: SASRec, data: RecData, path: str | os.PathLike, *, impute_from: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Write SASRec's item vectors as an embeddings file (``item_id`` + ``embedding``), e.g. for an RQ-VAE.
 
     Every item of the run gets its row, trained or not, so the file covers the catalogue the IDs are fitted
     on; the schema metadata (:func:`semid.embed.store.read_metadata`) counts the untrained ones.
+
+    ``impute_from``: a text embeddings file covering the run's items. The untrained items' rows (only ever
+    negatives) are then predicted from their text instead (:func:`semid.quantize.collab.impute_from_text`,
+    fitted on the trained items), and the file's items the run lacks (new items) are added, predicted the
+    same way, so fused IDs place them by their text and their text neighbours' behaviour. Returns
+    ``{"n_items", "dim", "untrained_items", "new_items", "imputation"}`` (the last None without
+    ``impute_from``).
     """
-    from semid.embed.store import write_embeddings
+    from semid.embed.store import read_embeddings, write_embeddings
 
     untrained = untrained_items(data)
+    ids, vectors = data.item_ids.astype(str), model.item_embeddings()
     meta = {"model_type": model.model_type, "dim": model.config.d_model}
     if untrained is not None:
         meta["untrained_items"] = int(untrained.sum())
-    return write_embeddings(path, data.item_ids.astype(str), model.item_embeddings(), metadata=meta)
+    res: dict[str, Any] = {"n_items": data.n_items, "dim": model.config.d_model, "new_items": 0}
+    res["untrained_items"] = None if untrained is None else int(untrained.sum())
+    res["imputation"] = None
+    if impute_from is not None:
+        from semid.quantize.collab import align_by_item_id, impute_from_text
+
+        if untrained is None:
+            raise SemidError(
+                "imputing from text needs the run's sequences in memory to tell trained items from untrained "
+                "ones; a run trained on a streamed log does not keep them"
+            )
+        text_ids, X = read_embeddings(impute_from)
+        X_run = align_by_item_id(
+            ids, text_ids, X, name=str(impute_from), catalogue="the run", allow_extra=True
+        )
+        new = np.setdiff1d(text_ids.astype(str), ids)  # sorted: the items the run never saw
+        if len(new):
+            X_new = align_by_item_id(
+                new, text_ids, X, name=str(impute_from), catalogue="them", allow_extra=True
+            )
+            X_run = np.vstack([X_run, X_new])
+            ids = np.concatenate([ids, new])
+            vectors = np.vstack([vectors, np.zeros((len(new), vectors.shape[1]), dtype=vectors.dtype)])
+        known = np.concatenate([~untrained, np.zeros(len(new), dtype=bool)])
+        vectors, imputation = impute_from_text(X_run, vectors, known)
+        meta.update(imputed_items=imputation.n_imputed, new_items=len(new), imputation=imputation.describe())
+        res.update(n_items=len(ids), new_items=len(new), imputation=imputation)
+    write_embeddings(path, ids, vectors, metadata=meta)
+    return res
 
 
 def load_sasrec_run(run_dir: str | os.PathLike) -> tuple[SASRec, RecData]:
@@ -174,23 +212,20 @@ def load_sasrec_run(run_dir: str | os.PathLike) -> tuple[SASRec, RecData]:
     return model, data  # type: ignore[return-value]
 
 
-def export_run_embeddings(run_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+def export_run_embeddings(
+    run_dir: str | os.PathLike, path: str | os.PathLike, *, impute_from: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Write the item vectors of a trained SASRec run (its best weights) to ``path`` (.parquet).
 
     The file has the layout of ``semid embed``'s (``item_id`` + ``embedding`` list<float32>), one row per
-    item of the run (:func:`export_item_embeddings`), so ``semid fit --collab/--fuse`` can join it to the
-    text embeddings by item id. Returns ``{"n_items", "dim", "untrained_items"}`` (the last is None for a
+    item of the run (:func:`export_item_embeddings`; with ``impute_from``, the untrained rows predicted from
+    the text and the text file's new items added), so ``semid fit --collab/--fuse`` can join it to the text
+    embeddings by item id. Returns :func:`export_item_embeddings`'s counts (``untrained_items`` is None for a
     run trained on a streamed log).
 
     Example::
 
-        export_run_embeddings("runs/sasrec", "sasrec-items.parquet")
+        export_run_embeddings("runs/sasrec", "sasrec-items.parquet", impute_from="emb.parquet")
     """
     model, data = load_sasrec_run(run_dir)
-    export_item_embeddings(model, data, path)
-    untrained = untrained_items(data)
-    return {
-        "n_items": data.n_items,
-        "dim": model.config.d_model,
-        "untrained_items": None if untrained is None else int(untrained.sum()),
-    }
+    return export_item_embeddings(model, data, path, impute_from=impute_from)
