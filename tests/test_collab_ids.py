@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_RQVAE, TINY_TIGER, clustered, write_walk_shop
+from conftest import TINY_RQVAE, TINY_TIGER, clustered, load_bench, write_walk_shop
 from semid.cli import main
 from semid.embed.store import read_embeddings, read_metadata, write_embeddings
 from semid.errors import SemidError
@@ -248,6 +248,26 @@ def test_export_refuses_text_that_misses_an_item_of_the_run(shop: Path, tmp_path
         f"Error: {text} has {N_ITEMS - 1} items, the run has {N_ITEMS} (1 of the run's items are missing, e.g. 'i0')"
     )
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_the_bench_moves_untrained_items_to_their_new_prefix_with_the_smallest_free_suffix() -> None:
+    bench = load_bench("cold_impute")
+    codes = np.array([[0, 0, 0], [0, 0, 1], [1, 2, 0], [3, 3, 0], [3, 3, 1]])  # (n, L + 1): prefix + suffix
+    untrained = np.array([False, False, False, True, True])
+    assert [bench.shared_prefixes(codes, untrained, k) for k in (1, 2)] == [0, 0]
+    # item 3 joins prefix 0-0 (suffixes 0 and 1 taken: it gets 2), item 4 joins 1-2 (it gets 1)
+    moved, kept = bench.reassign(codes, np.array([3, 4]), np.array([[0, 0], [1, 2]]), suffix_size=3)
+    assert moved.tolist() == [[0, 0, 0], [0, 0, 1], [1, 2, 0], [0, 0, 2], [1, 2, 1]] and kept == 0
+    assert [bench.shared_prefixes(moved, untrained, k) for k in (1, 2)] == [2, 2]
+    # with 2 suffixes, prefix 0-0 has no room: item 3 keeps its codes, and item 4 still moves
+    moved, kept = bench.reassign(codes, np.array([3, 4]), np.array([[0, 0], [1, 2]]), suffix_size=2)
+    assert moved.tolist() == [[0, 0, 0], [0, 0, 1], [1, 2, 0], [3, 3, 0], [1, 2, 1]] and kept == 1
+    # a row that cannot move keeps codes no moved row took: item 4 moves first, under item 3's prefix 5-5,
+    # and gets suffix 1; item 3 then finds 0-0 full and keeps 5-5-0
+    codes[3] = [5, 5, 0]
+    moved, kept = bench.reassign(codes, np.array([4, 3]), np.array([[5, 5], [0, 0]]), suffix_size=2)
+    assert moved.tolist()[3:] == [[5, 5, 0], [5, 5, 1]] and kept == 1
+    assert len({tuple(r) for r in moved.tolist()}) == len(moved)  # still unique
 
 
 # --- end to end: SASRec -> IDs -> TIGER ------------------------------------------------------------------
