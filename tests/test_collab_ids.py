@@ -178,7 +178,7 @@ def test_export_imputes_untrained_and_new_items_from_their_text(shop: Path, tmp_
     assert lines[1].startswith("2 new items; 3 rows imputed from the text by ridge regression (alpha ")
     got_ids, C = read_embeddings(tmp_path / "c.parquet")
     plain_ids, plain = read_embeddings(shop / "sasrec-items.parquet")
-    assert got_ids.tolist() == [*plain_ids.tolist(), "new0", "new1"]
+    assert got_ids.tolist() == [*plain_ids.tolist(), "new1", "new0"]  # new items in the text file's order
     trained = np.array([i != f"i{N_WALKED}" for i in plain_ids])
     np.testing.assert_array_equal(C[:N_ITEMS][trained], plain[trained])  # learned rows as exported
     assert not np.allclose(C[N_WALKED], plain[N_WALKED])  # the item nobody bought: predicted, not untrained

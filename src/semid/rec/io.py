@@ -177,14 +177,11 @@ def export_item_embeddings(
         X_run = align_by_item_id(
             ids, text_ids, X, name=str(impute_from), catalogue="the run", allow_extra=True
         )
-        new = np.setdiff1d(text_ids.astype(str), ids)  # sorted: the items the run never saw
-        if len(new):
-            X_new = align_by_item_id(
-                new, text_ids, X, name=str(impute_from), catalogue="them", allow_extra=True
-            )
-            X_run = np.vstack([X_run, X_new])
-            ids = np.concatenate([ids, new])
-            vectors = np.vstack([vectors, np.zeros((len(new), vectors.shape[1]), dtype=vectors.dtype)])
+        is_new = ~np.isin(text_ids.astype(str), ids)  # the items the run never saw, in the file's order
+        new = text_ids[is_new].astype(str)
+        X_run = np.vstack([X_run, X[is_new]])
+        ids = np.concatenate([ids, new])
+        vectors = np.vstack([vectors, np.zeros((len(new), vectors.shape[1]), dtype=vectors.dtype)])
         known = np.concatenate([~untrained, np.zeros(len(new), dtype=bool)])
         vectors, imputation = impute_from_text(X_run, vectors, known)
         meta.update(imputed_items=imputation.n_imputed, new_items=len(new), imputation=imputation.describe())
