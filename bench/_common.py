@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -60,3 +61,19 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> N
 def emit_json(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(json.dumps(r, sort_keys=True))
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} should be KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_set_option(parser: Any, flag: str, help: str) -> None:
+    """A repeatable ``FLAG KEY=VALUE`` option collecting ``(key, value)`` pairs (``[]`` when not given)."""
+    parser.add_argument(flag, type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=help)

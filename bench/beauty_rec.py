@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BEAUTY, emit_json, print_table  # noqa: E402
+from _common import BEAUTY, add_set_option, emit_json, print_table  # noqa: E402
 
 # --cold-start adds TIGER + the TIGER paper's rule at the library's default share (fixed in advance)
 from semid.rec.unseen import DEFAULT_SHARE as UNSEEN_SHARE  # noqa: E402
@@ -344,17 +344,6 @@ def hybrid_sasrec_dirs(
     return dirs
 
 
-def _option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} should be KEY=VALUE")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="sasrec,tiger", help="sasrec, tiger and/or rpg (comma-separated)")
@@ -392,21 +381,11 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, default=Path("bench/out/beauty-rec"), help="run directories and ID files"
     )
-    p.add_argument(
-        "--train-set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a training option (semid.rec.train.TrainConfig), e.g. lr=0.002; repeatable",
+    add_set_option(
+        p, "--train-set", "a training option (semid.rec.train.TrainConfig), e.g. lr=0.002; repeatable"
     )
-    p.add_argument(
-        "--model-set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TIGER option (semid.rec.tiger.TIGERConfig), e.g. dropout=0.2; repeatable",
+    add_set_option(
+        p, "--model-set", "a TIGER option (semid.rec.tiger.TIGERConfig), e.g. dropout=0.2; repeatable"
     )
     p.add_argument(
         "--config",
@@ -414,14 +393,7 @@ def main() -> None:
         help="TIGER's `semid train tiger --config` file (model: TIGERConfig, train: TrainConfig options), "
         "e.g. configs/tiger-beauty.json; --max-minutes, --valid-users, --train-set, --model-set override it",
     )
-    p.add_argument(
-        "--rpg-set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an RPG option (semid.rec.rpg.RPGConfig), e.g. d_model=256; repeatable",
-    )
+    add_set_option(p, "--rpg-set", "an RPG option (semid.rec.rpg.RPGConfig), e.g. d_model=256; repeatable")
     p.add_argument(
         "--rpg-config",
         type=Path,

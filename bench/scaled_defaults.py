@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BEAUTY, print_table  # noqa: E402
-from beauty_rec import _option, load_beauty, make_ids  # noqa: E402
+from _common import BEAUTY, add_set_option, print_table  # noqa: E402
+from beauty_rec import load_beauty, make_ids  # noqa: E402
 from semid.rec.config import TIGER_SHAPE, TIGER_SMALL_SHAPE  # noqa: E402
 from semid.rec.tiger import TIGERConfig  # noqa: E402
 
@@ -151,14 +151,7 @@ def main() -> None:
         "--out", type=Path, default=Path("bench/out/scaled"), help="run directories + results.json"
     )
     p.add_argument("--merge", type=Path, nargs="+", help="print these --out folders' results as one table")
-    p.add_argument(
-        "--model-set",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TIGER option over every shape (repeatable), e.g. label_smoothing=0.1",
-    )
+    add_set_option(p, "--model-set", "a TIGER option over every shape (repeatable), e.g. label_smoothing=0.1")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args()
     if args.merge:
