@@ -158,13 +158,17 @@ def export_item_embeddings(
     from semid.embed.store import read_embeddings, write_embeddings
 
     untrained = untrained_items(data)
+    n_untrained = None if untrained is None else int(untrained.sum())
     ids, vectors = data.item_ids.astype(str), model.item_embeddings()
     meta = {"model_type": model.model_type, "dim": model.config.d_model}
-    if untrained is not None:
-        meta["untrained_items"] = int(untrained.sum())
-    res: dict[str, Any] = {"n_items": data.n_items, "dim": model.config.d_model, "new_items": 0}
-    res["untrained_items"] = None if untrained is None else int(untrained.sum())
-    res["imputation"] = None
+    if n_untrained is not None:
+        meta["untrained_items"] = n_untrained
+    res: dict[str, Any] = {
+        "n_items": data.n_items,
+        "dim": model.config.d_model,
+        "untrained_items": n_untrained,
+    }
+    res.update(new_items=0, imputation=None)
     if impute_from is not None:
         from semid.quantize.collab import align_by_item_id, impute_from_text
 
