@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BEAUTY, print_table  # noqa: E402
+from _common import print_table  # noqa: E402
+from _rec_ids import minilm  # noqa: E402
 
 SHARE = 0.1  # the TIGER paper's share of the list for unseen items, as beauty_rec.py's cold-start table
 
@@ -89,14 +90,13 @@ def main() -> None:
     sasrec_dir, tiger_dir = args.out / f"sasrec-cold{suffix}", args.out / f"tiger-fused-cold{suffix}"
     ids = read_ids(args.out / f"ids-fused-cold{suffix}.parquet")
     weight = float(ids.meta["weight"])
-    X = np.load(BEAUTY / "embeddings" / "minilm-l6-v2.npy").astype(np.float32)
-    text_ids = np.array(json.loads((BEAUTY / "embeddings" / "items.json").read_text()), dtype=object)
+    X, text_ids = minilm()
     sasrec, sdata = load_sasrec_run(sasrec_dir)
     C = align_by_item_id(text_ids, sdata.item_ids, sasrec.item_embeddings(), name=str(sasrec_dir))
     untrained = align_by_item_id(text_ids, sdata.item_ids, untrained_items(sdata)[:, None].astype(np.float32))
     untrained = untrained[:, 0] > 0
     t = time.perf_counter()
-    # the quantizer of beauty_rec.py's make_ids, fitted again the same way; it must give the same base codes
+    # the quantizer of _rec_ids.make_ids, fitted again the same way; it must give the same base codes
     quantizer = fit_fused(RQKMeans(n_levels=3, codebook_size=256, random_state=args.seed), X, C, weight)
     base = quantizer.encode(quantizer.fusion_.apply(X, C))
     recorded = align_by_item_id(text_ids, ids.item_ids, np.asarray(ids.base_codes, dtype=np.float32)).astype(

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BEAUTY, add_set_option, print_table  # noqa: E402
-from beauty_rec import load_beauty, make_ids  # noqa: E402
+from _rec_ids import load_beauty, make_ids  # noqa: E402
 from semid.rec.config import TIGER_SHAPE, TIGER_SMALL_SHAPE  # noqa: E402
 from semid.rec.tiger import TIGERConfig  # noqa: E402
 

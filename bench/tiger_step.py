@@ -98,7 +98,7 @@ def main() -> None:
 def _time_variant(args: argparse.Namespace) -> None:
     import torch
 
-    from beauty_rec import load_beauty, make_ids
+    from _rec_ids import load_beauty, make_ids
     from semid.rec.data import RecData, collate, length_batches
     from semid.rec.train import _param_groups, build_model, train_step, training_examples
 

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port  # noqa: E402
-from beauty_rec import BEAUTY, load_beauty, make_ids  # noqa: E402
+from _common import BEAUTY, free_port  # noqa: E402
+from _rec_ids import load_beauty, make_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [

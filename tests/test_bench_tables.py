@@ -26,7 +26,7 @@ def invocation(out: Path, runs: list[tuple[str, int, float]]) -> Path:
 
 
 def test_merge_prints_each_model_as_the_mean_and_sample_sd_of_its_seeds(tmp_path: Path, capsys) -> None:
-    bench = load("beauty_rec")
+    bench = load("_rec_tables")
     outs = [
         invocation(tmp_path / "s1", [("TIGER", 1, 0.08), ("hybrid", 1, 0.09)]),
         invocation(tmp_path / "s0", [("TIGER", 0, 0.07)]),
@@ -44,7 +44,7 @@ def test_merge_prints_each_model_as_the_mean_and_sample_sd_of_its_seeds(tmp_path
 
 
 def test_merge_refuses_one_run_counted_as_two_seeds_and_a_missing_folder(tmp_path: Path) -> None:
-    bench = load("beauty_rec")
+    bench = load("_rec_tables")
     a = invocation(tmp_path / "a", [("TIGER", 1, 0.08)])
     with pytest.raises(
         SystemExit, match=r"^--merge: 'TIGER' seed 1 is in .*a/TIGER-1 and .*a/TIGER-1: one run"

@@ -428,16 +428,17 @@ def test_evaluate_rerank_user_errors(
 # --------------------------------------------------------------------------------------------------------
 
 
-def beauty_rec():
+def beauty_rec(part: str):
+    """A helper module of bench/beauty_rec.py (``_rec_runs``: the runs, ``_rec_tables``: the tables)."""
     from conftest import load_bench
 
-    return load_bench("beauty_rec")
+    return load_bench(part)
 
 
 def test_the_benchmark_row_is_reranked_on_validation_and_summarised_over_seeds_like_the_others(
     runs: Path,
 ) -> None:
-    bench = beauty_rec()
+    bench, tables = beauty_rec("_rec_runs"), beauty_rec("_rec_tables")
     args = SimpleNamespace(quiet=True, cold_start=0.0)
     row = bench.run_hybrid(runs / "tiger", runs / "sasrec", args, seed=0, train_min=3.0)
     assert row["rerank weight"] in (0, 0.25, 0.5, 1, 2, 4, 8, 16)
@@ -447,9 +448,9 @@ def test_the_benchmark_row_is_reranked_on_validation_and_summarised_over_seeds_l
     assert {"R@5", "N@5", "R@10", "N@10", "R@10 unseen", "N@10 unseen", "users/s", "invalid"} <= row.keys()
     assert row["train min"] == 3.0 and "epochs" not in row  # both models' training; no epochs of its own
     name = "TIGER + SASRec rerank, rq-kmeans IDs (ours)"
-    tiger = {"model": "TIGER, rq-kmeans IDs (ours)", **{k: 0.5 for k in bench.COLUMNS[1:]}}
+    tiger = {"model": "TIGER, rq-kmeans IDs (ours)", **{k: 0.5 for k in tables.COLUMNS[1:]}}
     seeds = [tiger, {"model": name, **row}, tiger, {"model": name, **row, "R@10": row["R@10"] + 0.01}]
-    summary = bench.summarize_seeds(seeds)
+    summary = tables.summarize_seeds(seeds)
     assert [r["model"] for r in summary] == ["TIGER, rq-kmeans IDs (ours), 2 seeds", f"{name}, 2 seeds"]
     assert summary[1]["R@10 mean"] == pytest.approx(row["R@10"] + 0.005)
     assert summary[1]["rerank weights"] == [row["rerank weight"]] * 2
@@ -457,7 +458,7 @@ def test_the_benchmark_row_is_reranked_on_validation_and_summarised_over_seeds_l
 
 
 def test_the_benchmark_refuses_a_hybrid_without_its_sasrec_runs_before_training(tmp_path: Path) -> None:
-    bench = beauty_rec()
+    bench = beauty_rec("_rec_runs")
     args = SimpleNamespace(hybrid=True, hybrid_sasrec=None, out=tmp_path)
     with pytest.raises(SystemExit, match="--hybrid needs SASRec runs: add sasrec to --models or give"):
         bench.hybrid_sasrec_dirs(args, ["tiger"], [0], "")
