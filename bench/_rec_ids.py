@@ -1,6 +1,6 @@
 """Semantic IDs of the Amazon Beauty items for ``bench/beauty_rec.py`` and the benchmarks built on it
-(``scaled_defaults.py``, ``tiger_step.py``, ``train_scale.py``): the data loader and the ID sets, each
-fitted once and cached beside the runs.
+(``scaled_defaults.py``, ``tiger_step.py``, ``train_scale.py``, ``cold_impute.py``): the data loader, the
+MiniLM vectors and the ID sets, each fitted once and cached beside the runs.
 
 ID sets: ``rq-kmeans`` and ``rq-vae`` (3 x 256 on the MiniLM vectors), ``pq`` (RPG's OPQ 32 x 256), and two
 built with a SASRec run's item vectors too, ``rq-vae-collab`` (LETTER's alignment term) and ``fused``
