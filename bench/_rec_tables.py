@@ -34,6 +34,11 @@ COLUMNS = ["model", "R@5", "N@5", "R@10", "N@10", "train min", "epochs", "best e
 COLUMNS += ["R@10 unseen", "N@10 unseen"]  # the same model never recommending an item of the history
 
 
+COLD_COLUMNS = ["model", "R@10", "N@10", "R@10 all users", "N@10 all users"]
+RULE_NOTE = " (and, with the rule, all test users)"
+COLD_PREFIX = "cold start: "  # the cold-start rows in results.json's "rows"
+
+
 def most_popular_row(pop: dict[str, float]) -> dict[str, Any]:
     """The most-popular baseline's row, from ``semid.rec.evaluate.evaluate_most_popular``'s metrics."""
     names = (("R@5", "recall@5"), ("N@5", "ndcg@5"), ("R@10", "recall@10"), ("N@10", "ndcg@10"))
@@ -60,26 +65,28 @@ def print_cold_start(
     ]
     rows += [{"model": name, "R@10": m["recall@10"], "N@10": m["ndcg@10"]} for name, m in baselines.items()]
     n = runs[0]["cold users"] if runs else 0
-    print_table(
-        rows,
-        ["model", "R@10", "N@10", "R@10 all users", "N@10 all users"],
-        f"Cold start: the {n:,} test users whose target is cold (and, with the rule, all test users)",
-    )
+    print_table(rows, COLD_COLUMNS, f"Cold start: the {n:,} test users whose target is cold{RULE_NOTE}")
     return rows
 
 
 def merge_results(outs: list[Path], as_json: bool = False) -> None:
-    """The tables of several finished invocations (their ``results.json``) as one: the references, most
-    popular, every run (one row per model and seed) and each model's mean ± sd over its seeds. The same
-    model and seed twice is refused: it would count one run as two seeds."""
+    """The tables of several finished invocations as one: the references, most popular, every run (one row
+    per model and seed), each model's mean ± sd over its seeds, and the cold-start rows the invocations
+    recorded. Each of ``outs`` is an ``--out`` folder (its ``results.json``) or a JSON file of the same shape
+    (``{"rows": [...], "runs": [...]}``, e.g. ``bench/collect_rec_runs.py``'s). The same model and seed twice
+    is refused: it would count one run as two seeds."""
     runs: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
+    cold: list[dict[str, Any]] = []
     for out in outs:
-        path = out / "results.json"
+        path = out if out.is_file() else out / "results.json"
         if not path.is_file():
-            raise SystemExit(f"--merge: {path} not found (an --out folder of a finished invocation)")
+            raise SystemExit(
+                f"--merge: {path} not found (an --out folder of a finished invocation, or a results JSON file)"
+            )
         results = json.loads(path.read_text())
         baseline = baseline or [r for r in results["rows"] if r["model"] == "most popular (ours)"]
+        cold += [r for r in results["rows"] if r["model"].startswith(COLD_PREFIX) and r not in cold]
         for run in results["runs"]:
             twice = [r for r in runs if (r["model"], r["seed"]) == (run["model"], run["seed"])]
             if twice:
@@ -94,23 +101,30 @@ def merge_results(outs: list[Path], as_json: bool = False) -> None:
     seeds = sorted({r["seed"] for r in runs})
     title = "Amazon Beauty, leave-one-out, full ranking (test users), mean ± sd over seeds"
     print_table(rows, COLUMNS, f"{title} {', '.join(map(str, seeds))}")
+    if cold:
+        shown = [{**r, "model": r["model"].removeprefix(COLD_PREFIX)} for r in cold]
+        print_table(
+            shown, COLD_COLUMNS, f"Cold start, as recorded: the test users whose target is cold{RULE_NOTE}"
+        )
     if as_json:
-        emit_json([*rows, *runs])
+        emit_json([*rows, *cold, *runs])
 
 
 def summarize_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: each metric as "mean ± sd" (sample sd over the seeds) and the raw figures."""
+    """One row per model: each metric as "mean ± sd" (sample sd over the seeds) and the raw figures; a model
+    run with one seed is labelled "1 seed" and shows its figure without a spread it does not have."""
     from semid.rec.evaluate import mean_sd
 
     out = []
     for name in dict.fromkeys(r["model"] for r in runs):
         group = [r for r in runs if r["model"] == name]
-        row: dict[str, Any] = {"model": f"{name}, {len(group)} seeds"}
+        row: dict[str, Any] = {"model": f"{name}, {len(group)} seed{'s' if len(group) > 1 else ''}"}
         for key in COLUMNS[1:]:
             if not all(key in r for r in group):  # e.g. a reranked row has no epochs of its own
                 continue
             mean, sd = mean_sd([r[key] for r in group])
-            row[key] = f"{mean:.4f} ± {sd:.4f}" if key.startswith(("R@", "N@")) else round(mean, 2)
+            spread = f" ± {sd:.4f}" if len(group) > 1 else ""
+            row[key] = f"{mean:.4f}{spread}" if key.startswith(("R@", "N@")) else round(mean, 2)
             row[f"{key} mean"], row[f"{key} sd"] = mean, sd
         if "rerank weight" in group[0]:
             row["rerank weights"] = [r["rerank weight"] for r in group]

@@ -26,7 +26,8 @@ with its 145-minute budget (``bench/results/beauty_rec_tiger_nouser.txt``; with 
 ``beauty_rec_tiger_fast.txt``). ``--sasrec-config configs/sasrec-beauty.json`` trains the tuned SASRec;
 ``--seeds 0,1,2`` repeats every model per seed and prints mean ± sd; ``--cold-start 0.05`` trains on a
 cold-start split and adds the cold-start table (with the MiniLM content baseline). ``--merge OUT1 OUT2 ...``
-trains nothing and prints finished invocations' runs as one table (e.g. seeds run in separate --out folders).
+trains nothing and prints finished invocations' runs as one table (e.g. seeds run in separate --out folders;
+``bench/results/beauty_rec_runs.json``, written by ``bench/collect_rec_runs.py``, holds the recorded runs).
 
 RPG (``--models rpg --ids pq``, :mod:`semid.rec.rpg`): long product-quantised IDs, all digits predicted at
 once, every item scored exactly. ``--ids pq`` is the paper's ID recipe on our embeddings: OPQ with 32
@@ -76,6 +77,7 @@ from _common import BEAUTY, add_set_option, emit_json, print_table  # noqa: E402
 from _rec_ids import COLLAB_IDS, ID_METHODS, load_beauty, make_ids, minilm, seed_suffix  # noqa: E402
 from _rec_runs import CODED, hybrid_sasrec_dirs, run_hybrid, run_model  # noqa: E402
 from _rec_tables import (  # noqa: E402
+    COLD_PREFIX,
     COLUMNS,
     REFERENCES,
     merge_results,
@@ -172,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="OUT",
         help="train nothing: print the tables of finished invocations' runs together (their --out folders' "
-        "results.json, e.g. one seed each), each model's seeds as mean ± sd",
+        "results.json, e.g. one seed each, or results JSON files such as bench/results/beauty_rec_runs.json), "
+        "each model's seeds as mean ± sd, and the cold-start rows they recorded",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="also print one JSON object per row")
@@ -325,7 +328,7 @@ def main() -> None:
     print_table(rows, COLUMNS, title)
     if args.cold_start:
         cold_rows = print_cold_start(runs, getattr(args, "cold_baselines", {}))
-        rows += [{**r, "model": f"cold start: {r['model']}"} for r in cold_rows]
+        rows += [{**r, "model": f"{COLD_PREFIX}{r['model']}"} for r in cold_rows]
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "runs": runs}, indent=2) + "\n")
     if args.json:
         emit_json([*rows, *runs])

@@ -54,6 +54,50 @@ def test_merge_refuses_one_run_counted_as_two_seeds_and_a_missing_folder(tmp_pat
         bench.merge_results([a, tmp_path / "nope"])
 
 
+def test_merge_reads_a_results_file_beside_folders_and_prints_the_recorded_cold_start_rows(
+    tmp_path: Path, capsys
+) -> None:
+    bench = load("_rec_tables")
+    recorded = {
+        "rows": [
+            {"model": "most popular (ours)", "R@10": 0.0115},
+            {"model": "cold start: content (MiniLM text)", "R@10": 0.0349, "N@10": 0.0174},
+            {"model": "cold start: TIGER (ours)", "R@10": 0.0, "N@10": 0.0},
+        ],
+        "runs": [{"model": "TIGER", "seed": 0, "R@10": 0.07, "N@10": 0.035, "run_dir": "(gone)"}],
+    }
+    path = tmp_path / "recorded.json"
+    path.write_text(json.dumps(recorded))
+    folder = invocation(tmp_path / "s1", [("TIGER", 1, 0.09), ("SASRec", 1, 0.08)])
+    bench.merge_results([path, folder], as_json=True)
+    printed = capsys.readouterr().out
+    rows = {r["model"]: r for r in (json.loads(x) for x in printed.splitlines() if x.startswith("{"))}
+    assert rows["TIGER, 2 seeds"]["R@10"] == "0.0800 ± 0.0141"  # 0.07 and 0.09: sample sd 0.01414
+    # one seed is labelled as one, with no spread it does not have
+    assert rows["SASRec, 1 seed"]["R@10"] == "0.0800" and "SASRec, 1 seeds" not in rows
+    assert rows["cold start: content (MiniLM text)"]["R@10"] == 0.0349
+    table = printed.split("Cold start, as recorded")[1]
+    assert "content (MiniLM text)" in table and "cold start:" not in table.split("{")[0]
+
+
+def test_the_collected_runs_file_holds_every_recorded_seed_of_the_headline_models() -> None:
+    """bench/results/beauty_rec_runs.json is what bench/collect_rec_runs.py reads from the outputs today."""
+    collect = load("collect_rec_runs")
+    collected = collect.collect()
+    seeds: dict[str, list[int]] = {}
+    for run in collected["runs"]:
+        seeds.setdefault(run["model"], []).append(run["seed"])
+    assert sorted(seeds["SASRec, tuned (ours)"]) == [0, 1, 2]
+    assert sorted(seeds["TIGER, fused IDs (ours)"]) == [0, 1, 2]
+    assert sorted(seeds["TIGER + SASRec rerank, fused IDs (ours)"]) == [0, 1, 2]
+    fused = {r["seed"]: r for r in collected["runs"] if r["model"] == "TIGER, fused IDs (ours)"}
+    assert fused[1]["R@10"] == pytest.approx(0.08134, abs=5e-6)  # the --json line of seed 1
+    assert fused[0]["R@10"] == 0.08049 and fused[2]["N@10"] == 0.04329  # the printed table of seeds 0 and 2
+    assert all(r["source"] for r in collected["runs"])
+    committed = json.loads((Path(collect.RESULTS) / "beauty_rec_runs.json").read_text())
+    assert committed["runs"] == collected["runs"] and committed["rows"] == collected["rows"]
+
+
 def ema_run(run_dir: Path, seed: int, curve: list[tuple[int, float, float]]) -> Path:
     """A run trained with ema_select=false: (epoch, trained N@10, average N@10) per validation."""
     run_dir.mkdir(parents=True)
