@@ -6,6 +6,7 @@ shop: SASRec -> export -> fit -> assign -> TIGER."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,44 @@ def test_export_refuses_text_that_misses_an_item_of_the_run(shop: Path, tmp_path
     assert code == 1
     assert error_line(err) == (
         f"Error: {text} has {N_ITEMS - 1} items, the run has {N_ITEMS} (1 of the run's items are missing, e.g. 'i0')"
+    )
+    assert not (tmp_path / "c.parquet").exists()
+
+
+def test_export_never_overwrites_a_file_of_the_run_it_reads(shop: Path, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "sasrec"
+    shutil.copytree(shop / "runs" / "sasrec", run_dir)
+    before = (run_dir / "sequences.parquet").read_bytes()
+    code, _, err = run(["export-embeddings", run_dir, "-o", run_dir / "sequences.parquet"], capsys)
+    assert code == 1
+    assert error_line(err) == (
+        f"Error: {run_dir / 'sequences.parquet'}: the output would replace sequences.parquet inside the input "
+        f"directory {run_dir}; write to another path"
+    )
+    assert (run_dir / "sequences.parquet").read_bytes() == before
+    # a new file beside the run's own is fine
+    code, _, err = run(["export-embeddings", run_dir, "-o", run_dir / "vectors.parquet"], capsys)
+    assert code == 0, err
+
+
+def test_export_refuses_to_impute_from_a_npy_that_has_no_item_ids(shop: Path, tmp_path: Path, capsys) -> None:
+    _, X = read_embeddings(shop / "emb.parquet")
+    np.save(tmp_path / "text.npy", X)
+    code, _, err = run(
+        [
+            "export-embeddings",
+            shop / "runs" / "sasrec",
+            "-o",
+            tmp_path / "c.parquet",
+            "--impute-from",
+            tmp_path / "text.npy",
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert error_line(err) == (
+        f"Error: {tmp_path / 'text.npy'}: a .npy file holds no item ids; imputing from text needs a .parquet "
+        "file with item_id and embedding columns (semid embed writes one)"
     )
     assert not (tmp_path / "c.parquet").exists()
 

@@ -137,6 +137,25 @@ def test_an_output_that_is_an_input_or_holds_one_is_refused(tmp_path):
         check_output(tmp_path / "link.parquet", inputs=[tmp_path / "e.parquet"])
 
 
+def test_an_output_may_not_replace_a_file_inside_an_input_directory_but_may_sit_beside_them(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sequences.parquet").write_text("the run's data")
+    with pytest.raises(SemidError) as e:
+        check_output(run / "sequences.parquet", inputs=[run])
+    assert str(e.value) == (
+        f"{run / 'sequences.parquet'}: the output would replace sequences.parquet inside the input directory "
+        f"{run}; write to another path"
+    )
+    assert (run / "sequences.parquet").read_text() == "the run's data"
+    assert (
+        check_output(run / "vectors.parquet", inputs=[run]) == run / "vectors.parquet"
+    )  # a new file: allowed
+    (run / "sub").mkdir()
+    with pytest.raises(SemidError, match=r"would replace sub inside the input directory"):
+        check_output(run / "sub", is_dir=True, inputs=[run], replaceable=lambda _: True)
+
+
 def test_an_output_under_a_regular_file_is_refused(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SemidError) as e:

@@ -3,7 +3,8 @@
 The rules every command and every ``save``/``write`` of the library follows:
 
 - **Checked before the work.** :func:`check_output` refuses, in one :class:`SemidError` line, an output that
-  is one of the command's inputs (or a directory holding one), a file where a directory is written or the
+  is one of the command's inputs (or a directory holding one, or an existing file inside an input
+  directory, such as a run's own files), a file where a directory is written or the
   other way round, a path under a regular file, and a folder the user cannot write in; so an hour-long fit
   does not fail at its last step.
 - **Replaced only when it is ours.** A file output is replaced like ``cp`` would. A directory output is
@@ -78,7 +79,8 @@ def check_output(
     Args:
         path: the output, a file or (``is_dir``) a directory.
         inputs: the command's input paths (``None`` entries are skipped): the output may be none of them,
-            and a directory output may not hold one.
+            a directory output may not hold one, and an output inside an input directory may not replace
+            anything there (a new file beside the input's files is allowed).
         replaceable: for a directory output, says whether an existing non-empty directory holds output of
             the same kind (which is then replaced); without it only an empty directory is.
         what: the kind of output, for the messages (e.g. ``"a quantizer directory"``).
@@ -98,6 +100,12 @@ def check_output(
             raise SemidError(
                 f"{path}: the output would replace a directory that holds the input {inp}; "
                 "write to another path"
+            )
+        if source.is_dir() and _is_within(target, source) and (path.exists() or path.is_symlink()):
+            # e.g. `semid export-embeddings run/ -o run/sequences.parquet`: the run would lose a file
+            raise SemidError(
+                f"{path}: the output would replace {target.relative_to(source)} inside the input directory "
+                f"{inp}; write to another path"
             )
     if path.is_symlink() and not path.exists():
         raise SemidError(f"{path}: a broken symbolic link; remove it or write to another path")

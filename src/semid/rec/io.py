@@ -177,6 +177,11 @@ def export_item_embeddings(
                 "imputing from text needs the run's sequences in memory to tell trained items from untrained "
                 "ones; a run trained on a streamed log does not keep them"
             )
+        if Path(impute_from).suffix == ".npy":
+            raise SemidError(
+                f"{impute_from}: a .npy file holds no item ids; imputing from text needs a .parquet file with "
+                "item_id and embedding columns (semid embed writes one)"
+            )
         text_ids, X = read_embeddings(impute_from)
         X_run = align_by_item_id(
             ids, text_ids, X, name=str(impute_from), catalogue="the run", allow_extra=True
