@@ -250,6 +250,17 @@ def test_export_never_overwrites_a_file_of_the_run_it_reads(shop: Path, tmp_path
     assert code == 0, err
 
 
+def test_fit_refuses_to_resume_a_recommender_run_as_an_rq_vae(shop: Path, tmp_path: Path, capsys) -> None:
+    run_dir = shop / "runs" / "sasrec"
+    code, _, err = run(
+        ["fit", shop / "emb.parquet", "--method", "rq-vae", "-o", tmp_path / "m", "--resume", run_dir], capsys
+    )
+    assert code == 1
+    line = error_line(err)
+    assert line.startswith(f"Error: {run_dir}: not an RQ-VAE run (its checkpoint ")
+    assert line.endswith("holds no RQ-VAE configuration)") and not (tmp_path / "m").exists()
+
+
 def test_export_refuses_to_impute_from_a_npy_that_has_no_item_ids(shop: Path, tmp_path: Path, capsys) -> None:
     _, X = read_embeddings(shop / "emb.parquet")
     np.save(tmp_path / "text.npy", X)

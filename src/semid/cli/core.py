@@ -300,8 +300,11 @@ def report(
 ) -> None:
     """A self-contained HTML page: usage per level, collisions, training curves, item map, samples."""
     from semid.ids.report import build_report
+    from semid.ids.table import read_ids_meta
 
-    check_output(output, inputs=[path, emb, catalogue], what="an HTML file")
+    # an IDs file's report also reads its model's training curves: that directory is an input too
+    model_dir = read_ids_meta(path).get("model_dir") if not (path / "config.json").is_file() else None
+    check_output(output, inputs=[path, emb, catalogue, model_dir], what="an HTML file")
 
     titles: dict[str, str] = {}
     if catalogue is not None:

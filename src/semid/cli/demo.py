@@ -7,6 +7,7 @@ something). Everything is written under ``--out`` (default ``./semid-demo``).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,19 @@ from rich.table import Table
 from semid.cli import app
 
 console = Console(soft_wrap=True)
+
+
+DEMO_MARKER = "semid-demo.json"  # says a folder is a demo's, so a re-run may replace what it holds
+DEMO_LAYOUT = frozenset({"data", "cache", "embeddings.parquet", "model", "ids.db", "ids.parquet", "tiger"})
+
+
+def is_demo_dir(directory: Path) -> bool:
+    """A folder an earlier ``semid demo`` wrote: it holds the marker, or (written before the marker existed)
+    the demo's layout and nothing else (the registry's SQLite side files and hidden temporaries aside)."""
+    if (directory / DEMO_MARKER).is_file():
+        return True
+    names = {p.name for p in directory.iterdir() if not p.name.startswith((".", "ids.db-"))}
+    return names <= DEMO_LAYOUT and {"data", "model", "ids.parquet", "ids.db"} <= names
 
 
 def _stage(name: str, timings: dict[str, float]):
@@ -56,6 +70,7 @@ def demo(
     port: Annotated[int, typer.Option("--port", help="Port for --serve.")] = 8000,
 ) -> None:
     """Run the pipeline end to end on the bundled demo data and print what the Semantic IDs look like."""
+    from semid._outputs import check_output
     from semid.data import make_demo_dataset
     from semid.embed import EmbeddingCache, embed_catalogue, load_embedder, render_texts
     from semid.embed.store import write_embeddings
@@ -65,8 +80,18 @@ def demo(
     from semid.quantize import RQKMeans
     from semid.quantize.metrics import quality_report
 
+    check_output(  # an earlier demo's folder is replaced; a folder of anything else is refused, never emptied
+        out,
+        is_dir=True,
+        inputs=[model if model and Path(model).exists() else None],
+        replaceable=is_demo_dir,
+        what="a demo folder",
+    )
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text(
+        json.dumps({"written_by": "semid demo", "items": n_items, "users": n_users, "seed": seed}) + "\n"
+    )
     with _stage("generate the demo catalogue and user sequences", timings):
         ds = make_demo_dataset(n_items=n_items, n_users=n_users, seed=seed)
         ds.save(out / "data")

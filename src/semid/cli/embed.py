@@ -148,7 +148,11 @@ def embed(
     check_output(
         output,
         is_dir=streamed,
-        inputs=[*catalogue, cache_dir],
+        inputs=[
+            *catalogue,
+            cache_dir,
+            model if model and Path(model).exists() else None,
+        ],  # a local model too
         replaceable=has_marker(MANIFEST) if streamed else None,
         what="a directory of embeddings written by semid embed" if streamed else "an embeddings file",
     )

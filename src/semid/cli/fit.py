@@ -87,6 +87,9 @@ def _fit_input(
     return fusion.apply(X, F, where=str(emb), collab_where=str(fuse)), C, fusion
 
 
+RQ_VAE_RUN_FILES = frozenset({"metrics.jsonl", "checkpoints", "tensorboard"})  # what <output>.run holds
+
+
 @app.command()
 def fit(
     emb: EmbOpt,
@@ -292,6 +295,16 @@ def _fit_rq_vae(
     from semid.quantize.rq_vae import RQVAE
 
     run_dir = Path(f"{output}.run") if resume is None else resume
+    if (
+        resume is None
+    ):  # a new run replaces only an earlier run of this output, never an input or foreign files
+        check_output(
+            run_dir,
+            is_dir=True,
+            inputs=[emb, ids, config, fuse, collab],
+            replaceable=lambda d: all(p.name in RQ_VAE_RUN_FILES for p in d.iterdir()),
+            what="an RQ-VAE run directory",
+        )
     if config is not None:
         model = RQVAE(config, verbose=True, device=device, run_dir=str(run_dir))
     else:

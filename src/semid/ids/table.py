@@ -80,6 +80,24 @@ def _codes_from_list(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
     return arr.flatten().to_numpy().astype(np.int32).reshape(-1, int(lengths[0]))
 
 
+def read_ids_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of an ``ids.parquet`` (or of the first part of a directory of parts) without reading
+    its rows: ``{}`` when the path is no readable IDs file. Cost: one Parquet footer."""
+    path = Path(path)
+    files = (
+        sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        if path.is_dir()
+        else [path]
+    )
+    try:
+        raw = (
+            (pq.read_schema(files[0]).metadata or {}).get(META_KEY) if files and files[0].is_file() else None
+        )
+        return json.loads(raw) if raw else {}
+    except (pa.ArrowInvalid, OSError, ValueError):
+        return {}
+
+
 def read_ids(path: str | os.PathLike) -> IdTable:
     """Read an ``ids.parquet`` written by ``semid assign``, or the directory of ``part-*.parquet`` files a
     streamed or distributed ``semid assign`` writes (validates the columns)."""

@@ -435,9 +435,12 @@ class RQVAE(BaseQuantizer):
         """
         if resume is not None:
             ckpt = checkpoint_path(resume, recover=True)
-            cfg = RQVAEConfig.from_dict(
-                read_checkpoint_meta(ckpt)["config"], source=str(ckpt / "trainer.json")
-            )
+            meta = read_checkpoint_meta(ckpt)
+            if not isinstance(meta.get("config"), dict):
+                raise SemidError(
+                    f"{resume}: not an RQ-VAE run (its checkpoint {ckpt} holds no RQ-VAE configuration)"
+                )
+            cfg = RQVAEConfig.from_dict(meta["config"], source=str(ckpt / "trainer.json"))
             cfg.train.run_dir = str(
                 ckpt.parent.parent
             )  # log on where the run lives now, even if it was moved

@@ -23,7 +23,7 @@ from torch import nn
 from semid._outputs import check_output
 from semid._utils import atomic_path, read_json_mapping, swapped_aside
 from semid.errors import SemidError
-from semid.rec.config import RESUMABLE, TrainConfig
+from semid.rec.config import MODELS, RESUMABLE, TrainConfig
 from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME
 from semid.rec.ema import WeightAverage
 from semid.rec.io import (
@@ -73,13 +73,21 @@ def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.Path
     run_dir = Path(run_dir)
     if swapped_aside(run_dir / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
-    check_output(
-        run_dir,
-        is_dir=True,
-        inputs=inputs,
-        replaceable=lambda d: all(p.name in RUN_FILES for p in d.iterdir()),
-        what="a run directory",
-    )
+    check_output(run_dir, is_dir=True, inputs=inputs, replaceable=_killed_run, what="a run directory")
+
+
+def _killed_run(directory: Path) -> bool:
+    """A directory a run killed before its first checkpoint left: only run files, and a config (if any)
+    of one of our recommenders; a quantizer directory (config.json, model.safetensors, metrics.jsonl) is not."""
+    if not all(p.name in RUN_FILES for p in directory.iterdir()):
+        return False
+    config = directory / CONFIG_NAME
+    if not config.exists():
+        return True
+    try:
+        return read_json_mapping(config).get("model_type") in MODELS
+    except (SemidError, OSError):
+        return False
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
