@@ -71,8 +71,9 @@ def table_runs(name: str, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
         cells = {k: line[a:b].strip() for k, (a, b) in zip(keys, spans, strict=True)}
         run: dict[str, Any] = {"model": cells.pop("model")}
         for key, text in cells.items():
-            if text:
-                run[key] = int(text) if key in ("epochs", "best epoch", "seed") else float(text)
+            if text:  # print_table writes thousands with commas (users/s 24,445)
+                number = text.replace(",", "")
+                run[key] = int(number) if key in ("epochs", "best epoch", "seed") else float(number)
         if run["seed"] in seeds:
             runs.append({**run, "run_dir": f"(gone; {name}, seed {run['seed']})", "source": name})
     return runs
@@ -81,13 +82,16 @@ def table_runs(name: str, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
 def collect() -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for name, models in JSON_RUNS.items():
-        seen = set()
+        seen: dict[tuple[str, int], dict[str, Any]] = {}
         for row in json_lines(name):
             if row.get("model") in models and "run_dir" in row:
                 key = (row["model"], row.get("seed", 0))
-                if key not in seen:  # an output may print its rows twice (a --resume re-run)
-                    seen.add(key)
-                    runs.append({**row, "seed": row.get("seed", 0), "source": name})
+                if key in seen:  # an output may print its rows twice (a --resume re-run): the same figures
+                    if seen[key] != row:
+                        raise SystemExit(f"{name}: two different rows for {key[0]!r} seed {key[1]}")
+                    continue
+                seen[key] = row
+                runs.append({**row, "seed": row.get("seed", 0), "source": name})
     runs += table_runs(*TABLE_RUNS)
     cold: dict[str, dict[str, Any]] = {}
     for name in COLD:

@@ -10,7 +10,10 @@ import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 HEAD = 3000  # characters: "starts with" — the header, not a mention deep in a log
-COMMAND = re.compile(r"\b(python3?|bash|semid|torchrun)\s+\S+")
+# a command line: a bench script, a semid subcommand, a module, torchrun
+COMMAND = re.compile(
+    r"\b(?:python3?\s+(?:bench/\S+\.py|-m\s)|bash\s+bench/|semid\s+[a-z][a-z-]+\b|torchrun\s)"
+)
 # a short or full git hash, named as one: "# commit: 1a2b3c4", "Commit 1a2b3c4", "code at 1a2b3c4", "Worktree /w: 1a2b3c4"
 COMMIT = re.compile(
     r"(?i:commit|\bat|worktree)\b[^\n]{0,60}?\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b"

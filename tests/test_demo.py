@@ -27,8 +27,10 @@ def test_demo_runs_offline_and_reruns_from_cache(tmp_path, capsys):
     assert "Semantic ID quality" in out and "unique IDs before dedup" in out and "prefix " in out
     ids = read_ids(tmp_path / "d" / "ids.parquet")
     assert len(ids) == 300 and len(set(ids.semantic_ids)) == 300
-    for name in ("embeddings.parquet", "model/model.safetensors", "ids.db", "data"):
-        assert (tmp_path / "d" / name).exists()
+    for name in ("embeddings.parquet", "model/model.safetensors", "ids.db", "data", "semid-demo.json"):
+        assert (
+            tmp_path / "d" / name
+        ).exists()  # semid-demo.json: the folder is a demo's, a re-run may replace it
 
     # second run: embeddings come from the cache, the registry keeps every ID
     with pytest.raises(SystemExit) as e:

@@ -137,9 +137,12 @@ def test_an_output_that_is_an_input_or_holds_one_is_refused(tmp_path):
         check_output(tmp_path / "link.parquet", inputs=[tmp_path / "e.parquet"])
 
 
-def test_an_output_may_not_replace_a_file_inside_an_input_directory_but_may_sit_beside_them(tmp_path):
+def test_an_output_may_not_replace_a_file_of_an_input_run_or_model_but_may_sit_beside_its_files(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
+    (run / "config.json").write_text(
+        "{}"
+    )  # one artifact (a run, a quantizer, a model): its files are its parts
     (run / "sequences.parquet").write_text("the run's data")
     with pytest.raises(SemidError) as e:
         check_output(run / "sequences.parquet", inputs=[run])
@@ -151,9 +154,25 @@ def test_an_output_may_not_replace_a_file_inside_an_input_directory_but_may_sit_
     assert (
         check_output(run / "vectors.parquet", inputs=[run]) == run / "vectors.parquet"
     )  # a new file: allowed
-    (run / "sub").mkdir()
-    with pytest.raises(SemidError, match=r"would replace sub inside the input directory"):
-        check_output(run / "sub", is_dir=True, inputs=[run], replaceable=lambda _: True)
+    # a link inside the run is replaced itself (atomic_path), so it counts as the run's file wherever it points
+    os.symlink(tmp_path / "elsewhere.parquet", run / "link.parquet")
+    with pytest.raises(SemidError, match="would replace link.parquet inside the input directory"):
+        check_output(run / "link.parquet", inputs=[run])
+    # ... and a link outside pointing into the run is replaced without touching the run's file
+    os.symlink(run / "sequences.parquet", tmp_path / "out.parquet")
+    assert check_output(tmp_path / "out.parquet", inputs=[run]) == tmp_path / "out.parquet"
+
+
+def test_a_plain_input_folder_lets_a_command_replace_its_own_earlier_output_inside_it(tmp_path):
+    """`semid embed . -o emb.parquet` twice: the catalogue folder is no artifact, so the re-run works."""
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "items.csv").write_text("item_id,title\n")
+    (shop / "emb.parquet").write_text("last run's output")
+    assert check_output(shop / "emb.parquet", inputs=[shop]) == shop / "emb.parquet"
+    (shop / "llm").mkdir()  # a directory output inside an input folder follows the directory rules
+    (shop / "llm" / "x").write_text("")
+    assert check_output(shop / "llm", is_dir=True, inputs=[shop], replaceable=lambda _: True) == shop / "llm"
 
 
 def test_an_output_under_a_regular_file_is_refused(tmp_path):

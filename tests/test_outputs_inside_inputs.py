@@ -21,10 +21,11 @@ from semid.quantize import RQKMeans
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run(argv: list) -> tuple[int, str]:
+def run(argv: list) -> int:
+    """The CLI's exit code."""
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in argv])
-    return int(exc.value.code or 0), ""
+    return int(exc.value.code or 0)
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -60,11 +61,11 @@ def quantized(tmp_path: Path) -> Path:
 def test_a_report_of_ids_never_replaces_a_file_of_the_model_it_reads(quantized: Path, capsys) -> None:
     assert read_ids_meta(quantized / "ids.parquet")["model_dir"] == str(quantized / "model")
     before = digest(quantized / "model")
-    code, _ = run(["report", quantized / "ids.parquet", "-o", quantized / "model" / "metrics.jsonl"])
+    code = run(["report", quantized / "ids.parquet", "-o", quantized / "model" / "metrics.jsonl"])
     assert code == 1
     assert error_line(capsys) == (
-        f"Error: {quantized / 'model' / 'metrics.jsonl'}: the output would replace metrics.jsonl inside the "
-        f"input directory {quantized / 'model'}; write to another path"
+        f"Error: {quantized / 'model' / 'metrics.jsonl'}: the output is also an input of this command; "
+        "write to another path"
     )
     assert digest(quantized / "model") == before
 
@@ -73,8 +74,9 @@ def test_embed_never_writes_over_a_file_of_the_local_model_it_loads(tmp_path: Pa
     write_walk_shop(tmp_path, 10, n_users=5, lengths=(2, 3))
     model = tmp_path / "my-model"
     model.mkdir()
+    (model / "config.json").write_text("{}")  # as every transformers model directory holds
     (model / "items.parquet").write_bytes(b"the model's own file")
-    code, _ = run(["embed", tmp_path / "items.csv", "-o", model / "items.parquet", "--model", model])
+    code = run(["embed", tmp_path / "items.csv", "-o", model / "items.parquet", "--model", model])
     assert code == 1
     assert "the output would replace items.parquet inside the input directory" in error_line(capsys)
     assert (model / "items.parquet").read_bytes() == b"the model's own file"
@@ -86,7 +88,7 @@ def test_demo_refuses_a_folder_of_other_files_and_replaces_only_a_demo_folder(tm
     (mine / "embeddings.parquet").write_bytes(b"my embeddings")
     (mine / "tiger" / "config.json").write_text('{"model_type": "sasrec"}')
     before = digest(mine)
-    code, _ = run(["demo", "--out", mine, "--items", "60", "--users", "40", "--no-tiger"])
+    code = run(["demo", "--out", mine, "--items", "60", "--users", "40", "--no-tiger"])
     assert code == 1
     assert error_line(capsys).startswith(
         f"Error: {mine} holds files that are not a demo folder written by semid"
@@ -109,7 +111,7 @@ def test_train_never_takes_a_quantizer_folder_for_a_killed_run(quantized: Path, 
     (quantized / "data").mkdir()
     write_walk_shop(quantized / "data", 20, n_users=30, lengths=(4, 6))
     before = digest(quantized / "model")  # config.json, model.safetensors, metrics.jsonl: run-like names
-    code, _ = run(["train", "sasrec", quantized / "data", "-o", quantized / "model", "--epochs", "1", "-q"])
+    code = run(["train", "sasrec", quantized / "data", "-o", quantized / "model", "--epochs", "1", "-q"])
     assert code == 1
     assert error_line(capsys).startswith(
         f"Error: {quantized / 'model'} holds files that are not a run directory written by semid"
@@ -123,14 +125,14 @@ def test_an_rq_vae_run_folder_is_never_an_input_nor_a_folder_of_other_files(tmp_
     parts.mkdir()
     write_embeddings(parts / "part-0.parquet", [f"i{i}" for i in range(60)], X)
     before = digest(parts)
-    code, _ = run(["fit", parts, "--method", "rq-vae", "-o", tmp_path / "vae", "--codebook-size", "4"])
+    code = run(["fit", parts, "--method", "rq-vae", "-o", tmp_path / "vae", "--codebook-size", "4"])
     assert code == 1
     assert "the output is also an input of this command" in error_line(capsys)
     assert digest(parts) == before and not (tmp_path / "vae").exists()
     write_embeddings(tmp_path / "emb.parquet", [f"i{i}" for i in range(60)], X)
     (tmp_path / "m.run").mkdir()
     (tmp_path / "m.run" / "notes.txt").write_text("mine")
-    code, _ = run(["fit", tmp_path / "emb.parquet", "--method", "rq-vae", "-o", tmp_path / "m"])
+    code = run(["fit", tmp_path / "emb.parquet", "--method", "rq-vae", "-o", tmp_path / "m"])
     assert code == 1
     assert error_line(capsys).startswith(
         f"Error: {tmp_path / 'm.run'} holds files that are not an RQ-VAE run directory written by semid"

@@ -3,8 +3,8 @@
 The rules every command and every ``save``/``write`` of the library follows:
 
 - **Checked before the work.** :func:`check_output` refuses, in one :class:`SemidError` line, an output that
-  is one of the command's inputs (or a directory holding one, or an existing file inside an input
-  directory, such as a run's own files), a file where a directory is written or the
+  is one of the command's inputs (or a directory holding one, or an existing file of an input run, model or
+  quantizer directory: one holding ``config.json``), a file where a directory is written or the
   other way round, a path under a regular file, and a folder the user cannot write in; so an hour-long fit
   does not fail at its last step.
 - **Replaced only when it is ours.** A file output is replaced like ``cp`` would. A directory output is
@@ -36,6 +36,8 @@ from semid.errors import SemidError
 
 # An existing non-empty directory may be replaced when this says it holds output of the same kind.
 Replaceable = Callable[[Path], bool]
+# A directory holding this file is one artifact (a run, a quantizer, a model): its files are its parts.
+ARTIFACT_CONFIG = "config.json"
 
 _umask_lock = threading.Lock()
 
@@ -79,8 +81,9 @@ def check_output(
     Args:
         path: the output, a file or (``is_dir``) a directory.
         inputs: the command's input paths (``None`` entries are skipped): the output may be none of them,
-            a directory output may not hold one, and an output inside an input directory may not replace
-            anything there (a new file beside the input's files is allowed).
+            a directory output may not hold one, and a file output may not replace a file inside an input
+            directory that is one artifact (it holds ``config.json``: a run, a quantizer, a model); a new
+            file beside its files, or an earlier output inside a plain input folder, is allowed.
         replaceable: for a directory output, says whether an existing non-empty directory holds output of
             the same kind (which is then replaced); without it only an empty directory is.
         what: the kind of output, for the messages (e.g. ``"a quantizer directory"``).
@@ -101,10 +104,18 @@ def check_output(
                 f"{path}: the output would replace a directory that holds the input {inp}; "
                 "write to another path"
             )
-        if source.is_dir() and _is_within(target, source) and (path.exists() or path.is_symlink()):
-            # e.g. `semid export-embeddings run/ -o run/sequences.parquet`: the run would lose a file
+        placed = (
+            path.parent.resolve() / path.name
+        )  # where the file lands: a link there is replaced, not followed
+        if (
+            not is_dir
+            and (path.exists() or path.is_symlink())
+            and (source / ARTIFACT_CONFIG).is_file()
+            and _is_within(placed, source)
+        ):
+            # e.g. `semid export-embeddings run/ -o run/sequences.parquet`: the run would lose one of its parts
             raise SemidError(
-                f"{path}: the output would replace {target.relative_to(source)} inside the input directory "
+                f"{path}: the output would replace {placed.relative_to(source)} inside the input directory "
                 f"{inp}; write to another path"
             )
     if path.is_symlink() and not path.exists():
@@ -304,6 +315,22 @@ def finish_interrupted_swap(path: str | os.PathLike) -> Path:
             if not path.exists():
                 raise
     return path
+
+
+def holds_only(names: Iterable[str], check: Callable[[Path], bool] | None = None) -> Replaceable:
+    """A :data:`Replaceable` that accepts a directory whose entries are all among ``names`` (and that passes
+    ``check``): e.g. a run killed before its first checkpoint, which left only files a run writes."""
+    allowed = frozenset(names)
+
+    def replaceable(directory: Path) -> bool:
+        if not all(p.name in allowed for p in directory.iterdir()):
+            return False
+        try:
+            return check is None or bool(check(directory))
+        except (OSError, ValueError):
+            return False
+
+    return replaceable
 
 
 def has_marker(*names: str, check: Callable[[Path], bool] | None = None) -> Replaceable:

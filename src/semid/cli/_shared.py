@@ -107,6 +107,12 @@ def _model_input(
     return fusion.apply(X, C, where=str(emb), collab_where=str(fuse))
 
 
+def local_model(model: str | None) -> Path | None:
+    """A ``--model`` that names a local directory (an input no output may overwrite), else None (a hub name
+    or the packaged default)."""
+    return Path(model) if model and Path(model).exists() else None
+
+
 def _report_table(rep: dict, title: str) -> Table:
     table = Table(title=title)
     table.add_column("level", justify="right")

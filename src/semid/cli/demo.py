@@ -18,12 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from semid.cli import app
+from semid.cli._shared import local_model
 
 console = Console(soft_wrap=True)
 
 
 DEMO_MARKER = "semid-demo.json"  # says a folder is a demo's, so a re-run may replace what it holds
-DEMO_LAYOUT = frozenset({"data", "cache", "embeddings.parquet", "model", "ids.db", "ids.parquet", "tiger"})
+# what a demo writes (and report.html, the `semid report` its output suggests)
+DEMO_LAYOUT = frozenset(
+    {"data", "cache", "embeddings.parquet", "model", "ids.db", "ids.parquet", "tiger", "report.html"}
+)
 
 
 def is_demo_dir(directory: Path) -> bool:
@@ -83,7 +87,7 @@ def demo(
     check_output(  # an earlier demo's folder is replaced; a folder of anything else is refused, never emptied
         out,
         is_dir=True,
-        inputs=[model if model and Path(model).exists() else None],
+        inputs=[local_model(model)],
         replaceable=is_demo_dir,
         what="a demo folder",
     )

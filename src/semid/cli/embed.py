@@ -17,7 +17,7 @@ from rich.console import Console
 
 from semid._outputs import check_output, has_marker
 from semid.cli import app
-from semid.cli._shared import Engine
+from semid.cli._shared import Engine, local_model
 from semid.errors import SemidError
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def embed(
         inputs=[
             *catalogue,
             cache_dir,
-            model if model and Path(model).exists() else None,
+            local_model(model),
         ],  # a local model too
         replaceable=has_marker(MANIFEST) if streamed else None,
         what="a directory of embeddings written by semid embed" if streamed else "an embeddings file",

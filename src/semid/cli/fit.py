@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from semid._outputs import check_output
+from semid._outputs import check_output, holds_only
 from semid.cli import app
 from semid.cli._shared import (
     EmbCol,
@@ -85,9 +85,6 @@ def _fit_input(
     F = _read_joined(fuse, item_ids, emb) if fuse != collab else C
     fusion = Fusion(fuse_weight, X.shape[1], F.shape[1], str(fuse))
     return fusion.apply(X, F, where=str(emb), collab_where=str(fuse)), C, fusion
-
-
-RQ_VAE_RUN_FILES = frozenset({"metrics.jsonl", "checkpoints", "tensorboard"})  # what <output>.run holds
 
 
 @app.command()
@@ -293,16 +290,15 @@ def _fit_rq_vae(
     from semid.quantize.collab import DEFAULT_COLLAB_WEIGHT
     from semid.quantize.metrics import quality_report
     from semid.quantize.rq_vae import RQVAE
+    from semid.quantize.train import RUN_FILES as TRAINER_RUN_FILES
 
     run_dir = Path(f"{output}.run") if resume is None else resume
-    if (
-        resume is None
-    ):  # a new run replaces only an earlier run of this output, never an input or foreign files
+    if resume is None:  # a new run writes over an earlier run of this output only: no input, no other files
         check_output(
             run_dir,
             is_dir=True,
             inputs=[emb, ids, config, fuse, collab],
-            replaceable=lambda d: all(p.name in RQ_VAE_RUN_FILES for p in d.iterdir()),
+            replaceable=holds_only(TRAINER_RUN_FILES),
             what="an RQ-VAE run directory",
         )
     if config is not None:

@@ -80,20 +80,24 @@ def _codes_from_list(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
     return arr.flatten().to_numpy().astype(np.int32).reshape(-1, int(lengths[0]))
 
 
+def _parts(path: Path) -> list[Path]:
+    """The files an IDs path holds: itself, or a directory's ``*.parquet`` parts (not hidden, not ``_*``)."""
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+    return [path] if path.is_file() else []
+
+
+def _meta(schema: pa.Schema) -> dict[str, Any]:
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
 def read_ids_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of an ``ids.parquet`` (or of the first part of a directory of parts) without reading
     its rows: ``{}`` when the path is no readable IDs file. Cost: one Parquet footer."""
-    path = Path(path)
-    files = (
-        sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
-        if path.is_dir()
-        else [path]
-    )
+    files = _parts(Path(path))
     try:
-        raw = (
-            (pq.read_schema(files[0]).metadata or {}).get(META_KEY) if files and files[0].is_file() else None
-        )
-        return json.loads(raw) if raw else {}
+        return _meta(pq.read_schema(files[0])) if files else {}
     except (pa.ArrowInvalid, OSError, ValueError):
         return {}
 
@@ -102,14 +106,11 @@ def read_ids(path: str | os.PathLike) -> IdTable:
     """Read an ``ids.parquet`` written by ``semid assign``, or the directory of ``part-*.parquet`` files a
     streamed or distributed ``semid assign`` writes (validates the columns)."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
-        if not files:
-            raise SemidError(f"{path}: no .parquet part files in this directory")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise SemidError(f"{path}: no such file")
+    files = _parts(path)
+    if not files:
+        raise SemidError(
+            f"{path}: no .parquet part files in this directory" if path.is_dir() else f"{path}: no such file"
+        )
     try:
         t = pa.concat_tables([pq.read_table(f) for f in files]) if len(files) > 1 else pq.read_table(files[0])
     except (pa.ArrowInvalid, OSError) as e:
@@ -119,8 +120,7 @@ def read_ids(path: str | os.PathLike) -> IdTable:
         raise SemidError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(t.column_names)})")
     codes = _codes_from_list(t["codes"], path, "codes")
     base = _codes_from_list(t["base_codes"], path, "base_codes") if "base_codes" in t.column_names else codes
-    meta_raw = (t.schema.metadata or {}).get(META_KEY)
-    meta = json.loads(meta_raw) if meta_raw else {}
+    meta = _meta(t.schema)
     return IdTable(
         item_ids=t["item_id"].to_numpy(zero_copy_only=False),
         semantic_ids=t["semantic_id"].to_pylist(),

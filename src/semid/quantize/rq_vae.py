@@ -434,12 +434,13 @@ class RQVAE(BaseQuantizer):
         stop_after_epochs : stop after that many epochs in total, leaving a resumable run (as a kill would).
         """
         if resume is not None:
-            ckpt = checkpoint_path(resume, recover=True)
-            meta = read_checkpoint_meta(ckpt)
+            meta = read_checkpoint_meta(resume)  # checked before recover=True renames anything on disk
             if not isinstance(meta.get("config"), dict):
                 raise SemidError(
-                    f"{resume}: not an RQ-VAE run (its checkpoint {ckpt} holds no RQ-VAE configuration)"
+                    f"{resume}: not an RQ-VAE run (its checkpoint {checkpoint_path(resume)} holds no RQ-VAE "
+                    "configuration)"
                 )
+            ckpt = checkpoint_path(resume, recover=True)
             cfg = RQVAEConfig.from_dict(meta["config"], source=str(ckpt / "trainer.json"))
             cfg.train.run_dir = str(
                 ckpt.parent.parent

@@ -63,6 +63,7 @@ SCHEDULES = ("cosine", "constant")
 STATE_NAME = "state.safetensors"
 TRAINER_NAME = "trainer.json"
 METRICS_NAME = "metrics.jsonl"
+RUN_FILES = frozenset({METRICS_NAME, "checkpoints", "tensorboard"})  # all a Trainer writes in its run_dir
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semid._outputs import check_output
+from semid._outputs import check_output, holds_only
 from semid._utils import atomic_path, read_json_mapping, swapped_aside
 from semid.errors import SemidError
 from semid.rec.config import MODELS, RESUMABLE, TrainConfig
@@ -73,21 +73,21 @@ def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.Path
     run_dir = Path(run_dir)
     if swapped_aside(run_dir / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
-    check_output(run_dir, is_dir=True, inputs=inputs, replaceable=_killed_run, what="a run directory")
+    killed = holds_only(RUN_FILES, check=_no_foreign_config)  # a run killed before its first checkpoint
+    check_output(run_dir, is_dir=True, inputs=inputs, replaceable=killed, what="a run directory")
 
 
-def _killed_run(directory: Path) -> bool:
-    """A directory a run killed before its first checkpoint left: only run files, and a config (if any)
-    of one of our recommenders; a quantizer directory (config.json, model.safetensors, metrics.jsonl) is not."""
-    if not all(p.name in RUN_FILES for p in directory.iterdir()):
-        return False
+def _no_foreign_config(directory: Path) -> bool:
+    """No config, or one of our recommenders': a quantizer directory (config.json, model.safetensors,
+    metrics.jsonl) holds only run-like names, yet is no run."""
     config = directory / CONFIG_NAME
     if not config.exists():
         return True
     try:
-        return read_json_mapping(config).get("model_type") in MODELS
-    except (SemidError, OSError):
+        model_type = read_json_mapping(config).get("model_type")
+    except SemidError:
         return False
+    return isinstance(model_type, str) and model_type in MODELS
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
