@@ -317,31 +317,26 @@ def finish_interrupted_swap(path: str | os.PathLike) -> Path:
     return path
 
 
+def _accepting(test: Callable[[Path], bool], check: Callable[[Path], bool] | None) -> Replaceable:
+    """A :data:`Replaceable` from a test of the directory's entries and an optional deeper ``check`` (an
+    unreadable or malformed file makes the directory not ours)."""
+
+    def replaceable(directory: Path) -> bool:
+        try:
+            return test(directory) and (check is None or bool(check(directory)))
+        except (OSError, ValueError):
+            return False
+
+    return replaceable
+
+
 def holds_only(names: Iterable[str], check: Callable[[Path], bool] | None = None) -> Replaceable:
     """A :data:`Replaceable` that accepts a directory whose entries are all among ``names`` (and that passes
     ``check``): e.g. a run killed before its first checkpoint, which left only files a run writes."""
     allowed = frozenset(names)
-
-    def replaceable(directory: Path) -> bool:
-        if not all(p.name in allowed for p in directory.iterdir()):
-            return False
-        try:
-            return check is None or bool(check(directory))
-        except (OSError, ValueError):
-            return False
-
-    return replaceable
+    return _accepting(lambda d: all(p.name in allowed for p in d.iterdir()), check)
 
 
 def has_marker(*names: str, check: Callable[[Path], bool] | None = None) -> Replaceable:
     """A :data:`Replaceable` that accepts a directory holding every one of ``names`` (and passing ``check``)."""
-
-    def replaceable(directory: Path) -> bool:
-        if not all((directory / n).is_file() for n in names):
-            return False
-        try:
-            return check is None or bool(check(directory))
-        except (OSError, ValueError):
-            return False
-
-    return replaceable
+    return _accepting(lambda d: all((d / n).is_file() for n in names), check)
