@@ -104,9 +104,8 @@ def check_output(
                 f"{path}: the output would replace a directory that holds the input {inp}; "
                 "write to another path"
             )
-        placed = (
-            path.parent.resolve() / path.name
-        )  # where the file lands: a link there is replaced, not followed
+        # where the file lands: a link there is replaced (atomic_path), not followed
+        placed = path.parent.resolve() / path.name
         if (
             not is_dir
             and (path.exists() or path.is_symlink())

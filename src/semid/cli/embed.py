@@ -148,11 +148,7 @@ def embed(
     check_output(
         output,
         is_dir=streamed,
-        inputs=[
-            *catalogue,
-            cache_dir,
-            local_model(model),
-        ],  # a local model too
+        inputs=[*catalogue, cache_dir, local_model(model)],
         replaceable=has_marker(MANIFEST) if streamed else None,
         what="a directory of embeddings written by semid embed" if streamed else "an embeddings file",
     )
