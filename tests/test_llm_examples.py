@@ -141,6 +141,28 @@ def test_prepare_writes_jsonl_items_and_codebook_sizes(tmp_path):
     assert b["messages"][2]["content"] == "[REC]<a_0><b_5>"
 
 
+def test_a_failed_prepare_leaves_the_earlier_directory_whole_and_nothing_half_written(tmp_path, monkeypatch):
+    """The directory is written beside its place and renamed in at the end: a kill or an error midway never
+    leaves new examples beside the old metadata (which `semid llm train` would accept)."""
+    cat = Catalogue.from_pydict({"item_id": ["a", "b"], "title": ["Red Lipstick 4 g", "Blue Mascara 8 ml"]})
+    codes = np.array([[1, 0], [0, 5]])
+    ids = IdTable(
+        np.array(["a", "b"], dtype=object), ["1-0", "0-5"], codes, codes, {"codebook_sizes": [4, 6]}
+    )
+    out = tmp_path / "prepared"
+    prepare_dataset(cat, ids, out, ExampleConfig(n_per_item=1, seed=0))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", fail)  # after train.jsonl and valid.jsonl were written
+    with pytest.raises(OSError, match="disk full"):
+        prepare_dataset(cat, ids, out, ExampleConfig(n_per_item=3, seed=7))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no temporary left beside it
+
+
 def test_bad_jsonl_names_the_line(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"messages": []}\nnot json\n')
     with pytest.raises(SemidError, match=r"train.jsonl line 2: not valid JSON"):

@@ -138,3 +138,20 @@ def test_an_rq_vae_run_folder_is_never_an_input_nor_a_folder_of_other_files(tmp_
         f"Error: {tmp_path / 'm.run'} holds files that are not an RQ-VAE run directory written by semid"
     )
     assert (tmp_path / "m.run" / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()
+
+
+def test_a_fresh_rq_vae_fit_never_writes_over_a_killed_runs_checkpoints(tmp_path: Path, capsys) -> None:
+    write_embeddings(
+        tmp_path / "emb.parquet", [f"i{i}" for i in range(60)], clustered(n=60, dim=8, centres=4)
+    )
+    last = tmp_path / "m.run" / "checkpoints" / "last"
+    last.mkdir(parents=True)
+    (last / "trainer.json").write_text('{"config": {}, "state": {"epoch": 140}}')  # killed: no model saved
+    before = digest(tmp_path / "m.run")
+    code = run(["fit", tmp_path / "emb.parquet", "--method", "rq-vae", "-o", tmp_path / "m"])
+    assert code == 1
+    assert error_line(capsys) == (
+        f"Error: {tmp_path / 'm.run'} holds an unfinished RQ-VAE run; resume it (--resume {tmp_path / 'm.run'}) "
+        "or remove it to start over"
+    )
+    assert digest(tmp_path / "m.run") == before and not (tmp_path / "m").exists()

@@ -313,6 +313,28 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_database_that_only_looks_like_a_registry_is_refused_and_left_byte_identical(
+    tmp_path: Path,
+) -> None:
+    """Tables named meta, versions and ids and a schema_version row, but other columns: not ours."""
+    other = tmp_path / "lookalike.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("CREATE TABLE versions (a INTEGER)")
+    conn.execute("CREATE TABLE ids (x TEXT)")
+    conn.commit()
+    conn.close()
+    before = sha256(other)
+    with pytest.raises(SemidError) as e:
+        Registry(other, fingerprint="3f2a")
+    assert str(e.value) == (
+        f"{other} is an SQLite database of another application (tables: meta, versions, ids); "
+        "give a new path or a semid registry"
+    )
+    assert sha256(other) == before  # not even switched to WAL mode
+
+
 def test_a_database_of_another_application_is_refused_and_left_byte_identical(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     conn = sqlite3.connect(other)

@@ -266,6 +266,24 @@ def fit(
     out.print(_report_table(rep.to_dict(), f"{name} fitted in {fit_s:.1f}s -> {output}"))
 
 
+def _refuse_unfinished_run(run_dir: Path, output: Path) -> None:
+    """A run whose last checkpoint is newer than the model it should have saved (or with no model) was
+    killed: a fresh fit would write over its checkpoints, so the user resumes it or removes it (as `semid
+    train` refuses a directory that holds a run)."""
+    from semid.quantize.train import TRAINER_NAME, checkpoint_path
+
+    try:
+        last = checkpoint_path(run_dir) / TRAINER_NAME
+    except SemidError:  # no checkpoint: nothing to lose
+        return
+    saved = output / "config.json"
+    if saved.is_file() and saved.stat().st_mtime >= last.stat().st_mtime:
+        return  # the run finished and saved its model: a new fit replaces both
+    raise SemidError(
+        f"{run_dir} holds an unfinished RQ-VAE run; resume it (--resume {run_dir}) or remove it to start over"
+    )
+
+
 def _fit_rq_vae(
     emb: Path,
     output: Path,
@@ -301,6 +319,7 @@ def _fit_rq_vae(
             replaceable=holds_only(TRAINER_RUN_FILES),
             what="an RQ-VAE run directory",
         )
+        _refuse_unfinished_run(run_dir, output)
     if config is not None:
         model = RQVAE(config, verbose=True, device=device, run_dir=str(run_dir))
     else:

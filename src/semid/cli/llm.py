@@ -53,14 +53,14 @@ def prepare(
     """Write chat training examples (query -> [REC] + Semantic ID, attribute questions, next item)."""
     from semid.data import load_dataset
     from semid.ids.table import read_ids
-    from semid.llm.examples import DATA_META, ExampleConfig, prepare_dataset
+    from semid.llm.examples import DATA_META, EXAMPLES_DIR, ExampleConfig, prepare_dataset
 
     check_output(  # before reading anything (prepare_dataset checks again, without the inputs)
         out,
         is_dir=True,
         inputs=[*paths, ids],
         replaceable=has_marker(DATA_META),
-        what="a directory of examples written by semid llm prepare",
+        what=EXAMPLES_DIR,
     )
     table = read_ids(ids)
     ds = load_dataset(paths, encoding=encoding)

@@ -115,6 +115,13 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS ids_by_code ON ids (version, grp, slot)",
 )
 
+# The columns each table of _SCHEMA has (what a database must hold to be taken for a registry).
+_COLUMNS = {
+    "meta": {"key", "value"},
+    "versions": {"version", "fingerprint", "n_levels", "dedup", "created_at"},
+    "ids": {"version", "item_id", "grp", "slot", "base_last"},
+}
+
 # Batches travel as one JSON array parameter read by json_each() and come back through json_group_array():
 # one statement per batch, no per-row binding or fetching. Big batches go in chunks of this many values.
 _CHUNK = 1_000_000
@@ -323,11 +330,17 @@ class Registry:
         )
 
     def _is_registry(self, tables: list[str]) -> bool:
+        """The three tables, each with the columns this schema gives it, and a schema version: a database
+        that only looks like a registry is refused before WAL mode or the schema touch the file."""
         if not {"meta", "versions", "ids"} <= set(tables):
             return False
+        for table, columns in _COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if not columns <= have:
+                return False
         try:
             row = self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError as e:  # a "meta" table with other columns
+        except sqlite3.OperationalError as e:
             if "locked" in str(e):
                 raise
             return False

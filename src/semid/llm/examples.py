@@ -397,6 +397,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 DATA_META = "llm_data.json"
 ITEMS_FILE = "items.parquet"
+EXAMPLES_DIR = "a directory of training examples"  # what `semid llm prepare` writes, for messages
 
 
 def _item_texts(catalogue: Catalogue, titles: list[str]) -> list[str]:
@@ -429,7 +430,7 @@ def prepare_dataset(
         directory,
         is_dir=True,
         replaceable=has_marker(DATA_META),
-        what="a directory of examples written by semid llm prepare",
+        what=EXAMPLES_DIR,
     )
     rows = check_ids_cover(catalogue, np.asarray(ids.item_ids, dtype=object), where=ids_path)
     codes = np.asarray(ids.codes, dtype=np.int64)[rows]  # (n_items, L) in catalogue order
@@ -440,8 +441,6 @@ def prepare_dataset(
     if len(declared) == len(sizes):  # the quantizer's sizes, unless dedup added codes beyond them
         sizes = [max(int(a), int(b)) for a, b in zip(declared, sizes, strict=True)]
     examples = build_examples(catalogue, catalogue.item_ids, codes, config, sequences=sequences)
-    directory = Path(directory)
-    examples.write(directory)
     titles = (
         catalogue.text_column("title").to_pylist() if "title" in catalogue.fields else [""] * len(catalogue)
     )
@@ -457,8 +456,6 @@ def prepare_dataset(
             **{f: catalogue.table.column(f) for f in FILTER_FIELDS if f in catalogue.fields},
         }
     )
-    with atomic_path(directory / ITEMS_FILE) as tmp:
-        pq.write_table(table, tmp)
     meta = {
         "codebook_sizes": sizes,
         "n_items": len(catalogue),
@@ -468,6 +465,9 @@ def prepare_dataset(
         "held_out_templates": list(HELD_OUT_TEMPLATES),
         "system_prompt": examples.config.system_prompt,
     }
-    with atomic_path(directory / DATA_META) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    # the whole directory at once: a kill leaves the old one (or none), never new examples beside old metadata
+    with atomic_path(directory, is_dir=True, replaceable=has_marker(DATA_META), what=EXAMPLES_DIR) as tmp:
+        examples.write(tmp)
+        pq.write_table(table, tmp / ITEMS_FILE)
+        (tmp / DATA_META).write_text(json.dumps(meta, indent=2) + "\n")
     return examples

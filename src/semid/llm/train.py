@@ -285,7 +285,7 @@ def train_llm(
         is_dir=True,
         inputs=[data_dir, *(s for s in local if Path(s).exists())],
         replaceable=has_marker(META_FILE),
-        what="a language-model directory written by semid llm train",
+        what="a language-model directory",
     )
     meta, train, valid, items = _load_prepared(data_dir)
     group = setup(resolve_device(config.device))  # a data-parallel job under torchrun, or one process
