@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import clustered
+from conftest import clustered, dead_pid
 from semid._outputs import (
     _HOST,
     atomic_path,
@@ -216,12 +216,6 @@ def test_a_directory_is_replaceable_only_when_it_holds_the_writers_marker(tmp_pa
 
 
 # -- leftovers of killed jobs ---------------------------------------------------------------------------
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def test_the_next_write_removes_temporaries_of_a_killed_job_and_keeps_live_ones(tmp_path):

@@ -155,3 +155,109 @@ def test_a_fresh_rq_vae_fit_never_writes_over_a_killed_runs_checkpoints(tmp_path
         "or remove it to start over"
     )
     assert digest(tmp_path / "m.run") == before and not (tmp_path / "m").exists()
+
+
+def test_replacing_a_directory_never_deletes_a_users_folder_that_merely_looks_like_a_swap_leftover(
+    tmp_path: Path,
+) -> None:
+    from semid._outputs import atomic_path
+
+    out = tmp_path / "E2"
+    out.mkdir()
+    (out / "part-00000.parquet").write_bytes(b"old")
+    backup = tmp_path / ".E2.backup.old"  # the user's, not a `.E2.HOST.PID.XXXX.old` of a killed swap
+    backup.mkdir()
+    (backup / "keep.txt").write_text("mine")
+    with atomic_path(out, is_dir=True, replaceable=lambda _: True) as tmp:
+        (tmp / "part-00000.parquet").write_bytes(b"new")
+    assert (out / "part-00000.parquet").read_bytes() == b"new"
+    assert (backup / "keep.txt").read_text() == "mine"
+
+
+def test_a_streamed_output_replaces_only_parts_of_its_own_kind_with_nothing_else_beside_them(
+    tmp_path: Path,
+) -> None:
+    from semid.scale.assign import MANIFEST, streamed_output
+
+    def parts_dir(name: str, manifest: dict, *extra: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "part-00000.parquet").write_bytes(b"")
+        (d / MANIFEST).write_text(json.dumps(manifest))
+        for e in extra:
+            (d / e).write_text("mine")
+        return d
+
+    embeddings = parts_dir("emb", {"kind": "embed", "model": None})
+    ids = parts_dir("ids", {"kind": "assign", "job": {}})
+    legacy_ids = parts_dir("old-ids", {"n_items": 1, "job": {}})  # before "kind": an assign's has its job
+    noted = parts_dir("noted", {"kind": "assign", "job": {}}, "notes.txt")
+    assert streamed_output("assign")(ids) and streamed_output("assign")(legacy_ids)
+    assert not streamed_output("assign")(embeddings)  # IDs never replace embeddings
+    assert streamed_output("embed")(embeddings) and not streamed_output("embed")(ids)
+    assert not streamed_output("assign")(noted)  # a user's file beside the parts keeps the folder
+
+
+def test_embed_refuses_an_output_that_is_the_cache_the_environment_names(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    write_walk_shop(tmp_path, 10, n_users=5, lengths=(2, 3))
+    monkeypatch.setenv("SEMID_CACHE_DIR", str(tmp_path / "E2"))
+    (tmp_path / "E2").mkdir()
+    (tmp_path / "E2" / "embeddings.sqlite").write_bytes(b"cached vectors")
+    code = run(["embed", tmp_path / "items.csv", "-o", tmp_path / "E2"])
+    assert code == 1
+    assert "the output is also an input of this command" in error_line(capsys)
+    assert (tmp_path / "E2" / "embeddings.sqlite").read_bytes() == b"cached vectors"
+
+
+def test_demo_never_deletes_through_a_link_in_its_folder(tmp_path: Path, capsys) -> None:
+    foreign = tmp_path / "elsewhere"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "checkpoints" / "mine.txt").write_text("mine")
+    demo = tmp_path / "d"
+    demo.mkdir()
+    (demo / DEMO_MARKER).write_text("{}")
+    (demo / "tiger").symlink_to(foreign)
+    code = run(["demo", "--out", demo, "--items", "60", "--users", "40"])
+    assert code == 1
+    assert error_line(capsys).startswith(
+        f"Error: {demo / 'tiger'} is a symbolic link; the demo writes its own"
+    )
+    assert (foreign / "checkpoints" / "mine.txt").read_text() == "mine"
+
+
+def test_refitting_a_model_folder_never_deletes_a_registry_put_beside_the_model(
+    quantized: Path, capsys
+) -> None:
+    (quantized / "model" / "ids.db").write_bytes(b"the user's registry")
+    code = run(["fit", quantized / "emb.parquet", "-o", quantized / "model", "--codebook-size", "4"])
+    assert code == 1
+    assert error_line(capsys).startswith(
+        f"Error: {quantized / 'model'} holds files that are not a quantizer directory written by semid"
+    )
+    assert (quantized / "model" / "ids.db").read_bytes() == b"the user's registry"
+
+
+def test_the_embedding_cache_never_writes_into_another_applications_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    from semid.embed.cache import EmbeddingCache
+    from semid.errors import SemidError
+
+    other = tmp_path / "cache" / "embeddings.sqlite"
+    other.parent.mkdir()
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE models (id INTEGER PRIMARY KEY, owner TEXT)")  # a name we use, other columns
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(SemidError) as e:
+        EmbeddingCache(other.parent)
+    assert str(e.value) == (
+        f"{other} is an SQLite database of another application (tables: models); "
+        "give the embedding cache another --cache-dir"
+    )
+    assert other.read_bytes() == before  # not even switched to WAL mode
+    EmbeddingCache(tmp_path / "fresh").close()  # a new cache is still made
+    EmbeddingCache(tmp_path / "fresh").close()  # and reopened

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY_TIGER as TINY_TIGER_CONFIG
+from conftest import dead_pid
+from semid._outputs import _HOST
 from semid.data import Sequences, make_demo_dataset
 from semid.embed.store import read_embeddings
 from semid.errors import SemidError
@@ -199,7 +201,7 @@ def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
     )
     assert (first.steps, first.epochs, first.stopped) == (2, 0, "max_steps")
     # Killed between the two renames of a checkpoint swap: the old copy lies aside, and resuming finds it.
-    aside = tmp_path / "split" / "checkpoints" / ".last.x.old"
+    aside = tmp_path / "split" / "checkpoints" / f".last.{_HOST}.{dead_pid()}.x.old"
     (tmp_path / "split" / "checkpoints" / "last").rename(aside)
     # Readers see that copy without moving it (the run's own trainer could be mid-swap); a new run is refused.
     assert read_checkpoint(tmp_path / "split")["state"]["step"] == 2 and aside.is_dir()

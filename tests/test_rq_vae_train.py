@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_RQVAE, clustered
+from conftest import TINY_RQVAE, clustered, dead_pid
+from semid._outputs import _HOST
 from semid.errors import SemidError
 from semid.quantize.rq_vae import RQVAE
 from semid.quantize.train import TrainConfig, Trainer, read_checkpoint_meta, read_metrics
@@ -119,14 +120,14 @@ def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_still_resumes(tmp_p
     run = tmp_path / "run"
     tiny(run_dir=str(run), dropout=0.1, save_every_steps=10).fit(data, stop_after_epochs=3)
     last = run / "checkpoints" / "last"
-    aside = run / "checkpoints" / ".last.k1ll3d.old"
+    aside = run / "checkpoints" / f".last.{_HOST}.{dead_pid()}.k1ll3d.old"
     last.rename(aside)  # the old copy moved aside, the new one not yet in
     # Reading the run finds that copy and moves nothing: only the resuming process renames it back.
     assert read_checkpoint_meta(run)["state"]["epoch"] == 3 and aside.is_dir() and not last.exists()
     resumed = RQVAE().fit(data, resume=run)
     assert last.is_dir() and not list(last.parent.glob(".last.*"))
     # A copy an earlier kill left aside goes with the next swap, so at most one ever lies there.
-    stale = run / "checkpoints" / ".last.stale.old"
+    stale = run / "checkpoints" / f".last.{_HOST}.{dead_pid()}.stale.old"
     stale.mkdir()
     from semid._utils import atomic_path
 

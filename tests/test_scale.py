@@ -234,7 +234,9 @@ def test_an_existing_foreign_directory_is_never_overwritten(data, tmp_path):
     root = data[0]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(SemidError, match="exists and was not written by semid"):
+    with pytest.raises(
+        SemidError, match=r"mine holds files that are not a directory of IDs written by semid \(notes.txt\)"
+    ):
         assign_dataset(root / "model", root / "parts", tmp_path / "mine", progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

@@ -263,9 +263,11 @@ def atomic_path(
                 raise SemidError(
                     f"{path}: files appeared in the directory while writing; nothing was replaced"
                 )
-            for stale in parent.glob(f".{_glob_escape(path.name)}.*.old"):
+            for stale in _asides(path, dead_only=True):
                 shutil.rmtree(stale, ignore_errors=True)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".old", dir=parent)
+            )
             old.rmdir()
             path.rename(old)
             tmp.rename(path)
@@ -278,12 +280,6 @@ def atomic_path(
         raise
 
 
-def _glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
-
-
 def swapped_aside(path: str | os.PathLike) -> Path:
     """``path``, or, where a killed :func:`atomic_path` swap left it moved aside, that hidden copy.
 
@@ -291,17 +287,35 @@ def swapped_aside(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not path.exists() and path.parent.is_dir():
-        olds = list(path.parent.glob(f".{_glob_escape(path.name)}.*.old"))
+        olds = _asides(path)
         if len(olds) == 1:  # atomic_path leaves at most one aside
             return olds[0]
     return path
+
+
+def _asides(path: Path, *, dead_only: bool = False) -> list[Path]:
+    """The copies of ``path`` an :func:`atomic_path` swap moved aside: ``.NAME.HOST.PID.XXXX.old``, and
+    nothing else a user may have named ``.NAME.*.old``. ``dead_only``: those of this host's dead processes
+    (leftovers of a kill after the swap; a live job's own copy is never touched)."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"([A-Za-z0-9_-]+)\.(\d+)\.[^.]+\.old")
+    parent = path.parent if str(path.parent) else Path(".")
+    found = []
+    for p in parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if not m or p.is_symlink():
+            continue
+        host, pid = m.group(1), int(m.group(2))
+        if dead_only and (host != _HOST or pid == os.getpid() or _pid_alive(pid)):
+            continue
+        found.append(p)
+    return found
 
 
 def finish_interrupted_swap(path: str | os.PathLike) -> Path:
     """Put back a directory that a killed :func:`atomic_path` swap left moved aside; return ``path``.
 
     Replacing a directory takes two renames (the old one aside, the new one in). A process killed between
-    them leaves ``path`` missing and the old copy as a hidden ``.NAME.*.old`` sibling, which this renames
+    them leaves ``path`` missing and the old copy as a hidden ``.NAME.HOST.PID.XXXX.old`` sibling, which this renames
     back, so a checkpoint written before the kill is still found. Only the process that takes the run over
     (a resume) may call this; readers use :func:`swapped_aside`.
     """

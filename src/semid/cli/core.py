@@ -15,7 +15,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from semid._outputs import check_output, has_marker
+from semid._outputs import check_output
 from semid.cli import app
 from semid.cli._shared import (
     Dedup,
@@ -78,15 +78,15 @@ def assign(
     batches with flat memory, or on a Ray cluster with --engine ray; the IDs are the same item for item.
     A model fitted with --fuse needs the same --fuse file here (in memory).
     """
-    from semid.scale.assign import MANIFEST
+    from semid.scale.assign import ASSIGN_DIR, streamed_output
 
     streamed = engine is not None or output.suffix != ".parquet"
     check_output(
         output,
         is_dir=streamed,
         inputs=[model_dir, emb, ids, registry, fuse],
-        replaceable=has_marker(MANIFEST) if streamed else None,
-        what="a directory of IDs written by semid assign" if streamed else "an IDs file",
+        replaceable=streamed_output("assign") if streamed else None,
+        what=ASSIGN_DIR if streamed else "an IDs file",
     )
     if registry is not None:
         check_output(registry, inputs=[model_dir, emb, ids, fuse], what="a registry file")

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from semid.cli import app
 from semid.cli._shared import local_model
+from semid.errors import SemidError
 
 console = Console(soft_wrap=True)
 
@@ -91,6 +92,12 @@ def demo(
         replaceable=is_demo_dir,
         what="a demo folder",
     )
+    for name in sorted(DEMO_LAYOUT):  # a re-run replaces these in place: never through a link to elsewhere
+        if (out / name).is_symlink():
+            raise SemidError(
+                f"{out / name} is a symbolic link; the demo writes its own {name} there: remove the link "
+                "or choose another --out (nothing was changed)"
+            )
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from semid._outputs import check_output, has_marker
+from semid._outputs import check_output
 from semid.cli import app
 from semid.cli._shared import Engine, local_model
 from semid.errors import SemidError
@@ -138,19 +138,21 @@ def embed(
     catalogue in record batches with flat memory, or on a Ray cluster with --engine ray.
     """
     from semid.data import load_dataset
-    from semid.embed.cache import EmbeddingCache
+    from semid.embed.cache import EmbeddingCache, default_cache_dir
     from semid.embed.pipeline import EmbedStats, embed_catalogue
     from semid.embed.store import write_embeddings
     from semid.embed.text import TextTemplate, default_template, render_texts
-    from semid.scale.assign import MANIFEST
+    from semid.scale.assign import streamed_output
+    from semid.scale.embed import EMBED_DIR
 
     streamed = engine is not None or output.suffix != ".parquet"
     check_output(
         output,
         is_dir=streamed,
-        inputs=[*catalogue, cache_dir, local_model(model)],
-        replaceable=has_marker(MANIFEST) if streamed else None,
-        what="a directory of embeddings written by semid embed" if streamed else "an embeddings file",
+        # the cache the run reads and writes, wherever it is ($SEMID_CACHE_DIR too), is an input
+        inputs=[*catalogue, (cache_dir or default_cache_dir()) if cache else None, local_model(model)],
+        replaceable=streamed_output("embed") if streamed else None,
+        what=EMBED_DIR if streamed else "an embeddings file",
     )
     if streamed:
         if engine is None and output.suffix:

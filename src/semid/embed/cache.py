@@ -62,9 +62,33 @@ class EmbeddingCache:
         self.path = self.directory / self.FILENAME
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._check_not_foreign()
             self._set_up(timeout)
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             raise SemidError(f"{self.path}: not a usable embedding cache ({e})") from None
+
+    _COLUMNS = {"models": {"id", "name", "dim"}, "vectors": {"model", "key", "vec"}}
+
+    def _check_not_foreign(self) -> None:
+        """Refuse, before WAL mode or a table touches it, an existing database that is not an embedding
+        cache: its tables must be ours, with our columns (an empty file becomes a cache)."""
+        tables = {
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            )
+        }
+        ours = tables <= set(self._COLUMNS) and all(
+            self._COLUMNS[t] <= {r[1] for r in self._db.execute(f"PRAGMA table_info({t})")} for t in tables
+        )
+        if not ours:
+            self._db.close()
+            shown = ", ".join(sorted(tables)[:10])
+            raise SemidError(
+                f"{self.path} is an SQLite database of another application (tables: {shown}); "
+                "give the embedding cache another --cache-dir"
+            )
 
     def _set_up(self, timeout: float) -> None:
         """WAL mode and the tables. Switching a new file to WAL needs an exclusive lock, and SQLite may

@@ -207,14 +207,21 @@ class BaseQuantizer:
         raise NotImplementedError
 
 
+# What a quantizer directory holds: save_pretrained's two files and the training curves `semid fit` copies.
+QUANTIZER_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, "metrics.jsonl"})
+
+
 def is_quantizer_dir(directory: str | os.PathLike) -> bool:
-    """True for a directory :meth:`BaseQuantizer.save_pretrained` wrote (what ``semid fit`` may replace)."""
-    path = Path(directory) / CONFIG_NAME
+    """True for a directory :meth:`BaseQuantizer.save_pretrained` wrote and nothing else wrote into (what
+    ``semid fit`` may replace): a registry or a report a user put beside the model keeps it from being
+    replaced."""
+    directory = Path(directory)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        foreign = [p.name for p in directory.iterdir() if p.name not in QUANTIZER_FILES]
     except (OSError, ValueError):
         return False
-    return isinstance(config, dict) and config.get("model_type") in _MODEL_MODULES
+    return not foreign and isinstance(config, dict) and config.get("model_type") in _MODEL_MODULES
 
 
 def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:

@@ -17,6 +17,7 @@ Everything is written beside the output and renamed into place at the end: a fai
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import time
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from semid._outputs import atomic_path, has_marker
+from semid._outputs import Replaceable, atomic_path, check_output, has_marker
 from semid._ray import check_engine  # noqa: F401  (re-exported)
 from semid._ray import ray_session as _ray_session
 from semid._ray import unwrap_ray_error as _unwrap_ray_error
@@ -43,6 +44,29 @@ __all__ = ["AssignJobResult", "assign_dataset", "bucket_count"]
 ROWS_PER_BUCKET = 1_000_000  # ids + codes of one bucket in memory at the finish step (~100 MB)
 ROWS_PER_BUCKET_REMAP = 150_000  # remap also keeps the embeddings (150k x 384 floats = 230 MB)
 MANIFEST = "_semid.json"
+ASSIGN_DIR = (
+    "a directory of IDs"  # for messages: "... holds files that are not a directory of IDs written by semid"
+)
+
+
+def streamed_output(kind: str) -> Replaceable:
+    """What a streamed ``semid embed`` or ``semid assign`` (``kind``) may replace: a directory that one of
+    its earlier runs wrote, i.e. its manifest names that command and it holds nothing but Parquet part
+    files and the manifest. Embeddings parts are never replaced by IDs (or the other way round), and a
+    user's file beside the parts keeps the directory from being replaced at all."""
+
+    def ours(directory: Path) -> bool:
+        if not all(
+            p.name == MANIFEST or (p.suffix == ".parquet" and p.is_file()) for p in directory.iterdir()
+        ):
+            return False
+        manifest = json.loads((directory / MANIFEST).read_text())
+        # manifests written before "kind": an assign's holds its job, an embed's its model
+        return manifest.get("kind", "assign" if "job" in manifest else "embed") == kind
+
+    return has_marker(MANIFEST, check=ours)
+
+
 # One encoder actor per CPU would leave no CPU for the read and write tasks and Ray would wait forever:
 # actors reserve a share of a CPU and I/O tasks a smaller one (the OS shares the cores in practice).
 _ENCODER_CPUS = 0.5
@@ -117,8 +141,7 @@ def assign_dataset(
     output = Path(output)
     if output.suffix == ".parquet":
         raise SemidError(f"{output}: a streamed assign writes a directory of part files; drop '.parquet'")
-    if output.exists() and not (output / MANIFEST).exists():
-        raise SemidError(f"{output}: exists and was not written by semid assign; choose another output")
+    check_output(output, is_dir=True, replaceable=streamed_output("assign"), what=ASSIGN_DIR)
     model = load_quantizer(model_dir, device="cpu")
     if model.fusion_ is not None:
         raise SemidError(
@@ -141,7 +164,7 @@ def assign_dataset(
     }
     keep = dedup == "remap"
     with (
-        atomic_path(output, is_dir=True, replaceable=has_marker(MANIFEST)) as tmp,
+        atomic_path(output, is_dir=True, replaceable=streamed_output("assign"), what=ASSIGN_DIR) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
         buckets = n_buckets or bucket_count(parts.n_rows, dedup, at_least=workers)
@@ -186,9 +209,8 @@ def assign_dataset(
             result.n_new = sum(s["n_new"] for s in stats)
             result.n_existing = sum(s["n_existing"] for s in stats)
             result.registry_version = stats[0]["version"] if stats else None
-        import json
-
-        manifest = {"n_items": parts.n_rows, "input": str(embeddings), **meta, "job": asdict(result)}
+        manifest = {"kind": "assign", "n_items": parts.n_rows, "input": str(embeddings), **meta}
+        manifest["job"] = asdict(result)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return result
 

@@ -20,13 +20,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semid._outputs import atomic_path, has_marker
+from semid._outputs import atomic_path, check_output
 from semid.errors import SemidError
-from semid.scale.assign import MANIFEST, _ray_session, check_engine, ray_map_parts
+from semid.scale.assign import MANIFEST, _ray_session, check_engine, ray_map_parts, streamed_output
 from semid.scale.batches import EmbedBatch
 from semid.scale.parts import check_unique_ids, list_parts
 
 __all__ = ["EmbedJobResult", "embed_dataset"]
+
+EMBED_DIR = "a directory of embeddings"  # for messages
 
 
 @dataclass
@@ -73,8 +75,7 @@ def embed_dataset(
     check_engine(engine, num_workers)
     if output.suffix == ".parquet":
         raise SemidError(f"{output}: a streamed embed writes a directory of part files; drop '.parquet'")
-    if output.exists() and not (output / MANIFEST).exists():
-        raise SemidError(f"{output}: exists and was not written by semid; choose another output")
+    check_output(output, is_dir=True, replaceable=streamed_output("embed"), what=EMBED_DIR)
     if rows_per_part < 1:
         raise SemidError(f"rows_per_part={rows_per_part} should be >= 1")
     parquet = _is_parquet_table(paths)
@@ -99,7 +100,7 @@ def embed_dataset(
     result.template = template
     args = dict(model=model, template=template, strip_quotes=strip_quotes, id_column=id_column)
     with (
-        atomic_path(output, is_dir=True, replaceable=has_marker(MANIFEST)) as tmp,
+        atomic_path(output, is_dir=True, replaceable=streamed_output("embed"), what=EMBED_DIR) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
         if engine == "ray":
@@ -129,7 +130,12 @@ def embed_dataset(
                     bar.update(out.num_rows)
             result.dim = fn.embedder.dim
         result.seconds["embed"] = time.perf_counter() - t0
-        manifest = {"n_items": result.n_items, "input": [str(p) for p in paths], "model": model}
+        manifest = {
+            "kind": "embed",
+            "n_items": result.n_items,
+            "input": [str(p) for p in paths],
+            "model": model,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return result
 
