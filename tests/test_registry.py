@@ -313,44 +313,50 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_database_that_only_looks_like_a_registry_is_refused_and_left_byte_identical(
-    tmp_path: Path,
-) -> None:
-    """Tables named meta, versions and ids and a schema_version row, but other columns: not ours."""
-    other = tmp_path / "lookalike.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    conn.execute("CREATE TABLE versions (a INTEGER)")
-    conn.execute("CREATE TABLE ids (x TEXT)")
+def sqlite_file(path: Path, *statements: str) -> Path:
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
     conn.commit()
     conn.close()
+    return path
+
+
+OTHER_APP = (
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER)",
+    "INSERT INTO users VALUES (1, 'ada')",
+)
+# tables named meta, versions and ids and a schema_version row, but other columns: not ours either
+LOOKALIKE = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+    "INSERT INTO meta VALUES ('schema_version', '1')",
+    "CREATE TABLE versions (a INTEGER)",
+    "CREATE TABLE ids (x TEXT)",
+)
+
+
+@pytest.mark.parametrize(
+    ("statements", "shown"), [(OTHER_APP, "users, orders"), (LOOKALIKE, "meta, versions, ids")]
+)
+def test_a_database_that_is_not_a_registry_is_refused_and_left_byte_identical(
+    tmp_path: Path, statements: tuple[str, ...], shown: str
+) -> None:
+    other = sqlite_file(tmp_path / "other.db", *statements)
     before = sha256(other)
     with pytest.raises(SemidError) as e:
         Registry(other, fingerprint="3f2a")
     assert str(e.value) == (
-        f"{other} is an SQLite database of another application (tables: meta, versions, ids); "
+        f"{other} is an SQLite database of another application (tables: {shown}); "
         "give a new path or a semid registry"
     )
     assert sha256(other) == before  # not even switched to WAL mode
 
 
-def test_a_database_of_another_application_is_refused_and_left_byte_identical(tmp_path: Path) -> None:
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER)")
-    conn.execute("INSERT INTO users VALUES (1, 'ada')")
-    conn.commit()
-    conn.close()
-    before = sha256(other)
-    with pytest.raises(SemidError) as e:
+def test_an_empty_sqlite_file_becomes_a_registry_and_another_apps_tables_are_kept(tmp_path: Path) -> None:
+    other = sqlite_file(tmp_path / "other.db", *OTHER_APP)
+    with pytest.raises(SemidError):
         Registry(other, fingerprint="3f2a")
-    assert str(e.value) == (
-        f"{other} is an SQLite database of another application (tables: users, orders); "
-        "give a new path or a semid registry"
-    )
-    assert sha256(other) == before
     tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
     assert tables == [("orders",), ("users",)]
     # An empty SQLite database holds nothing to lose: it becomes a registry.
