@@ -179,3 +179,19 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SemidError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
     return data
+
+
+def sqlite_tables(conn: Any) -> list[str]:
+    """The tables and views of an open SQLite database, in creation order, SQLite's own left out. Reads the
+    schema only: a foreign file is not changed."""
+    sql = (
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    )
+    return [r[0] for r in conn.execute(sql)]
+
+
+def sqlite_has_columns(conn: Any, columns: dict[str, set[str]]) -> bool:
+    """Whether each table named in ``columns`` has (at least) those columns: how a semid database tells
+    itself from a look-alike before it writes anything."""
+    return all(cols <= {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t, cols in columns.items())

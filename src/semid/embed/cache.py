@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semid._utils import sqlite_has_columns, sqlite_tables
 from semid.errors import SemidError
 
 __all__ = ["EmbeddingCache", "default_cache_dir", "text_keys"]
@@ -72,15 +73,9 @@ class EmbeddingCache:
     def _check_not_foreign(self) -> None:
         """Refuse, before WAL mode or a table touches it, an existing database that is not an embedding
         cache: its tables must be ours, with our columns (an empty file becomes a cache)."""
-        tables = {
-            r[0]
-            for r in self._db.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-            )
-        }
-        ours = tables <= set(self._COLUMNS) and all(
-            self._COLUMNS[t] <= {r[1] for r in self._db.execute(f"PRAGMA table_info({t})")} for t in tables
+        tables = set(sqlite_tables(self._db))
+        ours = tables <= set(self._COLUMNS) and sqlite_has_columns(
+            self._db, {t: self._COLUMNS[t] for t in tables}
         )
         if not ours:
             self._db.close()

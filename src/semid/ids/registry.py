@@ -79,7 +79,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid._utils import atomic_path
+from semid._utils import atomic_path, sqlite_has_columns, sqlite_tables
 from semid.errors import SemidError
 from semid.ids.dedup import DEDUP_STRATEGIES
 
@@ -313,14 +313,7 @@ class Registry:
 
     def _check_not_foreign(self) -> None:
         """Refuse an SQLite database that has tables but is not a semid registry (it is left as it was)."""
-        conn = self._db
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-            )
-        ]
+        tables = sqlite_tables(self._db)
         if not tables or self._is_registry(tables):
             return
         shown = ", ".join(tables[:10]) + (f", ... ({len(tables)} in all)" if len(tables) > 10 else "")
@@ -332,12 +325,8 @@ class Registry:
     def _is_registry(self, tables: list[str]) -> bool:
         """The three tables, each with the columns this schema gives it, and a schema version: a database
         that only looks like a registry is refused before WAL mode or the schema touch the file."""
-        if not {"meta", "versions", "ids"} <= set(tables):
+        if not set(_COLUMNS) <= set(tables) or not sqlite_has_columns(self._db, _COLUMNS):
             return False
-        for table, columns in _COLUMNS.items():
-            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if not columns <= have:
-                return False
         try:
             row = self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.OperationalError as e:

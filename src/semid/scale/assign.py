@@ -44,9 +44,8 @@ __all__ = ["AssignJobResult", "assign_dataset", "bucket_count"]
 ROWS_PER_BUCKET = 1_000_000  # ids + codes of one bucket in memory at the finish step (~100 MB)
 ROWS_PER_BUCKET_REMAP = 150_000  # remap also keeps the embeddings (150k x 384 floats = 230 MB)
 MANIFEST = "_semid.json"
-ASSIGN_DIR = (
-    "a directory of IDs"  # for messages: "... holds files that are not a directory of IDs written by semid"
-)
+# for messages: "... holds files that are not a directory of IDs written by semid"
+ASSIGN_DIR = "a directory of IDs"
 
 
 def streamed_output(kind: str) -> Replaceable:
