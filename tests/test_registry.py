@@ -172,7 +172,8 @@ def test_remap_raises_when_a_prefix_is_full_and_writes_nothing(reg: Registry) ->
     with pytest.raises(SemidError) as e:
         reg.assign(["a", "b", "c"], base, dedup="remap", rank_last_level=nearest_last_level(base, k=2))
     assert str(e.value) == (
-        "prefix 5 is full: all 2 last-level codes are taken; use dedup='suffix' or a larger last-level codebook"
+        "prefix 5 is full: all 2 last-level codes are taken; "
+        "use dedup='suffix' (CLI: --dedup suffix) or a larger last-level codebook"
     )
     assert len(reg) == 0 and reg.dedup is None  # the transaction rolled back
 
@@ -289,6 +290,29 @@ def test_a_different_quantizer_needs_a_new_version_and_old_versions_stay_readabl
             r.get("a", version=3)
     with pytest.raises(SemidError, match="is bound to quantizer 9b1c, this model is 3f2a; .* ID version 3$"):
         Registry(db, fingerprint="3f2a")
+
+
+def test_a_failed_new_version_job_is_taken_back_and_the_previous_version_stays_current(db: Path) -> None:
+    with Registry(db, fingerprint="3f2a") as r:
+        r.assign(["a", "b"], np.array([[1, 1], [1, 1]]))
+    full = np.array([[5, 0], [5, 0], [5, 0]])  # three items for two last-level codes: remap fails
+    with (
+        pytest.raises(SemidError, match="prefix 5 is full"),
+        Registry(db, fingerprint="9b1c", new_version=True) as r,
+    ):
+        assert r.version == 2
+        r.assign(["a", "b", "c"], full, dedup="remap", rank_last_level=nearest_last_level(full, k=2))
+    with pytest.raises(KeyboardInterrupt), Registry(db, fingerprint="9b1c", new_version=True):
+        raise KeyboardInterrupt  # Ctrl-C before the first assign
+    with Registry(db, fingerprint="3f2a") as r:  # the first model opens its version 1 without a flag
+        assert r.version == 1 and r.get("b").tolist() == [1, 1, 1]
+        assert [(v.version, v.fingerprint, v.n_items) for v in r.versions()] == [(1, "3f2a", 2)]
+    # A version that received IDs is kept, even when its block then fails.
+    with pytest.raises(ValueError), Registry(db, fingerprint="9b1c", new_version=True) as r:
+        r.assign(["a"], np.array([[2, 0]]))
+        raise ValueError("writing the output failed")
+    with Registry(db, fingerprint="9b1c") as r:
+        assert r.version == 2 and [v.version for v in r.versions()] == [1, 2]
 
 
 def test_a_handle_on_an_old_version_cannot_assign_into_it(db: Path) -> None:
@@ -420,6 +444,13 @@ def test_cli_assign_that_fails_in_the_registry_leaves_none_behind(tmp_path: Path
     code, err = run("assign", m2, str(emb), "-o", b, "--registry", str(db))
     assert code == 0, err
     assert f"registry {db} (version 1): 200 new, 0 known" in err
+    # A failed --new-version job leaves version 1 current: the same command without the flag still runs.
+    code, err = run(
+        "assign", m1, str(emb), "-o", a, "--registry", str(db), "--dedup", "remap", "--new-version"
+    )
+    assert code == 1 and err.splitlines()[-1].startswith("Error: prefix ") and "(CLI: --dedup suffix)" in err
+    code, err = run("assign", m2, str(emb), "-o", b, "--registry", str(db))
+    assert code == 0 and f"registry {db} (version 1): 0 new, 200 known" in err, err
 
 
 def test_open_without_create_refuses_a_missing_file(db: Path) -> None:

@@ -120,6 +120,6 @@ def deduplicate(
             prefix = "-".join(map(str, codes[row, :-1].tolist()))
             raise SemidError(
                 f"dedup='remap': prefix {prefix} holds more items than the last level has codes "
-                f"({ranking.shape[1]}); use dedup='suffix' or a larger last codebook"
+                f"({ranking.shape[1]}); use dedup='suffix' (CLI: --dedup suffix) or a larger last codebook"
             )
     return DedupResult(out, strategy, n_collided, int(movers.size))

@@ -181,6 +181,8 @@ class Registry:
     manager, a block that raises (any exception, ``KeyboardInterrupt`` included) removes a registry this
     handle created that still holds no committed IDs, with its ``-wal``/``-shm``/``-journal`` side files
     and the parent folders the open created: a failed first job leaves no empty registry bound to its model.
+    Likewise a version this handle started (``new_version=True``) that still holds no IDs is taken back and
+    the previous version is current again: a failed ``--new-version`` job leaves the file as it found it.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class Registry:
         self.timeout = timeout
         self.created = False  # whether this handle created the database file
         self._made_dirs: list[Path] = []  # parent folders it created, deepest first
+        self._started: tuple[int, int] | None = None  # (version, the one current before) this open started
         self._conn: sqlite3.Connection | None = None
         if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint.strip()):
             raise SemidError(f"fingerprint={fingerprint!r} should be a non-empty string or None")
@@ -299,6 +302,7 @@ class Registry:
                 )
             current = int(conn.execute("SELECT value FROM meta WHERE key = 'current_version'").fetchone()[0])
             if new_version:
+                self._started = (current + 1, current)
                 return self._start_version(current + 1, fingerprint)
             sql = "SELECT fingerprint FROM versions WHERE version = ?"
             bound = conn.execute(sql, (current,)).fetchone()[0]
@@ -354,9 +358,29 @@ class Registry:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self._drop_unused_version()
         self.close()
         if exc_type is not None:
             self._remove_if_unused()
+
+    def _drop_unused_version(self) -> None:
+        """Take back the version this handle started if it holds no IDs and is still current: the one
+        before is current again. Best effort: it never hides the error being raised."""
+        if self._started is None or self._conn is None:
+            return
+        version, previous = self._started
+        try:
+            with self._transaction("IMMEDIATE"):
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'current_version'").fetchone()
+                used = self._db.execute("SELECT 1 FROM ids WHERE version = ? LIMIT 1", (version,)).fetchone()
+                if row is None or int(row[0]) != version or used is not None:
+                    return  # IDs were committed into it, or another process started a later version
+                self._db.execute("DELETE FROM versions WHERE version = ?", (version,))
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'current_version'", (str(previous),))
+        except (sqlite3.Error, SemidError):
+            return
+        self._started = None
 
     def _remove_if_unused(self) -> None:
         """Remove the file (and side files, and the folders the open made) if this handle created it and
@@ -631,7 +655,7 @@ class Registry:
                 prefix = uniq[g] or "(top level)"
                 raise SemidError(
                     f"prefix {prefix} is full: all {ranking.shape[1]} last-level codes are taken; "
-                    "use dedup='suffix' or a larger last-level codebook"
+                    "use dedup='suffix' (CLI: --dedup suffix) or a larger last-level codebook"
                 )
             used.add(code)
             slot[m] = code
