@@ -207,6 +207,9 @@ def test_resume_continues_from_the_saved_step_exactly(tmp_path: Path) -> None:
     assert read_checkpoint(tmp_path / "split")["state"]["step"] == 2 and aside.is_dir()
     with pytest.raises(SemidError, match="already holds a run"):
         check_new_run_dir(tmp_path / "split")
+    # ... and killed again while appending a metrics line: the torn line is dropped on resume.
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1, "lo')
     _, rest = fit("sasrec", None, tmp_path / "split", train_config={"max_steps": 0}, resume=True)
     assert rest.steps == whole.steps == 3 * 4  # 60 users -> 60 windows -> 4 batches per epoch
     assert [r["step"] for r in rest.history] == [4, 8, 12]  # the first epoch ends where it left off
@@ -266,6 +269,19 @@ def test_max_minutes_is_a_budget_over_all_sessions_of_a_run(sasrec_run, tmp_path
     # The run has used its budget already: resuming with the same budget trains nothing more.
     _, again = fit("sasrec", None, run_dir, train_config={"epochs": 99, "max_minutes": spent}, resume=True)
     assert (again.steps, again.stopped, again.history) == (result.steps, "time", [])
+
+
+def test_a_training_log_drops_only_a_torn_last_line(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    assert read_metrics(tmp_path) == []  # no log yet
+    log.write_text('{"step": 1}\n{"step": 2}\n{"st')
+    assert read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
+    log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')  # damage inside the log is not a kill's trace
+    with pytest.raises(SemidError, match=r"metrics\.jsonl line 2: not valid JSON \(Unterminated string"):
+        read_metrics(tmp_path)
+    log.write_text('{"step": 1}\n[2]\n')
+    with pytest.raises(SemidError, match=r"metrics\.jsonl line 2: expected a JSON object$"):
+        read_metrics(tmp_path)
 
 
 def test_resume_refuses_a_changed_recipe(sasrec_run) -> None:

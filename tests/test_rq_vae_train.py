@@ -50,6 +50,8 @@ def test_resume_after_stopping_reproduces_the_uninterrupted_run(tmp_path, data, 
     run = tmp_path / "run"
     first = tiny(run_dir=str(run), dropout=0.1, save_every_steps=10).fit(data, stop_after_epochs=3)
     assert first.n_epochs_ == 3 and read_checkpoint_meta(run)["state"]["epoch"] == 3
+    with open(run / "metrics.jsonl", "a") as f:  # killed while appending epoch 4's line: dropped on resume
+        f.write('{"epoch": 4, "lo')
     resumed = RQVAE(device="cpu").fit(data, resume=run)  # the stored config is used, not the default one
     assert resumed.config.replace(run_dir=None) == uninterrupted.config.replace(run_dir=None)
     assert resumed.n_epochs_ == 6 and resumed.n_steps_ == uninterrupted.n_steps_

@@ -150,6 +150,31 @@ def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, An
             yield n, row
 
 
+def read_metrics_file(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a training log (``metrics.jsonl``, one JSON object a line; ``[]`` if the file is
+    missing). A last line cut short without its newline (a run killed while appending it) is dropped; any
+    other line that is not a JSON object is one error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = read_utf8(path, "the training log")
+    lines = text.split("\n")  # a complete file ends with "\n": its last piece is ""
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):  # torn: written up to the kill, never finished
+                break
+            raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise SemidError(f"{path} line {n}: expected a JSON object")
+        records.append(row)
+    return records
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON (``.json``) or YAML (``.yaml``/``.yml``) file holding one mapping."""
     path = Path(path)

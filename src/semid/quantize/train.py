@@ -53,6 +53,7 @@ from semid._utils import (
     fingerprint_arrays,
     finish_interrupted_swap,
     read_config_file,  # noqa: F401  (re-exported: JSON/YAML config mapping)
+    read_metrics_file,
     swapped_aside,
 )
 from semid.errors import SemidError
@@ -503,10 +504,9 @@ class Trainer:
     def _truncate_metrics(self, epoch: int) -> None:
         """Drop metric lines a killed run wrote after its last checkpoint (they will be written again)."""
         path = self.run_dir / METRICS_NAME  # type: ignore[operator]
-        lines = path.read_text().splitlines() if path.exists() else []
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
+        keep = [r for r in read_metrics_file(path) if r.get("epoch", 0) <= epoch]
         with atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
     @staticmethod
     def _data_fingerprint(X: torch.Tensor, extra: torch.Tensor | None) -> str:
@@ -643,7 +643,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_NAME
     if not path.is_file():
         raise SemidError(f"{path}: no such metrics file")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics_file(path)
 
 
 def _accumulate(sums: dict[str, float], logs: dict[str, float]) -> None:

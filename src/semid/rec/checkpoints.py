@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from semid._outputs import check_output, holds_only
-from semid._utils import atomic_path, read_json_mapping, swapped_aside
+from semid._utils import atomic_path, read_json_mapping, read_metrics_file, swapped_aside
 from semid.errors import SemidError
 from semid.rec.config import MODELS, RESUMABLE, TrainConfig
 from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME
@@ -91,11 +91,8 @@ def _no_foreign_config(directory: Path) -> bool:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl`` (empty if there are none)."""
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of ``run_dir/metrics.jsonl`` (empty if there are none; a torn last line is dropped)."""
+    return read_metrics_file(Path(run_dir) / METRICS_NAME)
 
 
 # --------------------------------------------------------------------------------------------------------
