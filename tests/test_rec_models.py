@@ -347,6 +347,22 @@ def test_a_run_directory_is_not_overwritten(sasrec_run, data: RecData) -> None:
         fit("sasrec", data, run_dir, model_config=TINY_SASREC, train_config=FAST)
 
 
+def test_a_run_without_checkpoints_is_a_model_and_is_not_trained_over(
+    sasrec_run, data: RecData, tmp_path
+) -> None:
+    _, _, run_dir = sasrec_run
+    shipped = tmp_path / "shipped"
+    shutil.copytree(run_dir, shipped, ignore=shutil.ignore_patterns("checkpoints"))
+    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
+    with pytest.raises(SemidError) as e:
+        fit("tiger", data, shipped, train_config=FAST)
+    assert str(e.value) == (
+        f"{shipped} holds a trained model (model.safetensors, item_embeddings.parquet) and no checkpoint to "
+        "resume from; choose another directory or remove it"
+    )
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+
+
 def test_sasrec_config_defaults_follow_recbole() -> None:
     c = SASRecConfig(n_items=10)
     assert (c.max_len, c.d_model, c.n_layers, c.n_heads, c.loss) == (50, 64, 2, 2, "ce")
