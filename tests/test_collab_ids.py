@@ -261,6 +261,31 @@ def test_fit_refuses_to_resume_a_recommender_run_as_an_rq_vae(shop: Path, tmp_pa
     assert line.endswith("holds no RQ-VAE configuration)") and not (tmp_path / "m").exists()
 
 
+def test_fit_resume_refuses_a_recipe_it_would_ignore(shop: Path, tmp_path: Path, capsys) -> None:
+    from semid.quantize.rq_vae import RQVAE
+
+    _, X = read_embeddings(shop / "emb.parquet")
+    run_dir = tmp_path / "m.run"
+    RQVAE(**TINY_RQVAE, run_dir=str(run_dir)).fit(X, stop_after_epochs=1)  # as a kill leaves it
+    fit = ["fit", shop / "emb.parquet", "--method", "rq-vae", "-o", tmp_path / "m", "--resume", run_dir]
+    code, _, err = run([*fit, "--config", shop / "rqvae.json"], capsys)
+    assert (code, error_line(err)) == (
+        1,
+        f"Error: --resume continues the recipe stored in {run_dir}; --config cannot change it "
+        "(start a new run to train another recipe)",
+    )
+    code, _, err = run([*fit, "--levels", "3", "--codebook-size", "8"], capsys)
+    assert (code, error_line(err)) == (
+        1,
+        f"Error: --levels/--codebook-size differ from the run's (2 levels, codebook sizes 8,8); "
+        f"--resume continues the recipe stored in {run_dir}",
+    )
+    assert not (tmp_path / "m").exists()
+    code, _, err = run([*fit, "--levels", "2", "--codebook-size", "8"], capsys)  # the run's own: resumes
+    assert code == 0, err
+    assert load_quantizer(tmp_path / "m").codebook_sizes_ == [8, 8]
+
+
 def test_export_refuses_to_impute_from_a_npy_that_has_no_item_ids(shop: Path, tmp_path: Path, capsys) -> None:
     _, X = read_embeddings(shop / "emb.parquet")
     np.save(tmp_path / "text.npy", X)

@@ -284,6 +284,29 @@ def _refuse_unfinished_run(run_dir: Path, output: Path) -> None:
     )
 
 
+def _check_resume_recipe(resume: Path, config: Path | None, levels: int, sizes: list[int]) -> None:
+    """``--resume`` continues the recipe stored in the run's checkpoint: a --config, or --levels /
+    --codebook-size other than the defaults and the run's, would be silently ignored, so they are refused."""
+    from semid.quantize.train import read_checkpoint_meta
+
+    if config is not None:
+        raise SemidError(
+            f"--resume continues the recipe stored in {resume}; --config cannot change it "
+            "(start a new run to train another recipe)"
+        )
+    stored = read_checkpoint_meta(resume).get("config")
+    if not isinstance(stored, dict) or (levels, sizes) == (3, [256]):  # the CLI defaults: nothing asked
+        return
+    n_levels, size = stored.get("n_levels"), stored.get("codebook_size")
+    run_sizes = [size] * n_levels if isinstance(size, int) and isinstance(n_levels, int) else size
+    if run_sizes != (sizes * levels if len(sizes) == 1 else sizes):
+        shown = ",".join(map(str, run_sizes)) if isinstance(run_sizes, list) else run_sizes
+        raise SemidError(
+            f"--levels/--codebook-size differ from the run's ({n_levels} levels, codebook sizes {shown}); "
+            f"--resume continues the recipe stored in {resume}"
+        )
+
+
 def _fit_rq_vae(
     emb: Path,
     output: Path,
@@ -311,6 +334,8 @@ def _fit_rq_vae(
     from semid.quantize.train import RUN_FILES as TRAINER_RUN_FILES
 
     run_dir = Path(f"{output}.run") if resume is None else resume
+    if resume is not None:
+        _check_resume_recipe(resume, config, levels, sizes)
     if resume is None:  # a new run writes over an earlier run of this output only: no input, no other files
         check_output(
             run_dir,
