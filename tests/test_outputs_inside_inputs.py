@@ -61,12 +61,13 @@ def quantized(tmp_path: Path) -> Path:
 def test_a_report_of_ids_never_replaces_a_file_of_the_model_it_reads(quantized: Path, capsys) -> None:
     assert read_ids_meta(quantized / "ids.parquet")["model_dir"] == str(quantized / "model")
     before = digest(quantized / "model")
-    code = run(["report", quantized / "ids.parquet", "-o", quantized / "model" / "metrics.jsonl"])
-    assert code == 1
-    assert error_line(capsys) == (
-        f"Error: {quantized / 'model' / 'metrics.jsonl'}: the output is also an input of this command; "
-        "write to another path"
-    )
+    for name in ("metrics.jsonl", "config.json", "model.safetensors"):  # curves, and the model itself
+        code = run(["report", quantized / "ids.parquet", "-o", quantized / "model" / name])
+        assert code == 1
+        assert error_line(capsys) == (
+            f"Error: {quantized / 'model' / name}: the output would replace {name} inside the input directory "
+            f"{quantized / 'model'}; write to another path"
+        )
     assert digest(quantized / "model") == before
 
 

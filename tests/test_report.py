@@ -11,6 +11,7 @@ from conftest import clustered
 from semid.cli import main
 from semid.errors import SemidError
 from semid.ids.report import build_report
+from semid.ids.table import IdTable, read_ids, write_ids
 
 
 @pytest.fixture
@@ -52,6 +53,21 @@ def test_report_from_ids_with_embeddings_has_every_section(fitted):
         assert f"<h2>{section}</h2>" in page
     assert page.count("data:image/png;base64,") == 4  # usage, collisions, curves, map
     assert "unique IDs before dedup" in page and 'src="http' not in page  # self-contained
+
+
+def test_a_report_of_an_empty_ids_file_is_one_error_and_writes_nothing(fitted, capsys):
+    tmp, _ = fitted
+    ids = read_ids(tmp / "ids.parquet")
+    empty = IdTable(ids.item_ids[:0], [], ids.codes[:0], ids.base_codes[:0], ids.meta)
+    write_ids(tmp / "empty.parquet", empty)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp / "empty.parquet"), "-o", str(tmp / "r.html")])
+    assert e.value.code == 1
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == f"Error: {tmp / 'empty.parquet'}: no items, nothing to report"
+    )
+    assert not (tmp / "r.html").exists()
 
 
 def test_report_from_model_dir_needs_embeddings(fitted):

@@ -302,10 +302,10 @@ def report(
     from semid.ids.report import build_report
     from semid.ids.table import read_ids_meta
 
-    # an IDs file's report also reads its model's training curves (model_dir/metrics.jsonl): an input too
+    # an IDs file's report also reads its model (model_dir: its training curves, metrics.jsonl): an input too,
+    # so no file of that model folder is replaced
     model_dir = read_ids_meta(path).get("model_dir") if not (path / "config.json").is_file() else None
-    curves = Path(model_dir) / "metrics.jsonl" if model_dir else None
-    check_output(output, inputs=[path, emb, catalogue, curves], what="an HTML file")
+    check_output(output, inputs=[path, emb, catalogue, model_dir], what="an HTML file")
 
     titles: dict[str, str] = {}
     if catalogue is not None:

@@ -187,6 +187,8 @@ def build_report(
         title = f"{model.model_type} model {name}"
     elif path.is_file() or path.is_dir():  # ids.parquet, or the part files of a streamed assign
         t = read_ids(path)
+        if len(t.item_ids) == 0:
+            raise SemidError(f"{path}: no items, nothing to report")
         codes, item_ids, sids = t.base_codes, t.item_ids, t.semantic_ids
         sizes = list(t.meta.get("codebook_sizes", []))
         X_hat = None
