@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +86,42 @@ def test_saved_model_reproduces_answers_and_logs_metrics(prepared, trained):
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < losses[0] / 2
     assert rows[-1]["final"] and {"val_loss", "hit@1", "hit@10"} <= set(rows[-1])
-    assert not (out.parent / ".model.training").exists()  # checkpoints and work files cleaned up
+    assert not list(out.parent.glob(".model.*.training"))  # checkpoints and work files cleaned up
+
+
+def test_a_run_works_in_a_folder_of_its_own_and_a_failed_one_keeps_it_only_for_a_checkpoint(
+    prepared, tmp_path, monkeypatch
+):
+    import semid.llm.train as llm_train
+
+    mine = tmp_path / ".m.training"  # a user's folder with the name a run once used for its work files
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    config = TrainConfig(
+        scratch=TINY, query_prefix=None, max_steps=2, batch_size=8, eval_every=0, eval_queries=4, save_every=0,
+        progress=False,
+    )  # fmt: skip
+    train_llm(prepared, tmp_path / "m", config)
+    assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == [
+        "notes.txt"
+    ]
+    assert not list(tmp_path.glob(".m.*.training"))
+
+    save = llm_train.save_llm
+
+    def fail_on_the_model(directory, *args, **kwargs):  # checkpoints are written, the final model fails
+        if Path(directory).name != "checkpoint":
+            raise OSError(28, "No space left on device")
+        return save(directory, *args, **kwargs)
+
+    monkeypatch.setattr(llm_train, "save_llm", fail_on_the_model)
+    with pytest.raises(OSError):
+        train_llm(prepared, tmp_path / "n", config)
+    assert not list(tmp_path.glob(".n.*")) and not (tmp_path / "n").exists()  # nothing worth keeping
+    with pytest.raises(OSError):
+        train_llm(prepared, tmp_path / "n", replace(config, save_every=1))
+    (work,) = tmp_path.glob(".n.*.training")  # kept: it holds the latest checkpoint
+    assert (work / "checkpoint" / "model.safetensors").is_file() and not (tmp_path / "n").exists()
 
 
 def test_same_seed_same_model(prepared, tmp_path):

@@ -179,6 +179,20 @@ def _set_modes(tmp: Path, is_dir: bool, path: Path) -> None:
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 
 
+def sibling_dir(path: str | os.PathLike, suffix: str) -> Path:
+    """A new folder of this process's own beside ``path``: ``.NAME.HOST.PID.XXXX<suffix>`` (made with
+    ``mkdtemp``, so it never is a folder someone else made, and its name says which process made it)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(
+            tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=suffix, dir=parent)
+        )
+    except OSError as e:
+        raise SemidError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -242,16 +256,17 @@ def atomic_path(
     except OSError as e:
         raise SemidError(f"{path}: cannot create {parent} ({e.strerror})") from None
     remove_dead_leftovers(path)
-    prefix = f".{path.name}.{_HOST}.{os.getpid()}."
-    try:
-        if is_dir:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=parent)
-            os.close(fd)
-            tmp = Path(name)
-    except OSError as e:
-        raise SemidError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+    if is_dir:
+        tmp = sibling_dir(path, ".tmp")
+    else:
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=parent
+            )
+        except OSError as e:
+            raise SemidError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+        os.close(fd)
+        tmp = Path(name)
     try:
         yield tmp
         _set_modes(tmp, is_dir, path)
@@ -265,9 +280,7 @@ def atomic_path(
                 )
             for stale in _asides(path, dead_only=True):
                 shutil.rmtree(stale, ignore_errors=True)
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".old", dir=parent)
-            )
+            old = sibling_dir(path, ".old")
             old.rmdir()
             path.rename(old)
             tmp.rename(path)

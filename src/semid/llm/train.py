@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from semid._distributed import barrier, on_main, rank_device, setup, shard
-from semid._outputs import check_output, has_marker
+from semid._outputs import check_output, has_marker, sibling_dir
 from semid._utils import decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
@@ -274,8 +275,6 @@ def train_llm(
     ``query_encoder`` (an object with ``encode(texts) -> (n, d)``, ``dim`` and ``name``) replaces the one
     ``config.query_prefix`` names; pass the same one to :func:`~semid.llm.model.load_llm`.
     """
-    from semid.llm.generate import QueryRecommender
-
     config = config or TrainConfig()
     config.check()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -287,6 +286,20 @@ def train_llm(
         replaceable=has_marker(META_FILE),
         what="a language-model directory",
     )
+    with contextlib.ExitStack() as on_failure:  # what _train registers is undone if it raises
+        return _train(data_dir, out_dir, config, query_encoder, on_failure)
+
+
+def _train(
+    data_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    query_encoder: QueryEncoder | None,
+    on_failure: contextlib.ExitStack,
+) -> TrainResult:
+    """:func:`train_llm` after its checks: the data, the model, the loop, the final model."""
+    from semid.llm.generate import QueryRecommender
+
     meta, train, valid, items = _load_prepared(data_dir)
     group = setup(resolve_device(config.device))  # a data-parallel job under torchrun, or one process
     device = rank_device(resolve_device(config.device), group)
@@ -396,12 +409,17 @@ def train_llm(
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.eos_id
 
-    work = out_dir.parent / f".{out_dir.name}.training"  # metrics and checkpoints while training
+    # Metrics and checkpoints while training go to a folder of this run's own beside the output (never a
+    # user's folder that happens to have a fixed name), removed at the end; after a failure or Ctrl-C it is
+    # kept only if it holds a checkpoint (load it with load_llm).
+    work = out_dir.parent / f".{out_dir.name}.training"  # rank 0's, made below
     metrics_path = work / "metrics.jsonl"
 
     def start_work() -> None:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        work.mkdir(exist_ok=True)
+        nonlocal work, metrics_path
+        work = sibling_dir(out_dir, ".training")
+        on_failure.callback(_drop_unless_checkpointed, work)
+        metrics_path = work / "metrics.jsonl"
         metrics_path.write_text("")
 
     on_main(start_work, group)  # rank 0 writes; the others only compute
@@ -521,6 +539,7 @@ def train_llm(
         },
         extra_files={"metrics.jsonl": metrics_path},
     )
+    on_failure.pop_all()
     _remove_tree(work)
     barrier(group)
     return TrainResult(
@@ -555,6 +574,12 @@ def _checkpoint(
         prefix=prefix,
         extra={"train": asdict(config), "step": step},
     )
+
+
+def _drop_unless_checkpointed(work: Path) -> None:
+    """After a failed run: remove its working folder unless it holds a checkpoint worth keeping."""
+    if not (work / "checkpoint").exists():
+        _remove_tree(work)
 
 
 def _remove_tree(path: Path) -> None:
