@@ -130,6 +130,10 @@ def _build(root: Path) -> None:
     (root / "llm_corrupt").mkdir()  # a language-model directory with a broken semid_llm.json
     (root / "llm_corrupt" / "semid_llm.json").write_text("{ not json")
     (root / "llm_corrupt" / "model.safetensors").write_bytes(RANDOM_BYTES)
+    (root / "llm_bad_weights").mkdir()  # a readable semid_llm.json, weights cut short
+    (root / "llm_bad_weights" / "semid_llm.json").write_text('{"codebook_sizes": [4], "system_prompt": ""}')
+    (root / "llm_bad_weights" / "config.json").write_text('{"model_type": "llama"}')
+    (root / "llm_bad_weights" / "model.safetensors").write_bytes(RANDOM_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -667,6 +671,11 @@ CASES = [
         "llm-ask-corrupt-meta",
         "llm ask {s}/llm_corrupt 'red lipstick'",
         "llm_corrupt",
+    ),
+    case(
+        "llm-ask-corrupt-weights",
+        "llm ask {s}/llm_bad_weights 'red lipstick'",
+        "{s}/llm_bad_weights: not a readable language model (",
     ),
     case("llm-ask-empty-query", "llm ask {s}/d ''", "the query is empty"),
     # ---- semid serve RUN (start-up checks only: uvicorn.run is replaced by a failure)

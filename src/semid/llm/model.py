@@ -37,7 +37,7 @@ import torch
 
 from semid._outputs import atomic_path, has_marker
 from semid._utils import read_json_mapping
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 from semid.ids import token_vocabulary
 from semid.llm.examples import ID_FORMAT, REC_TOKEN, id_text
 from semid.llm.prefix import PREFIX_FILE, QueryPrefix, encoder_name, load_query_encoder
@@ -444,12 +444,15 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu", *, query_encoder
     missing = [k for k in ("codebook_sizes", "system_prompt") if k not in meta]
     if missing:
         raise SemidError(f"{directory}: not a readable language model ({META_FILE} has no {missing[0]!r})")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
+        table = pq.read_table(directory / ITEMS_FILE)
+    except Exception as e:  # noqa: BLE001 - transformers, safetensors, pyarrow: many error types
+        raise SemidError(f"{directory}: not a readable language model ({first_line(e)})") from None
     vocab = SemanticVocab.from_tokenizer(
         tokenizer, meta["codebook_sizes"], model.get_input_embeddings().weight.shape[0]
     )
-    table = pq.read_table(directory / ITEMS_FILE)
     codes = np.asarray(table["codes"].to_pylist(), dtype=np.int64).reshape(table.num_rows, -1)
     prefix, encoder = None, None
     if meta.get("query_prefix"):

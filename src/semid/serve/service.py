@@ -679,16 +679,12 @@ def _check_llm(path: Path) -> None:
 
 
 def _load_llm(path: Path, device: str) -> Any:
-    """A trained language model, from safetensors weights only; a corrupt one is a one-line SemidError."""
+    """A trained language model, from safetensors weights only; a corrupt one is a one-line SemidError
+    (:func:`~semid.llm.model.load_llm`)."""
     _check_llm(path)
     from semid.llm.model import load_llm
 
-    try:
-        return load_llm(path, device=device)
-    except SemidError:
-        raise
-    except Exception as e:  # noqa: BLE001 - transformers and safetensors fail on a corrupt file in many types
-        raise SemidError(f"{path}: not a readable language model ({first_line(e)})") from None
+    return load_llm(path, device=device)
 
 
 def _check_embeddings(path: Path) -> None:
