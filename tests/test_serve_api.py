@@ -489,6 +489,24 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
         1,
         "Error: --port 70000 should be between 0 and 65535\n",
     )
+    assert serve([str(tmp_path), "--log-level", "bogus"], capsys) == (
+        1,
+        "Error: --log-level 'bogus' should be one of critical, error, warning, info, debug, trace\n",
+    )
+
+
+def test_cli_serve_on_a_taken_port_is_one_error_before_loading(serve_dir, fake_uvicorn, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = serve([str(serve_dir), "--port", str(port), "--log-level", "INFO"], capsys)
+    assert code == 1 and err == f"Error: cannot listen on 127.0.0.1:{port} (Address already in use)\n"
+    assert fake_uvicorn == {}  # nothing was loaded or started
+    code, err = serve([str(serve_dir), "--port", str(port), "--log-level", "INFO"], capsys)  # freed
+    assert code == 0 and fake_uvicorn["log_level"] == "info"
 
 
 def test_cli_serve_sets_the_search_filter_and_history_weight(serve_dir, tmp_path, fake_uvicorn, capsys):

@@ -62,6 +62,11 @@ def run_server(
 
     if not 0 <= port <= 65535:
         raise SemidError(f"--port {port} should be between 0 and 65535")
+    from uvicorn.config import LOG_LEVELS
+
+    if log_level.lower() not in LOG_LEVELS:
+        raise SemidError(f"--log-level {log_level!r} should be one of {', '.join(LOG_LEVELS)}")
+    _check_port_free(host, port)  # before the minutes of loading, not after
     if threads is not None:
         if threads < 1:
             raise SemidError(f"--threads {threads} should be at least 1")
@@ -102,7 +107,27 @@ def run_server(
         + (f"  (UI http://{shown}:{port}/ui)" if ui else "")
         + "  docs /docs"
     )
-    uvicorn.run(server_app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(server_app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=5)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go: a port another server holds, or a host this machine does
+    not have, is one error now (uvicorn would report it only after loading, without an ``Error:`` line)."""
+    import socket
+
+    from semid.errors import SemidError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise SemidError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise SemidError(f"cannot listen on {host}:{port} ({e.strerror})") from None
 
 
 @app.command("serve")
