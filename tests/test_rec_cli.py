@@ -108,6 +108,27 @@ def test_recommend_prints_items_with_ids_and_titles(tiger_run: Path, capsys) -> 
     assert "Item number" in out and out.count("\n") > 10
 
 
+def test_weights_that_diverged_to_nan_are_one_error_not_an_empty_answer(
+    tiger_run: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "nan"
+    shutil.copytree(tiger_run, run_dir)
+    weights = load_file(str(run_dir / "model.safetensors"))
+    name = sorted(k for k, t in weights.items() if t.is_floating_point())[0]
+    weights[name] = weights[name] * float("nan")
+    save_file(weights, str(run_dir / "model.safetensors"))
+    code, out, err = run(["recommend", str(run_dir), "--history", "i1,i2", "--json"], capsys)
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        f"Error: {run_dir / 'model.safetensors'}: 1 weight tensors hold NaN or infinite values (e.g. {name}); "
+        "the training diverged, or the file was damaged"
+    )
+
+
 def test_resume_trains_more_epochs(tiger_run: Path, capsys) -> None:
     code, out, err = run(
         ["train", "tiger", "-o", str(tiger_run), "--resume", "--epochs", "11", "--quiet"], capsys

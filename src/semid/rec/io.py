@@ -117,6 +117,12 @@ def load_model(directory: str | os.PathLike, device: str = "cpu") -> nn.Module:
         tensors = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise SemidError(f"{weights}: cannot read weights ({e})") from None
+    broken = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # every score would be NaN: no ranking, and no error later to say why
+        raise SemidError(
+            f"{weights}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
+            "the training diverged, or the file was damaged"
+        )
     model = _model_from(config["model_type"], config["model"], tensors, weights)
     return model.to(resolve_device(device)).eval()
 
