@@ -573,6 +573,11 @@ CASES = [
         "{s}/missing: no such file",
     ),
     case(
+        "llm-prepare-interactions-only",
+        "llm prepare {s}/data/interactions.csv --ids {s}/ids.parquet -o {s}/out",
+        "no item catalogue in {s}/data/interactions.csv: give the items file as well",
+    ),
+    case(
         "llm-prepare-foreign-dir",
         "llm prepare {s}/d --ids {s}/ids.parquet -o {s}/out",
         "{s}/d: no dataset files found",

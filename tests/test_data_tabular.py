@@ -129,7 +129,7 @@ def test_iso_timestamps_become_unix_seconds(tmp_path: Path) -> None:
     [
         (
             lambda p: read_catalogue(p, item_id="asin"),
-            r"^items\.jsonl: no column 'asin' for item_id \(columns: item_id, price\); name it with item_id=\.\.\.$",
+            r"^items\.jsonl: no column 'asin' for item_id \(columns: item_id, price\); name it with item_id=\.\.\. \(CLI: --item-id\)$",
         ),
         (
             lambda p: read_catalogue(p),

@@ -52,6 +52,7 @@ def prepare(
 ) -> None:
     """Write chat training examples (query -> [REC] + Semantic ID, attribute questions, next item)."""
     from semid.data import load_dataset
+    from semid.errors import SemidError
     from semid.ids.table import read_ids
     from semid.llm.examples import DATA_META, EXAMPLES_DIR, ExampleConfig, prepare_dataset
 
@@ -65,7 +66,7 @@ def prepare(
     table = read_ids(ids)
     ds = load_dataset(paths, encoding=encoding)
     if ds.catalogue is None:
-        raise typer.BadParameter("no item catalogue found in the given paths")
+        raise SemidError(f"no item catalogue in {', '.join(map(str, paths))}: give the items file as well")
     sequences = ds.sequences() if ds.interactions is not None else None
     config = ExampleConfig(n_per_item=per_item, n_valid_items=valid_items, seed=seed)
     ex = prepare_dataset(ds.catalogue, table, out, config, sequences=sequences, ids_path=str(ids))

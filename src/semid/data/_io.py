@@ -375,10 +375,14 @@ def require_columns(file: str, available: list[str], wanted: dict[str, str | Non
     """Raise if a mapped column is missing: ``items.csv: no column 'asin' for item_id (columns: ...)``."""
     for role, column in wanted.items():
         if column is not None and column not in available:
+            flag = f" (CLI: --{role.replace('_', '-')})" if role in _CLI_ROLES else ""
             raise SemidError(
                 f"{file}: no column {column!r} for {role} (columns: {', '.join(available)}); "
-                f"name it with {role}=..."
+                f"name it with {role}=...{flag}"
             )
+
+
+_CLI_ROLES = ("item_id", "user_id", "timestamp", "rating")  # the columns `semid data` maps by option
 
 
 def as_utf8_text(col: pa.Array, where: Callable[[int], str], name: str, hint: str = "") -> pa.Array:
