@@ -91,6 +91,9 @@ def _build(root: Path) -> None:
         b'{"item_id": "i0", "title": "fine"}\n{"item_id": "i1", "title": "caf\xff"}\n'
     )
     (root / "empty.jsonl").write_bytes(b"")
+    (root / "other_parts").mkdir()  # a folder of Parquet files that are no Semantic IDs, each its own schema
+    pq.write_table(pa.table({"item_id": ["i0"], "title": ["t"]}), root / "other_parts" / "a.parquet")
+    pq.write_table(pa.table({"user_id": ["u0"], "n": [1]}), root / "other_parts" / "b.parquet")
     pq.write_table(pa.table({"item_id": bad_ids, "title": [f"t{i}" for i in range(N_ITEMS)]}),
                    root / "binary_cat.parquet")  # fmt: skip
     shutil.copytree(data, root / "bad_data")
@@ -334,6 +337,11 @@ CASES = [
     case("stats-missing", "stats {s}/missing.parquet", "{s}/missing.parquet: no such file"),
     case("stats-foreign-dir", "stats {s}/d", "{s}/d: no such file, IDs directory or model directory"),
     case("stats-random-bytes-parquet", "stats {s}/random.parquet", "{s}/random.parquet: " + CORRUPT_PARQUET),
+    case(
+        "stats-folder-of-other-parquet",
+        "stats {s}/other_parts",
+        "{s}/other_parts/a.parquet: missing column(s) semantic_id, codes (has item_id, title)",
+    ),
     case(
         "stats-parquet-other-columns", "stats {s}/e.parquet", "{s}/e.parquet: missing column(s) semantic_id"
     ),

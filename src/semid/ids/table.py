@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semid._utils import atomic_path
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 
 META_KEY = b"semid"
 
@@ -111,13 +111,21 @@ def read_ids(path: str | os.PathLike) -> IdTable:
         raise SemidError(
             f"{path}: no .parquet part files in this directory" if path.is_dir() else f"{path}: no such file"
         )
+    tables = []
+    for f in files:  # each part on its own: a folder of other Parquet files is named by its first stranger
+        where = path if len(files) == 1 else f
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SemidError(f"{where}: not a readable Parquet file ({first_line(e)})") from None
+        names = tables[-1].column_names
+        missing = [c for c in ("item_id", "semantic_id", "codes") if c not in names]
+        if missing:
+            raise SemidError(f"{where}: missing column(s) {', '.join(missing)} (has {', '.join(names)})")
     try:
-        t = pa.concat_tables([pq.read_table(f) for f in files]) if len(files) > 1 else pq.read_table(files[0])
-    except (pa.ArrowInvalid, OSError) as e:
-        raise SemidError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = [c for c in ("item_id", "semantic_id", "codes") if c not in t.column_names]
-    if missing:
-        raise SemidError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(t.column_names)})")
+        t = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    except pa.ArrowInvalid as e:
+        raise SemidError(f"{path}: its parts do not share one schema ({first_line(e)})") from None
     codes = _codes_from_list(t["codes"], path, "codes")
     base = _codes_from_list(t["base_codes"], path, "base_codes") if "base_codes" in t.column_names else codes
     meta = _meta(t.schema)
