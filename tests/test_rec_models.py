@@ -361,6 +361,15 @@ def test_a_run_without_checkpoints_is_a_model_and_is_not_trained_over(
         "resume from; choose another directory or remove it"
     )
     assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+    # Killed after its first best weights, before its first checkpoint: its checkpoints/ folder says a run
+    # started there, so a new run reuses the folder, and the old weights never sit beside the new config.
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "last")
+    old = (killed / "model.safetensors").read_bytes()
+    (killed / "model.safetensors").write_bytes(old)
+    fit("tiger", data, killed, train_config={**FAST, "max_steps": 1})  # the killed run was a SASRec
+    assert load_model(killed).model_type == "tiger" and (killed / "checkpoints" / "last").is_dir()
 
 
 def test_sasrec_config_defaults_follow_recbole() -> None:

@@ -66,19 +66,22 @@ RUN_FILES = frozenset(
 )
 
 
+TRAINED_FILES = (WEIGHTS_NAME, EMBEDDINGS_NAME)  # what a run writes once it has trained
+
+
 def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
     """Refuse to start a run where it would overwrite something: a run (resume it instead), a file, a
     directory holding files a run does not write, one of ``inputs``, or a folder the user cannot write in.
-    A directory left by a run killed before its first checkpoint holds only run files and is reused, unless
-    it holds trained weights: a run without checkpoints (shipped or cleaned) is a model, not a leftover, and
-    a new run would overwrite its config while its weights stayed behind."""
+    A directory left by a run killed before its first checkpoint holds only run files and is reused (a run
+    makes its ``checkpoints/`` folder first). One that holds trained weights but no ``checkpoints/`` folder
+    is a model (shipped, or cleaned of its checkpoints), not a leftover: it is refused."""
     run_dir = Path(run_dir)
     if swapped_aside(run_dir / LAST).exists():
         raise SemidError(f"{run_dir} already holds a run; resume it (--resume) or choose another directory")
     killed = holds_only(RUN_FILES, check=_no_foreign_config)  # a run killed before its first checkpoint
     check_output(run_dir, is_dir=True, inputs=inputs, replaceable=killed, what="a run directory")
-    trained = [name for name in (WEIGHTS_NAME, EMBEDDINGS_NAME) if (run_dir / name).exists()]
-    if trained:
+    trained = [name for name in TRAINED_FILES if (run_dir / name).exists()]
+    if trained and not (run_dir / LAST.parent).is_dir():
         raise SemidError(
             f"{run_dir} holds a trained model ({', '.join(trained)}) and no checkpoint to resume from; "
             "choose another directory or remove it"

@@ -56,6 +56,7 @@ from semid._utils import (
 from semid.errors import SemidError
 from semid.rec.checkpoints import (  # noqa: F401  (re-exported)
     RUN_FILES,
+    TRAINED_FILES,
     TrainState,
     _checkpoint_weights,
     _load_checkpoint,
@@ -280,8 +281,10 @@ def _train(
             _truncate_metrics(run_dir, state.step)
         else:
             check_new_run_dir(run_dir)
+            (run_dir / LAST.parent).mkdir(parents=True, exist_ok=True)  # "a run started here"
+            for name in (METRICS_NAME, *TRAINED_FILES):  # a killed run's, if any: never mixed with this one's
+                (run_dir / name).unlink(missing_ok=True)
             data.save(run_dir)
-            (run_dir / METRICS_NAME).unlink(missing_ok=True)
         _write_config(run_dir, model, extra)  # the latest session's training config (notes are kept)
 
     on_main(prepare_run_dir, group)
@@ -562,6 +565,8 @@ def train_demo_tiger(
         import shutil
 
         shutil.rmtree(out_dir / LAST.parent, ignore_errors=True)
+        for name in TRAINED_FILES:
+            (out_dir / name).unlink(missing_ok=True)
     data = RecData.from_dataset(dataset, ids_table)
     config = default_train_config(
         "tiger",
