@@ -307,12 +307,26 @@ def test_a_failed_new_version_job_is_taken_back_and_the_previous_version_stays_c
     with Registry(db, fingerprint="3f2a") as r:  # the first model opens its version 1 without a flag
         assert r.version == 1 and r.get("b").tolist() == [1, 1, 1]
         assert [(v.version, v.fingerprint, v.n_items) for v in r.versions()] == [(1, "3f2a", 2)]
-    # A version that received IDs is kept, even when its block then fails.
+    # A version that received IDs is kept, even when its block then fails; a number taken back is never
+    # given again, so a handle that opened the taken-back version cannot write into another model's.
+    late = None
+    with pytest.raises(KeyboardInterrupt), Registry(db, fingerprint="9b1c", new_version=True) as r:
+        assert r.version == 4  # 2 and 3 were taken back above
+        late = Registry(db, fingerprint="9b1c")  # another process opens the new current version
+        raise KeyboardInterrupt
+    with pytest.raises(
+        SemidError, match=r"^ids.db: ID version 4 was taken back since this registry was opened"
+    ):
+        late.assign(["z"], np.array([[7, 7]]))
+    late.close()
     with pytest.raises(ValueError), Registry(db, fingerprint="9b1c", new_version=True) as r:
+        assert r.version == 5
         r.assign(["a"], np.array([[2, 0]]))
         raise ValueError("writing the output failed")
     with Registry(db, fingerprint="9b1c") as r:
-        assert r.version == 2 and [v.version for v in r.versions()] == [1, 2]
+        assert r.version == 5 and [v.version for v in r.versions()] == [1, 5]
+    with pytest.raises(SemidError, match=r"this model is 3f2a; .* to start ID version 6$"):
+        Registry(db, fingerprint="3f2a")
 
 
 def test_a_handle_on_an_old_version_cannot_assign_into_it(db: Path) -> None:

@@ -302,8 +302,9 @@ class Registry:
                 )
             current = int(conn.execute("SELECT value FROM meta WHERE key = 'current_version'").fetchone()[0])
             if new_version:
-                self._started = (current + 1, current)
-                return self._start_version(current + 1, fingerprint)
+                version = self._next_version(current)
+                self._started = (version, current)
+                return self._start_version(version, fingerprint)
             sql = "SELECT fingerprint FROM versions WHERE version = ?"
             bound = conn.execute(sql, (current,)).fetchone()[0]
             if fingerprint is not None and bound is None:
@@ -311,7 +312,7 @@ class Registry:
             elif fingerprint is not None and bound != fingerprint:
                 raise SemidError(
                     f"{self.path.name} is bound to quantizer {bound}, this model is {fingerprint}; "
-                    f"pass new_version=True (CLI: --new-version) to start ID version {current + 1}"
+                    f"pass new_version=True (CLI: --new-version) to start ID version {self._next_version(current)}"
                 )
             return current
 
@@ -339,6 +340,12 @@ class Registry:
             return False
         return row is not None
 
+    def _next_version(self, current: int) -> int:
+        """A version number never given before, even to a version taken back since."""
+        last = self._db.execute("SELECT value FROM meta WHERE key = 'last_version'").fetchone()
+        highest = self._db.execute("SELECT MAX(version) FROM versions").fetchone()[0] or 0
+        return max(current, highest, int(last[0]) if last else 0) + 1
+
     def _start_version(self, version: int, fingerprint: str | None) -> int:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._db.execute(
@@ -346,6 +353,7 @@ class Registry:
             (version, fingerprint, now),
         )
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('current_version', ?)", (str(version),))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_version', ?)", (str(version),))
         return version
 
     def close(self) -> None:
@@ -358,11 +366,13 @@ class Registry:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is not None:
-            self._drop_unused_version()
-        self.close()
-        if exc_type is not None:
-            self._remove_if_unused()
+        try:
+            if exc_type is not None:
+                self._drop_unused_version()
+        finally:  # a second Ctrl-C during the take-back still closes
+            self.close()
+            if exc_type is not None:
+                self._remove_if_unused()
 
     def _drop_unused_version(self) -> None:
         """Take back the version this handle started if it holds no IDs and is still current: the one
@@ -371,6 +381,7 @@ class Registry:
             return
         version, previous = self._started
         try:
+            self._db.execute("PRAGMA busy_timeout = 1000")  # a failing job does not wait out another's lock
             with self._transaction("IMMEDIATE"):
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'current_version'").fetchone()
                 used = self._db.execute("SELECT 1 FROM ids WHERE version = ? LIMIT 1", (version,)).fetchone()
@@ -508,6 +519,12 @@ class Registry:
         conn = self._db
         with self._transaction("IMMEDIATE"):
             current = int(conn.execute("SELECT value FROM meta WHERE key = 'current_version'").fetchone()[0])
+            sql = "SELECT 1 FROM versions WHERE version = ?"
+            if conn.execute(sql, (self.version,)).fetchone() is None:
+                raise SemidError(
+                    f"{self.path.name}: ID version {self.version} was taken back since this registry was "
+                    "opened (the job that started it failed); reopen it to assign"
+                )
             if current != self.version:
                 raise SemidError(
                     f"{self.path.name}: ID version {current} was started since this registry was opened "
