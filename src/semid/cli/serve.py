@@ -111,23 +111,27 @@ def run_server(
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` once and let it go: a port another server holds, or a host this machine does
-    not have, is one error now (uvicorn would report it only after loading, without an ``Error:`` line)."""
+    """Bind ``host:port`` as uvicorn will (asyncio's ``create_server``: every address the host resolves to,
+    IPv6 sockets IPv6-only) and let go: a port another server holds, or a host this machine does not have,
+    is one error now (uvicorn would report it only after loading, without an ``Error:`` line)."""
     import socket
 
     from semid.errors import SemidError
 
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise SemidError(f"--host {host}: cannot resolve it ({e.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            sock.bind(address)
-        except OSError as e:
-            raise SemidError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+    shown = f"[{host}]" if ":" in host else host
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                raise SemidError(f"cannot listen on {shown}:{port} ({e.strerror})") from None
 
 
 @app.command("serve")
