@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import semid.cli.llm  # noqa: F401  (registers `semid llm` until the lead adds it to the CLI's list)
-from conftest import WordHashEmbedder
+from conftest import WordHashEmbedder, dead_pid
+from semid._outputs import _HOST
 from semid.cli import main
 from semid.data import make_demo_dataset
 from semid.errors import SemidError
@@ -118,10 +119,18 @@ def test_a_run_works_in_a_folder_of_its_own_and_a_failed_one_keeps_it_only_for_a
     with pytest.raises(OSError):
         train_llm(prepared, tmp_path / "n", config)
     assert not list(tmp_path.glob(".n.*")) and not (tmp_path / "n").exists()  # nothing worth keeping
-    with pytest.raises(OSError):
+    with (
+        pytest.raises(OSError),
+        pytest.warns(UserWarning, match=r"the run failed; its latest checkpoint is kept"),
+    ):
         train_llm(prepared, tmp_path / "n", replace(config, save_every=1))
     (work,) = tmp_path.glob(".n.*.training")  # kept: it holds the latest checkpoint
     assert (work / "checkpoint" / "model.safetensors").is_file() and not (tmp_path / "n").exists()
+    # A hard-killed run's folder (its process is gone) goes when the next run of that output starts.
+    dead = work.rename(work.with_name(f".n.{_HOST}.{dead_pid()}.x.training"))
+    monkeypatch.setattr(llm_train, "save_llm", save)
+    train_llm(prepared, tmp_path / "n", config)
+    assert not dead.exists() and not list(tmp_path.glob(".n.*")) and (tmp_path / "n").is_dir()
 
 
 def test_same_seed_same_model(prepared, tmp_path):

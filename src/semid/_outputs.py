@@ -203,16 +203,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_leftovers(path: str | os.PathLike) -> list[Path]:
+def remove_dead_leftovers(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
     """Remove the temporaries of earlier writes to ``path`` whose process on this host is gone; return them.
 
-    Only names :func:`atomic_path` makes (``.NAME.HOST.PID.XXXX.tmp``) with this host and a dead PID are
-    touched, so a live job's temporaries and other machines' (on a shared disk) are left alone.
+    Only names :func:`atomic_path` (or :func:`sibling_dir` with ``suffix``) makes, ``.NAME.HOST.PID.XXXX.tmp``,
+    with this host and a dead PID are touched, so a live job's temporaries and other machines' (on a shared
+    disk) are left alone.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     removed = []
-    pattern = re.compile(re.escape(f".{path.name}.{_HOST}.") + r"(\d+)\.[^.]+\.tmp")
+    pattern = re.compile(re.escape(f".{path.name}.{_HOST}.") + r"(\d+)\.[^.]+" + re.escape(suffix))
     try:
         siblings = list(parent.iterdir())
     except OSError:

@@ -446,10 +446,11 @@ def load_llm(directory: str | os.PathLike, device: str = "cpu", *, query_encoder
         raise SemidError(f"{directory}: not a readable language model ({META_FILE} has no {missing[0]!r})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(directory)
         table = pq.read_table(directory / ITEMS_FILE)
     except Exception as e:  # noqa: BLE001 - transformers, safetensors, pyarrow: many error types
         raise SemidError(f"{directory}: not a readable language model ({first_line(e)})") from None
+    model = model.to(device).eval()  # outside: a device or memory error is no damaged file
     vocab = SemanticVocab.from_tokenizer(
         tokenizer, meta["codebook_sizes"], model.get_input_embeddings().weight.shape[0]
     )

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from semid._distributed import barrier, on_main, rank_device, setup, shard
-from semid._outputs import check_output, has_marker, sibling_dir
+from semid._outputs import check_output, has_marker, remove_dead_leftovers, sibling_dir
 from semid._utils import decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
@@ -417,6 +418,9 @@ def _train(
 
     def start_work() -> None:
         nonlocal work, metrics_path
+        remove_dead_leftovers(
+            out_dir, ".training"
+        )  # killed runs' (SIGKILL, out of memory): this run supersedes them
         work = sibling_dir(out_dir, ".training")
         on_failure.callback(_drop_unless_checkpointed, work)
         metrics_path = work / "metrics.jsonl"
@@ -580,6 +584,8 @@ def _drop_unless_checkpointed(work: Path) -> None:
     """After a failed run: remove its working folder unless it holds a checkpoint worth keeping."""
     if not (work / "checkpoint").exists():
         _remove_tree(work)
+    else:
+        warnings.warn(f"the run failed; its latest checkpoint is kept in {work / 'checkpoint'}", stacklevel=2)
 
 
 def _remove_tree(path: Path) -> None:
