@@ -91,6 +91,9 @@ def _build(root: Path) -> None:
         b'{"item_id": "i0", "title": "fine"}\n{"item_id": "i1", "title": "caf\xff"}\n'
     )
     (root / "empty.jsonl").write_bytes(b"")
+    rows = [{"item_id": i, "title": f"Item {i}", "path": f"aisle {i}"} for i in ids[:8]]
+    (root / "path_cat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), root / "path_cat.parquet")
     (root / "other_parts").mkdir()  # a folder of Parquet files that are no Semantic IDs, each its own schema
     pq.write_table(pa.table({"item_id": ["i0"], "title": ["t"]}), root / "other_parts" / "a.parquet")
     pq.write_table(pa.table({"user_id": ["u0"], "n": [1]}), root / "other_parts" / "b.parquet")
@@ -409,6 +412,17 @@ CASES = [
         "other.parquet: no column 'item_id'",
     ),
     case("embed-foreign-dir", "embed {s}/d -o {s}/out.parquet", "{s}/d: no dataset files found"),
+    case(
+        "embed-streamed-parquet-with-a-path-column",
+        "embed {s}/path_cat.parquet -o {s}/pathdir",
+        "{s}/path_cat.parquet: a column is named 'path', which a streamed embed uses for each row's file; "
+        "rename it, or embed in memory (-o FILE.parquet)",
+    ),
+    case(
+        "embed-streamed-jsonl-with-a-path-column",
+        "embed {s}/path_cat.jsonl -o {s}/pathdir",
+        "{s}/path_cat.jsonl: a column is named 'path'",
+    ),
     case(
         "embed-foreign-dir-as-model",
         "embed {s}/cat.jsonl -o {s}/out.parquet --model {s}/d",

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from semid._outputs import atomic_path, check_output
 from semid.errors import SemidError
 from semid.scale.assign import MANIFEST, _ray_session, check_engine, ray_map_parts, streamed_output
-from semid.scale.batches import EmbedBatch
+from semid.scale.batches import PATH_COLUMN, EmbedBatch
 from semid.scale.parts import check_unique_ids, list_parts
 
 __all__ = ["EmbedJobResult", "embed_dataset"]
@@ -86,6 +86,7 @@ def embed_dataset(
     n_total = None
     if parquet:
         parts = list_parts(paths[0], (id_column,))
+        _refuse_the_path_column(pq.read_schema(parts.files[0]).names, parts.files[0])
         check_unique_ids(parts, id_column)
         n_total = parts.n_rows
     if template is None:  # one default for every part, built from the fields of the first rows
@@ -140,10 +141,22 @@ def embed_dataset(
     return result
 
 
+def _refuse_the_path_column(names: list[str], where: Path) -> None:
+    """A streamed embed names each row's file in a ``path`` column (Ray Data's ``include_paths`` writes it
+    over any such column): a catalogue field of that name would be lost from the item texts."""
+    if PATH_COLUMN in names:
+        raise SemidError(
+            f"{where}: a column is named {PATH_COLUMN!r}, which a streamed embed uses for each row's file; "
+            "rename it, or embed in memory (-o FILE.parquet)"
+        )
+
+
 def _parquet_batches(files: list[Path], batch_size: int) -> Iterator[pa.Table]:
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
-            yield pa.Table.from_batches([batch]).append_column("path", pa.array([f.name] * batch.num_rows))
+            yield pa.Table.from_batches([batch]).append_column(
+                PATH_COLUMN, pa.array([f.name] * batch.num_rows)
+            )
 
 
 def _loaded_batches(paths: list[Path], format: str, id_column: str, batch_size: int) -> Iterator[pa.Table]:
@@ -153,6 +166,7 @@ def _loaded_batches(paths: list[Path], format: str, id_column: str, batch_size: 
     if ds.catalogue is None:
         raise SemidError(f"{', '.join(map(str, paths))}: no item catalogue found (only interactions)")
     table = ds.catalogue.table
+    _refuse_the_path_column(table.column_names, paths[0])
     if id_column != "item_id":  # load_dataset already mapped it to item_id
         table = table.rename_columns([id_column if c == "item_id" else c for c in table.column_names])
     for start in range(0, table.num_rows, batch_size):
