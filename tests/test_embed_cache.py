@@ -171,6 +171,22 @@ def test_two_writers_on_one_cache_do_not_lose_vectors(tmp_path):
         assert c.count("m") == 400
 
 
+def test_a_damaged_cache_is_one_error_naming_the_file_and_the_way_out(tmp_path):
+    keys = text_keys([f"text {i}" for i in range(3000)])
+    with EmbeddingCache(tmp_path) as c:
+        c.put("m", keys, np.random.default_rng(0).random((3000, 64), dtype=np.float32))
+    f = tmp_path / "embeddings.sqlite"
+    data = bytearray(f.read_bytes())
+    data[8192:20480] = bytes(range(256)) * 48  # pages of the vectors table overwritten
+    f.write_bytes(bytes(data))
+    with EmbeddingCache(tmp_path) as c, pytest.raises(SemidError) as e:
+        c.get("m", keys)
+    assert str(e.value) == (
+        f"{f}: damaged embedding cache (database disk image is malformed); delete it, or embed with "
+        "--no-cache or another --cache-dir"
+    )
+
+
 def test_an_item_without_text_is_named():
     with pytest.raises(SemidError) as e:
         embed_catalogue(["a", "b", "c"], ["x", "  ", ""], CountingEmbedder())

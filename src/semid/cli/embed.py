@@ -199,7 +199,8 @@ def embed(
         tpl = default_template(cat, strip_quotes=quotes.value)
         console.print(f"item text from fields: {', '.join(tpl.fields)}", markup=False, highlight=False)
     texts = render_texts(cat, tpl)
-    console.print(f"read {len(cat):,} items from {', '.join(map(str, catalogue))}; e.g. {texts[0]!r}")
+    example = texts[0] if len(texts[0]) <= 200 else texts[0][:200] + f"... ({len(texts[0]):,} characters)"
+    console.print(f"read {len(cat):,} items from {', '.join(map(str, catalogue))}; e.g. {example!r}")
 
     from semid.embed.backends import load_embedder
 

@@ -14,17 +14,21 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from semid._utils import sqlite_has_columns, sqlite_tables
 from semid.errors import SemidError
+
+T = TypeVar("T")
 
 __all__ = ["EmbeddingCache", "default_cache_dir", "text_keys"]
 
@@ -42,6 +46,25 @@ def text_keys(texts: Iterable[str]) -> list[bytes]:
     """The 32-byte sha256 digest of each UTF-8 text: the cache keys."""
     sha = hashlib.sha256
     return [sha(t.encode("utf-8")).digest() for t in texts]
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """A damaged cache file (SQLite finds a malformed page only where it reads) is one error naming the
+    file and what to do, not an sqlite3 traceback in the middle of an embedding job."""
+
+    @functools.wraps(method)
+    def wrapper(self: EmbeddingCache, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise SemidError(f"{self.path} is locked by another process ({e})") from None
+            raise SemidError(
+                f"{self.path}: damaged embedding cache ({e}); delete it, or embed with --no-cache or "
+                "another --cache-dir"
+            ) from None
+
+    return wrapper
 
 
 class EmbeddingCache:
@@ -123,6 +146,7 @@ class EmbeddingCache:
     def close(self) -> None:
         self._db.close()
 
+    @_guarded
     def get(self, model: str, keys: Sequence[bytes], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Look up ``keys`` -> ``(found (n,) bool, X (n, dim) float32)``; rows not found are zero.
 
@@ -156,6 +180,7 @@ class EmbeddingCache:
             found[idx] = True
         return found, X
 
+    @_guarded
     def put(self, model: str, keys: Sequence[bytes], X: np.ndarray) -> None:
         """Store ``X[i]`` under ``keys[i]`` (replacing what was there), in one transaction."""
         keys = _as_keys(keys)
@@ -169,6 +194,7 @@ class EmbeddingCache:
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO vectors (model, key, vec) VALUES (?, ?, ?)", rows)
 
+    @_guarded
     def count(self, model: str | None = None) -> int:
         """Vectors stored (for one model, or all)."""
         if model is None:
@@ -179,6 +205,7 @@ class EmbeddingCache:
         ).fetchone()
         return row[0]
 
+    @_guarded
     def models(self) -> dict[str, int]:
         """Model name -> vectors stored."""
         rows = self._db.execute(
@@ -186,6 +213,7 @@ class EmbeddingCache:
         )
         return dict(rows.fetchall())
 
+    @_guarded
     def clear(self, model: str | None = None) -> None:
         """Forget one model's vectors, or everything."""
         with self._transaction():
