@@ -192,6 +192,10 @@ def test_dim_larger_than_the_model_is_an_error_at_load(tiny):
 def test_a_model_that_is_neither_a_directory_nor_a_hub_name(tmp_path):
     with pytest.raises(SemidError, match=r"no such model directory \(and not a hub name like org/name\)$"):
         HFEmbedder(tmp_path / "missing" / "model" / "dir")
+    with pytest.raises(
+        SemidError, match=r"^\./models/e5: no such model directory"
+    ):  # org/name-like, but a path
+        HFEmbedder("./models/e5")
 
 
 # --- batching and threads -------------------------------------------------------------------------------------

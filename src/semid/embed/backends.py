@@ -560,7 +560,8 @@ def _resolve_model(model: str | os.PathLike | None, revision: str | None) -> tup
             raise SemidError(f"{model}: revision= applies to hub models, not to a local directory")
         return path.resolve(), f"{path.resolve().name}@sha256:{_dir_hash(path.resolve())}"
     name = str(model)
-    if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+    looks_local = name.startswith((".", "/", "~"))  # ./model, ../m, /abs: a path, never a hub name
+    if path.exists() or looks_local or not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         raise SemidError(f"{name}: no such model directory (and not a hub name like org/name)")
     try:
         from huggingface_hub import snapshot_download
