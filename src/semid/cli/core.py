@@ -7,6 +7,7 @@ semid assign fused/ emb.parquet --fuse sasrec-items.parquet -o ids.parquet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -131,20 +132,26 @@ def assign(
         raise SemidError(
             f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}"
         )
-    t = time.perf_counter()
-    base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
-    enc_s = time.perf_counter() - t
+    with contextlib.ExitStack() as stack:
+        reg = None
+        if registry is not None:  # opened (and checked) before the encoding, not after it
+            from semid.ids.registry import Registry
 
-    def rank(rows: np.ndarray) -> np.ndarray:
-        return model.rank_last_level(X[rows])
+            reg = stack.enter_context(
+                Registry(registry, fingerprint=model.fingerprint_, new_version=new_version)
+            )
+        t = time.perf_counter()
+        base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
+        enc_s = time.perf_counter() - t
 
-    remap = rank if dedup is Dedup.remap else None
+        def rank(rows: np.ndarray) -> np.ndarray:
+            return model.rank_last_level(X[rows])
+
+        remap = rank if dedup is Dedup.remap else None
+        if reg is not None:
+            res = reg.assign(item_ids, base, dedup=dedup.value, rank_last_level=remap)
     n_moved = 0
     if registry is not None:
-        from semid.ids.registry import Registry
-
-        with Registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg:
-            res = reg.assign(item_ids, base, dedup=dedup.value, rank_last_level=remap)
         codes, n_moved = res.codes, res.n_moved
         console.print(
             f"registry {registry} (version {res.version}): {res.n_new:,} new, {res.n_existing:,} known"
