@@ -83,6 +83,7 @@ def test_recommend_for_a_user_reads_their_stored_history(client, service):
         ({"history": ["D00001"], "k": 0}, 422, "k: Input should be greater than or equal to 1"),
         ({"history": ["D00001"], "k": 101}, 422, "k: Input should be less than or equal to 100"),
         ({"history": ["D00001"], "k": "ten"}, 422, "k: Input should be a valid integer"),
+        ({"history": ["D00001"], "k": True}, 422, "k: Input should be a valid integer"),  # not k=1
         ({"k": 3}, 422, "give a history (item ids, oldest first) or a user_id"),
         ({"history": []}, 422, "the history is empty; give at least one item id"),
         ({"history": [""]}, 422, "history.0: String should have at least 1 character"),
@@ -138,6 +139,12 @@ def test_dense_search_finds_the_item_by_its_title_and_says_so(client, service):
 def test_search_rejects_bad_requests(client, body, detail):
     r = client.post("/search", json=body)
     assert (r.status_code, r.json()) == (422, {"detail": detail})
+
+
+def test_a_history_weight_that_is_not_a_number_is_refused_as_such(client):
+    body = b'{"query": "lipstick", "history_weight": NaN}'  # Python's json module writes and reads NaN
+    r = client.post("/search", content=body, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()) == (422, {"detail": "history_weight: Input should be a finite number"})
 
 
 def test_search_by_a_language_model_when_one_is_trained(serve_dir, tmp_path, one_torch_thread):

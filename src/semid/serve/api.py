@@ -71,7 +71,7 @@ class RecommendRequest(BaseModel):
         None,
         description="A user of the training data: their history when none is given, and their user token.",
     )
-    k: int = Field(10, ge=1, le=MAX_K, description="How many items.")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description="How many items (an integer, not true).")
 
     @model_validator(mode="after")
     def _history_or_user(self) -> RecommendRequest:
@@ -87,7 +87,7 @@ class SearchRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"query": "matte red lipstick", "k": 10}]}
     )
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
-    k: int = Field(10, ge=1, le=MAX_K, description="How many items.")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description="How many items (an integer, not true).")
     history: list[Id] | None = Field(
         None,
         max_length=MAX_HISTORY,
@@ -101,6 +101,7 @@ class SearchRequest(BaseModel):
         None,
         ge=0,
         le=100,
+        allow_inf_nan=False,
         description="Weight of the history's model next to the query's (default: the server's).",
     )
 
