@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -132,6 +133,35 @@ def test_a_saved_model_makes_the_same_predictions(
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model_type"] == model.model_type and config["train"]["epochs"] == 10
     assert [r["epoch"] for r in read_metrics(run_dir)] == list(range(1, 11))
+
+
+def test_saving_never_replaces_files_of_a_folder_that_is_no_run(sasrec_run, data: RecData, tmp_path) -> None:
+    from semid.rec.io import save_model
+
+    model, _, run_dir = sasrec_run
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("config.json", "model.safetensors", "items.parquet"):
+        (mine / name).write_text(f"my {name}")
+    with pytest.raises(SemidError) as e:
+        save_model(model, mine)
+    assert str(e.value) == (
+        f"{mine / 'model.safetensors'}: would replace a file that is not a semid run's (no recommender "
+        "config.json beside it); give a new directory"
+    )
+    with pytest.raises(SemidError, match=r"items\.parquet: would replace a file that is not a semid run's"):
+        data.save(mine)
+    assert {p.name: p.read_text() for p in mine.iterdir()} == {
+        n: f"my {n}" for n in ("config.json", "model.safetensors", "items.parquet")
+    }
+    save_model(model, tmp_path / "new")  # a new folder, and a run's own, are written
+    save_model(model, tmp_path / "new")
+    assert load_model(tmp_path / "new").config == model.config
+    broken = copy.copy(data)
+    broken.user_ids = data.user_ids[:-1]  # one user id short
+    with pytest.raises(SemidError, match=r"^RecData\.save: inconsistent data \("):
+        broken.save(tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()  # nothing half-written
 
 
 def test_sasrec_exports_its_item_embeddings(sasrec_run, data: RecData) -> None:

@@ -60,6 +60,17 @@ def test_resume_after_stopping_reproduces_the_uninterrupted_run(tmp_path, data, 
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_new_run_never_writes_into_a_folder_of_other_files(tmp_path, data):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.jsonl").write_text('{"mine": 1}\n')
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(SemidError, match=r"mine holds files that are not an RQ-VAE run directory"):
+        tiny(run_dir=str(mine)).fit(data)
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.jsonl", "notes.txt"]
+    assert (mine / "metrics.jsonl").read_text() == '{"mine": 1}\n'
+
+
 def test_resume_from_a_mid_epoch_step_checkpoint(tmp_path, data, uninterrupted):
     run = tmp_path / "run"
     tiny(run_dir=str(run), dropout=0.1, save_every_steps=10).fit(data, stop_after_epochs=3)

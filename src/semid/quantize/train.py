@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from semid._distributed import all_sum, barrier, broadcast_module, gather_rows, setup, shard
+from semid._outputs import check_output, holds_only
 from semid._utils import (
     atomic_path,
     decay_progress,
@@ -276,6 +277,10 @@ class Trainer:
         used to test that resuming reproduces an uninterrupted run.
         """
         cfg = self.config
+        if resume is None and self.run_dir is not None and self._writes:  # before any work
+            check_output(
+                self.run_dir, is_dir=True, replaceable=holds_only(RUN_FILES), what="an RQ-VAE run directory"
+            )
         n = X.shape[0]
         B = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
         n_batches = math.ceil(n / B)

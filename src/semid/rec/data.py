@@ -33,14 +33,37 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from semid._utils import atomic_path
+from semid._utils import atomic_path, read_json_mapping
 from semid.data import Dataset, LeaveOneOut, Sequences, leave_one_out
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 from semid.ids.table import IdTable
 
 ITEMS_NAME = "items.parquet"
 SEQUENCES_NAME = "sequences.parquet"
 LOG_NAME = "log.json"  # a run trained on a streamed log (semid.rec.stream) records where the log is
+
+
+def check_run_files(directory: Path, names: tuple[str, ...]) -> None:
+    """Refuse to write ``names`` into ``directory`` where that would replace a file that is not a run's:
+    a file of one of those names is replaced only beside a recommender's ``config.json``."""
+    if directory.exists() and not directory.is_dir():
+        raise SemidError(f"{directory} is a file; give a directory")
+    existing = [n for n in names if (directory / n).exists()]
+    if existing and not _is_run_dir(directory):
+        raise SemidError(
+            f"{directory / existing[0]}: would replace a file that is not a semid run's (no recommender "
+            "config.json beside it); give a new directory"
+        )
+
+
+def _is_run_dir(directory: Path) -> bool:
+    try:
+        config = read_json_mapping(directory / "config.json")
+    except SemidError:
+        return False
+    return isinstance(config.get("model_type"), str) and isinstance(config.get("model"), dict)
+
+
 PAD = -1  # item index of an empty history slot
 
 
@@ -195,9 +218,12 @@ class RecData:
     # -- persistence -------------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``items.parquet`` (id, title, Semantic ID, codes) and ``sequences.parquet`` into ``directory``."""
+        """Write ``items.parquet`` (id, title, Semantic ID, codes) and ``sequences.parquet`` into ``directory``.
+
+        Both tables are built before either is written; files of those names are replaced only in a run
+        directory (a recommender's ``config.json`` beside them), never a user's own."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        check_run_files(directory, (ITEMS_NAME, SEQUENCES_NAME, LOG_NAME))
         cols: dict[str, pa.Array] = {"item_id": pa.array(self.item_ids.tolist(), pa.string())}
         if self.titles is not None:
             cols["title"] = pa.array(self.titles.tolist(), pa.string())
@@ -209,14 +235,19 @@ class RecData:
             cold = np.zeros(self.n_items, dtype=bool)
             cold[self.cold_items] = True
             cols["cold"] = pa.array(cold)
+        try:
+            items = pa.table(cols)
+            seq = pa.table(
+                {
+                    "user_id": pa.array(self.user_ids.tolist(), pa.string()),
+                    "items": _list_array(self.sequences.items, self.sequences.offsets),
+                }
+            )
+        except pa.ArrowInvalid as e:  # e.g. user_ids and sequences of different lengths
+            raise SemidError(f"RecData.save: inconsistent data ({first_line(e)})") from None
+        directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / ITEMS_NAME) as tmp:
-            pq.write_table(pa.table(cols), tmp)
-        seq = pa.table(
-            {
-                "user_id": pa.array(self.user_ids.tolist(), pa.string()),
-                "items": _list_array(self.sequences.items, self.sequences.offsets),
-            }
-        )
+            pq.write_table(items, tmp)
         with atomic_path(directory / SEQUENCES_NAME) as tmp:
             pq.write_table(seq, tmp)
         if self.log is not None:

@@ -25,7 +25,7 @@ from torch import nn
 from semid._utils import atomic_path, read_json_mapping, resolve_device
 from semid.errors import SemidError, first_line
 from semid.rec.config import CODED, MODELS, config_from_dict, scaled_shape
-from semid.rec.data import RecData
+from semid.rec.data import RecData, check_run_files
 from semid.rec.sasrec import SASRec
 
 CONFIG_NAME = "config.json"
@@ -71,10 +71,12 @@ def build_model(model_type: str, data: RecData, **overrides: Any) -> nn.Module:
 
 
 def save_model(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``model_type``, ``model`` config, plus ``extra``)."""
+    """Write ``model.safetensors`` and ``config.json`` (``model_type``, ``model`` config, plus ``extra``)
+    into a new directory or a run's own (never over another folder's files of those names)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    check_run_files(directory, (WEIGHTS_NAME, CONFIG_NAME))  # a run's or a model's own folder, or a new one
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
