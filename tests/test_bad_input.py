@@ -91,6 +91,10 @@ def _build(root: Path) -> None:
         b'{"item_id": "i0", "title": "fine"}\n{"item_id": "i1", "title": "caf\xff"}\n'
     )
     (root / "empty.jsonl").write_bytes(b"")
+    (root / "dup_header.csv").write_text("user_id,item_id,item_id\nu1,i1,i2\n")
+    pq.write_table(pa.table({"item_id": [[1, 2], [3]], "title": ["a", "b"]}), root / "list_ids.parquet")
+    dated = "".join(f"u{i % 7},i{i % 11},2020-01-{i % 28 + 1:02d}\n" for i in range(300))
+    (root / "dated.csv").write_text("user_id,item_id,timestamp\n" + dated + "u1,i1,yesterday\n")
     rows = [{"item_id": i, "title": f"Item {i}", "path": f"aisle {i}"} for i in ids[:8]]
     (root / "path_cat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     pq.write_table(pa.Table.from_pylist(rows), root / "path_cat.parquet")
@@ -565,6 +569,21 @@ CASES = [
         "data-stats-parquet-other-columns",
         "data stats {s}/other.parquet",
         "other.parquet: no column 'item_id'",
+    ),
+    case(
+        "data-stats-duplicate-header",
+        "data stats {s}/dup_header.csv",
+        "dup_header.csv: column 'item_id' appears twice; rename one",
+    ),
+    case(
+        "data-stats-list-ids",
+        "data stats {s}/list_ids.parquet",
+        "item_id column holds values (list<element: int64>); ids should be text or integers",
+    ),
+    case(
+        "data-stats-csv-wrong-encoding",
+        "data stats {s}/dup_header.csv --encoding utf-16",
+        "dup_header.csv: not readable as utf-16 (",
     ),
     case("data-stats-foreign-sqlite", "data stats {s}/other.db", "{s}/other.db: unknown format"),
     case(

@@ -119,6 +119,16 @@ def test_csv_rows_with_a_wrong_field_count_are_reported_with_their_line(tmp_path
     assert cat.origin.where(49) == "items.csv line 52"
 
 
+def test_one_bad_date_among_iso_dates_is_one_skipped_row_named_by_its_line(tmp_path: Path) -> None:
+    dated = "".join(f"u{i % 7},i{i % 11},2020-01-{i % 28 + 1:02d}\n" for i in range(300))
+    (tmp_path / "dated.csv").write_text("user_id,item_id,timestamp\n" + dated + "u1,i1,yesterday\n")
+    report = ParseReport()
+    inter = read_interactions(tmp_path / "dated.csv", report=report)
+    assert len(inter) == 300 and report.n_skipped == 1  # the 300 dates are kept (all were refused)
+    assert str(report).endswith("dated.csv line 302: timestamp 'yesterday' is not a time or a number")
+    assert inter.timestamps[0] == 1577836800  # 2020-01-01, unix seconds
+
+
 def test_iso_timestamps_become_unix_seconds(tmp_path: Path) -> None:
     path = jsonl(tmp_path / "r.jsonl", [{"user_id": "u", "item_id": "a", "timestamp": "2020-01-01T00:00:10"}])
     assert read_interactions(path).timestamps.tolist() == [1577836810]

@@ -40,7 +40,7 @@ from semid.data._io import (
     truncated_gzip_error,
 )
 from semid.data.model import Catalogue, Interactions, Origin, ParseReport
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 
 TABULAR_SUFFIXES = {
     ".jsonl": "jsonl",
@@ -79,14 +79,29 @@ def read_table(
     report = report if report is not None else ParseReport()
     if fmt == "parquet":
         try:
+            _unique_columns(pq.read_schema(path).names, path)
             return pq.read_table(path), Origin(display_name(path))
         except (pa.ArrowInvalid, OSError) as e:
-            raise SemidError(f"{display_name(path)}: not a readable Parquet file ({e})") from None
+            raise SemidError(f"{display_name(path)}: not a readable Parquet file ({first_line(e)})") from None
     if fmt == "csv":
-        return _read_csv(path, report, max_bad_fraction, encoding)
-    if fmt == "jsonl":
-        return _read_jsonl(path, report, max_bad_fraction, encoding)
-    raise SemidError(f"{display_name(path)}: unknown table format {fmt!r} (expected jsonl, csv or parquet)")
+        table, origin = _read_csv(path, report, max_bad_fraction, encoding)
+    elif fmt == "jsonl":
+        table, origin = _read_jsonl(path, report, max_bad_fraction, encoding)
+    else:
+        raise SemidError(
+            f"{display_name(path)}: unknown table format {fmt!r} (expected jsonl, csv or parquet)"
+        )
+    _unique_columns(table.column_names, path)
+    return table, origin
+
+
+def _unique_columns(names: list[str], path: Path) -> None:
+    """A header naming one column twice makes every lookup of that name ambiguous: one error now."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise SemidError(f"{display_name(path)}: column {name!r} appears twice; rename one")
+        seen.add(name)
 
 
 def _read_csv(
@@ -118,6 +133,8 @@ def _read_csv(
         if is_gzip(path):
             raise truncated_gzip_error(path, e) from None
         raise
+    except UnicodeError as e:  # a wrong --encoding (pyarrow transcodes through Python's codecs)
+        raise SemidError(f"{file}: not readable as {encoding} ({first_line(e)}); check --encoding") from None
 
     record_lines: np.ndarray | None = None
 
@@ -223,8 +240,16 @@ def _id_column(table: pa.Table, name: str, origin: Origin) -> pa.Array:
     col = table.column(name).combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
-    if pa.types.is_floating(col.type):
-        raise SemidError(f"{name} column holds floats ({col.type}); ids should be text or integers")
+    if not (
+        pa.types.is_string(col.type)
+        or pa.types.is_large_string(col.type)
+        or pa.types.is_binary(col.type)
+        or pa.types.is_large_binary(col.type)
+        or pa.types.is_integer(col.type)
+        or pa.types.is_null(col.type)
+    ):
+        kind = "floats" if pa.types.is_floating(col.type) else "values"
+        raise SemidError(f"{name} column holds {kind} ({col.type}); ids should be text or integers")
     # bytes that are not UTF-8 (a binary Parquet column, or a CSV cell pyarrow left as bytes) name their row
     hint = (
         ""
@@ -282,8 +307,25 @@ def _timestamps(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         try:
             return _timestamps(pc.cast(col, pa.timestamp("s")))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # not ISO dates: numbers as text, or a bad value to report
+            pass  # not all ISO dates: dates with a few bad values, numbers as text, or bad values
+        numbers, bad = parse_floats(col)
+        dates = _iso_dates(col)
+        n_dates = int(pc.sum(pc.is_valid(dates)).as_py() or 0)
+        if n_dates > int(np.isfinite(numbers).sum()):  # mostly dates: a value that is none is one bad row
+            secs = pc.cast(pc.cast(dates, pa.int64()), pa.float64())
+            values = np.asarray(pc.fill_null(secs, np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+            return values, np.isnan(values) & ~null_mask(col)
+        return numbers, bad
     return parse_floats(col)
+
+
+_ISO_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_dates(col: pa.Array) -> pa.Array:
+    """Each value parsed as an ISO date or date-time (seconds), null where it is none (vectorised)."""
+    parsed = [pc.strptime(col, format=f, unit="s", error_is_null=True) for f in _ISO_FORMATS]
+    return pc.coalesce(*parsed)
 
 
 def table_to_interactions(
