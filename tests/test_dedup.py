@@ -54,3 +54,24 @@ def test_none_keeps_codes_and_unknown_strategy_is_rejected():
     assert deduplicate(CODES, "none").codes.tolist() == CODES.tolist()
     with pytest.raises(SemidError, match=r"dedup='hash' is not one of 'suffix', 'remap', 'none'"):
         deduplicate(CODES, "hash")
+
+
+@pytest.mark.parametrize(
+    ("ranking", "message"),
+    [
+        (
+            lambda rows: np.full((len(rows), 2), 0.5),
+            "rank_last_level returned dtype float64, expected integer codes",
+        ),
+        (
+            lambda rows: np.zeros(len(rows), dtype=int),
+            r"rank_last_level returned shape \(1,\), expected \(1, K_last\)",
+        ),
+        (lambda rows: np.full((len(rows), 2), -1), "rank_last_level row 0: code -1 is outside 0..2147483647"),
+    ],
+    ids=["floats", "one-dimensional", "negative"],
+)
+def test_remap_refuses_a_ranking_it_could_only_misread(ranking, message) -> None:
+    # A float ranking cut to integers handed two items one code: the IDs were no longer unique.
+    with pytest.raises(SemidError, match=f"^{message}$"):
+        deduplicate(np.array([[1, 0], [1, 0]]), "remap", item_ids=["a", "b"], rank_last_level=ranking)

@@ -100,7 +100,7 @@ def deduplicate(
     if rank_last_level is None:
         raise SemidError("dedup='remap' needs the quantizer's rank_last_level (nearest last-level codes)")
     movers = movers[np.lexsort((np.argsort(order)[movers], rank[movers]))]  # earlier ranks move first
-    ranking = np.asarray(rank_last_level(movers))
+    ranking = check_ranking(rank_last_level(movers), len(movers))
     prefix_keys = row_keys(codes[:, :-1]) if codes.shape[1] > 1 else np.zeros(n, dtype=np.int64)
     # Codes already taken under each prefix that a mover needs: everything that stays put.
     needed = np.unique(prefix_keys[movers])
@@ -123,3 +123,20 @@ def deduplicate(
                 f"({ranking.shape[1]}); use dedup='suffix' (CLI: --dedup suffix) or a larger last codebook"
             )
     return DedupResult(out, strategy, n_collided, int(movers.size))
+
+
+MAX_CODE = np.iinfo(np.int32).max  # exports store codes as int32
+
+
+def check_ranking(ranking: np.ndarray, n: int) -> np.ndarray:
+    """The ranking a ``rank_last_level`` callable returned, checked: ``(n, K_last)`` integer codes in
+    range (a float ranking would be cut to integers and could hand two items one code)."""
+    arr = np.asarray(ranking)
+    if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] == 0:
+        raise SemidError(f"rank_last_level returned shape {arr.shape}, expected ({n}, K_last)")
+    if arr.dtype.kind not in "iu":
+        raise SemidError(f"rank_last_level returned dtype {arr.dtype}, expected integer codes")
+    if ((arr < 0) | (arr > MAX_CODE)).any():
+        r, c = np.argwhere((arr < 0) | (arr > MAX_CODE))[0]
+        raise SemidError(f"rank_last_level row {r}: code {arr[r, c]} is outside 0..{MAX_CODE}")
+    return arr.astype(np.int64, copy=False)

@@ -81,15 +81,14 @@ import pyarrow.compute as pc
 
 from semid._utils import atomic_path, sqlite_has_columns, sqlite_tables
 from semid.errors import SemidError
-from semid.ids.dedup import DEDUP_STRATEGIES
+from semid.ids.dedup import DEDUP_STRATEGIES, MAX_CODE, check_ranking
 
 __all__ = ["SCHEMA_VERSION", "AssignResult", "VersionInfo", "Registry"]
 
 SCHEMA_VERSION = 1
 Dedup = Literal["suffix", "none", "remap"]
 
-_MAX_CODE = np.iinfo(np.int32).max  # exports store codes as int32
-_KEY_BASE = np.int64(_MAX_CODE) + 1  # (group index, code) -> one int64 key
+_KEY_BASE = np.int64(MAX_CODE) + 1  # (group index, code) -> one int64 key
 
 # One statement each: executescript() would COMMIT the surrounding BEGIN IMMEDIATE.
 _SCHEMA = (
@@ -658,7 +657,7 @@ class Registry:
         # Pass 2: the others take the nearest code nobody holds yet: every group's first mover, then every
         # group's second, ... (item_id order within a round), as semid.ids.dedup.deduplicate does.
         movers = movers[np.argsort(rank[movers], kind="stable")]
-        ranking = _check_ranking(rank_last_level(rows[movers]), len(movers))
+        ranking = check_ranking(rank_last_level(rows[movers]), len(movers))
         taken: dict[int, set[int]] = {}
         mover_groups = set(gidx[movers].tolist())
         for k in np.concatenate([reg_keys, keys[keeps]]).tolist():
@@ -907,23 +906,11 @@ def _check_codes(codes: np.ndarray, name: str, *, negative_ok: bool = False) -> 
     if arr.size and arr.dtype.kind not in "iu":
         raise SemidError(f"{name} should be integers, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False) if arr.size else np.empty(arr.shape, dtype=np.int64)
-    bad = (arr > _MAX_CODE) if negative_ok else ((arr < 0) | (arr > _MAX_CODE))
+    bad = (arr > MAX_CODE) if negative_ok else ((arr < 0) | (arr > MAX_CODE))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise SemidError(f"{name} row {r}: code {arr[r, c]} at level {c} is outside 0..{_MAX_CODE}")
+        raise SemidError(f"{name} row {r}: code {arr[r, c]} at level {c} is outside 0..{MAX_CODE}")
     return arr
-
-
-def _check_ranking(ranking: np.ndarray, n: int) -> np.ndarray:
-    arr = np.asarray(ranking)
-    if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] == 0:
-        raise SemidError(f"rank_last_level returned shape {arr.shape}, expected ({n}, K_last)")
-    if arr.dtype.kind not in "iu":
-        raise SemidError(f"rank_last_level returned dtype {arr.dtype}, expected integer codes")
-    if ((arr < 0) | (arr > _MAX_CODE)).any():
-        r, c = np.argwhere((arr < 0) | (arr > _MAX_CODE))[0]
-        raise SemidError(f"rank_last_level row {r}: code {arr[r, c]} is outside 0..{_MAX_CODE}")
-    return arr.astype(np.int64, copy=False)
 
 
 def _json(values: list) -> str:
