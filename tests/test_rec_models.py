@@ -164,6 +164,27 @@ def test_saving_never_replaces_files_of_a_folder_that_is_no_run(sasrec_run, data
     assert not (tmp_path / "broken").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("run", ["sasrec_run", "tiger_run"])
+def test_recommend_refuses_histories_and_k_it_would_misread(run: str, request: pytest.FixtureRequest) -> None:
+    from semid.rec.data import histories_batch
+
+    model = request.getfixturevalue(run)[0]
+    with pytest.raises(
+        SemidError, match=rf"^history item index 999 is outside 0\.\.{N_ITEMS - 1} \(the model's items\)$"
+    ):
+        model.recommend(histories_batch([np.array([1, 999])]), 3)
+    with pytest.raises(
+        SemidError, match=r"^history 0: item index -5 is negative$"
+    ):  # it wrapped to another item
+        histories_batch([np.array([-5])])
+    with pytest.raises(SemidError, match=r"^history 1 should be a non-empty 1-D array of item indices"):
+        histories_batch([np.array([1]), np.array([], dtype=int)])
+    with pytest.raises(SemidError, match=r"^no histories"):
+        histories_batch([])
+    with pytest.raises(SemidError, match=r"^k=2\.5 should be a positive integer$"):
+        model.recommend(histories_batch([np.array([1, 2])]), 2.5)
+
+
 def test_sasrec_exports_its_item_embeddings(sasrec_run, data: RecData) -> None:
     model, _, run_dir = sasrec_run
     ids, X = read_embeddings(run_dir / "item_embeddings.parquet")

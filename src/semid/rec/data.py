@@ -458,6 +458,18 @@ class Batch:
     def __len__(self) -> int:
         return self.history.shape[0]
 
+    def check(self, n_items: int, k: int) -> None:
+        """Refuse what a model would misread: ``k`` that is no positive integer, or a history item index
+        outside the model's catalogue (an index past the end failed deep in an embedding; a negative one
+        wrapped around to another item). Cost: two reductions over the histories."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise SemidError(f"k={k!r} should be a positive integer")
+        if self.history.numel():
+            low, high = int(self.history.min()), int(self.history.max())
+            if low < PAD or high >= n_items:
+                bad = low if low < PAD else high
+                raise SemidError(f"history item index {bad} is outside 0..{n_items - 1} (the model's items)")
+
     def to(self, device: str | torch.device) -> Batch:
         return Batch(self.history.to(device), self.target.to(device), self.user.to(device))
 
@@ -502,6 +514,16 @@ def histories_batch(
     histories: list[np.ndarray], users: np.ndarray | None = None, device: str | torch.device = "cpu"
 ) -> Batch:
     """A :class:`Batch` of given histories (item index arrays, oldest first); targets unknown (PAD)."""
+    if not len(histories):
+        raise SemidError("no histories: give at least one (an array of item indices, oldest first)")
+    histories = [np.asarray(h) for h in histories]
+    for i, h in enumerate(histories):
+        if h.ndim != 1 or h.size == 0 or h.dtype.kind not in "iu":
+            raise SemidError(
+                f"history {i} should be a non-empty 1-D array of item indices (got {h.dtype}{h.shape})"
+            )
+        if int(h.min()) < 0:
+            raise SemidError(f"history {i}: item index {int(h.min())} is negative")
     lengths = np.array([len(h) for h in histories], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     items = np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, np.int64)

@@ -290,6 +290,7 @@ class RPG(nn.Module):
         Exact: every item is scored (no beam, no graph), so every answer is a real item. ``exclude_history``
         leaves out the items of the history it reads; fewer than ``k`` left gives item -1 at the end.
         """
+        batch.check(self.config.n_items, k)
         if k > self.config.n_items:
             raise SemidError(f"k={k} is larger than the catalogue ({self.config.n_items:,} items)")
         scores = self.scores(batch.history)  # (B, n_items)

@@ -199,6 +199,7 @@ class SASRec(nn.Module):
         aprec and the SASRec benchmarks recommend by default); on Beauty test it took the tuned SASRec from
         R@10 0.0838 / N@10 0.0418 to 0.0924 / 0.0562 (bench/results/beauty_rec_sasrec.txt).
         """
+        batch.check(self.config.n_items, k)
         if k > self.config.n_items:
             raise SemidError(f"k={k} is larger than the catalogue ({self.config.n_items:,} items)")
         scores = self.scores(batch.history).float()  # (B, n_items)

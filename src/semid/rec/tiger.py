@@ -371,6 +371,9 @@ class TIGER(nn.Module):
 
         ``exclude_history``: the items of the history it reads are never returned ("filter seen items").
         """
+        batch.check(self.config.n_items, k)
+        if beam_size is not None and (isinstance(beam_size, bool) or not isinstance(beam_size, int)):
+            raise SemidError(f"beam_size={beam_size!r} should be an integer >= k={k}")
         return beam_search(
             self.step_fn(batch),
             self.index,
