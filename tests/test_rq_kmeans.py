@@ -292,3 +292,37 @@ def test_a_negative_seed_is_a_semid_error_before_any_work(method):
         model._validate_params()  # what `semid fit` calls before reading the embeddings
     with pytest.raises(SemidError, match=r"random_state=-1"):
         model.fit(np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c.pop("n_levels"),
+            r"config\.json: codebook_size has 2 entries \(\[4, 4\]\), expected one per level",
+        ),
+        (lambda c: c.update(balanced="no"), r"config\.json: balanced='no' should be True or False"),
+        (lambda c: c.update(tol=None), r"config\.json: tol=None should be a number >= 0"),
+        (
+            lambda c: c.update(codebook_size=2.5),
+            r"config\.json: codebook_size=2\.5 should be an integer or a list",
+        ),
+        (lambda c: c.update(model_type=["rq_kmeans"]), r"config\.json: unknown model_type \['rq_kmeans'\]"),
+    ],
+    ids=["missing-key", "balanced-string", "tol-none", "size-float", "type-list"],
+)
+def test_a_hand_edited_config_is_one_error_naming_the_file(tmp_path, edit, message) -> None:
+    X = clustered(n=200, dim=8)
+    RQKMeans(2, 4, random_state=0).fit(X).save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    edit(config)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SemidError, match=message):
+        load_quantizer(tmp_path / "m")
+
+
+def test_a_config_that_is_not_utf8_is_one_error(tmp_path) -> None:
+    RQKMeans(2, 4, random_state=0).fit(clustered(n=200, dim=8)).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_bytes(b'{"model_type": "rq_kmeans\xff"}')
+    with pytest.raises(SemidError, match=r"config\.json"):
+        load_quantizer(tmp_path / "m")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from semid._utils import atomic_path, fingerprint_arrays
-from semid.errors import NotFittedError, SemidError
+from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping
+from semid.errors import NotFittedError, SemidError, first_line
 
 if TYPE_CHECKING:
     from semid.quantize.collab import Fusion
@@ -41,6 +41,11 @@ def per_level_sizes(codebook_size: Any, n: Any, name: str, unit: str) -> list[in
     if isinstance(codebook_size, (int, np.integer)) and not isinstance(codebook_size, bool):
         sizes = [int(codebook_size)] * int(n)
     else:
+        ok = isinstance(codebook_size, (list, tuple, np.ndarray)) and all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in codebook_size
+        )
+        if not ok:
+            raise SemidError(f"codebook_size={codebook_size!r} should be an integer or a list of integers")
         sizes = [int(k) for k in codebook_size]
         if len(sizes) != n:
             raise SemidError(
@@ -164,6 +169,8 @@ class BaseQuantizer:
 
         config, path = _read_config(directory)
         model_type = config.get("model_type")
+        if not isinstance(model_type, str):
+            raise SemidError(f"{path / CONFIG_NAME}: unknown model_type {model_type!r}")
         if model_type not in _MODEL_TYPES and model_type in _MODEL_MODULES:
             import importlib
 
@@ -185,8 +192,17 @@ class BaseQuantizer:
             raise SemidError(
                 f"{weights}: weights fingerprint {fp} does not match config.json ({config['fingerprint']})"
             )
-        model = klass._from_config(config, device=device)
-        model._set_state(arrays, config)
+        try:  # a config.json edited by hand: its values are checked as a new model's would be
+            model = klass._from_config(config, device=device)
+            if hasattr(model, "_validate_params"):
+                model._validate_params()
+            model._set_state(arrays, config)
+        except SemidError as e:
+            raise SemidError(f"{path / CONFIG_NAME}: {e}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise SemidError(
+                f"{path / CONFIG_NAME}: not a readable {model_type} model ({type(e).__name__}: {first_line(e)})"
+            ) from None
         if config.get("fusion") is not None:
             from semid.quantize.collab import Fusion
 
@@ -233,13 +249,7 @@ def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     cfg = path / CONFIG_NAME
     if not cfg.is_file():
         raise SemidError(f"{cfg}: no such file (not a semid model directory?)")
-    try:
-        config = json.loads(cfg.read_text())
-    except json.JSONDecodeError as e:
-        raise SemidError(f"{cfg} line {e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(config, dict):
-        raise SemidError(f"{cfg}: expected a JSON object")
-    return config, path
+    return read_json_mapping(cfg), path  # damaged, not UTF-8 or not an object: one error naming the file
 
 
 def load_quantizer(directory: str | os.PathLike, *, device: str = "auto") -> BaseQuantizer:

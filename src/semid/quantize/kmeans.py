@@ -334,8 +334,10 @@ def lloyd(
 def check_kmeans_options(est: Any) -> None:
     """The k-means options the quantizers share (``tol``, ``init``, ``sample_size``, ``random_state``,
     ``device`` of ``est``), checked before any work: one clear error each."""
-    if not est.tol >= 0:
-        raise SemidError(f"tol={est.tol!r} should be >= 0")
+    if isinstance(est.tol, bool) or not isinstance(est.tol, (int, float, np.number)) or not est.tol >= 0:
+        raise SemidError(f"tol={est.tol!r} should be a number >= 0")
+    if not isinstance(getattr(est, "balanced", False), (bool, np.bool_)):  # "no" would count as True
+        raise SemidError(f"balanced={est.balanced!r} should be True or False")
     if est.init not in ("k-means||", "k-means++", "random"):
         raise SemidError(f"init={est.init!r} is not one of 'k-means||', 'k-means++', 'random'")
     if est.sample_size is not None and (
