@@ -382,8 +382,9 @@ def test_bad_models(model_type: str, model_config: dict, data_kind: str, message
         ({"schedule": "step"}, r"^schedule='step' is not one of 'cosine', 'linear', 'constant'$"),
         ({"epochs": 0}, r"^epochs=0 should be an integer >= 1$"),
         ({"min_lr_ratio": 2}, r"^min_lr_ratio=2 should be a number in \[0, 1\]$"),
+        ({"tensorboard": "false"}, r"^tensorboard='false' should be true or false$"),
     ],
-    ids=["lr", "schedule", "epochs", "min-lr-ratio"],
+    ids=["lr", "schedule", "epochs", "min-lr-ratio", "tensorboard-string"],
 )
 def test_bad_train_configs(changes: dict, message: str) -> None:
     with pytest.raises(SemidError, match=message):

@@ -123,8 +123,9 @@ class TrainConfig:
             raise SemidError(f"lr={self.lr!r} should be > 0")
         if self.ema_decay >= 1:
             raise SemidError(f"ema_decay={self.ema_decay!r} should be below 1 (0 = no weight average)")
-        if not isinstance(self.ema_select, bool):
-            raise SemidError(f"ema_select={self.ema_select!r} should be true or false")
+        for name in ("ema_select", "progress", "tensorboard"):  # a string such as "false" would count as true
+            if not isinstance(getattr(self, name), bool):
+                raise SemidError(f"{name}={getattr(self, name)!r} should be true or false")
         if not self.ema_select and not self.ema_decay:
             raise SemidError(
                 "ema_select=false validates a weight average beside the trained weights: set ema_decay"
