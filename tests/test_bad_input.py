@@ -585,6 +585,7 @@ CASES = [
         "data stats {s}/dup_header.csv --encoding utf-16",
         "dup_header.csv: not readable as utf-16 (",
     ),
+    case("data-stats-device-file", "data stats /dev/null", "/dev/null: not a regular file or a directory"),
     case("data-stats-foreign-sqlite", "data stats {s}/other.db", "{s}/other.db: unknown format"),
     case(
         "data-stats-max-bad-fraction-negative",

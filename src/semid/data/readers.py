@@ -122,6 +122,8 @@ def find_files(paths: Sequence[str | os.PathLike], format: str = "auto") -> tupl
         p = Path(p)
         if not p.exists():
             raise SemidError(f"{p}: no such file or directory")
+        if not p.is_file() and not p.is_dir():
+            raise SemidError(f"{p}: not a regular file or a directory")
         explicit = p.is_file()
         for f in (
             [p] if explicit else sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith("."))
