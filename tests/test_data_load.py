@@ -123,6 +123,12 @@ def test_format_picks_files_of_that_format_only(tmp_path: Path) -> None:
             r"^several item files: .*a\.jsonl, .*b\.jsonl; pass one",
         ),
         (
+            lambda d: [touch(d / f"part{i:03d}.csv", "user_id,item_id\nu,i\n") for i in range(300)][0].parent,
+            {},
+            r"^several interaction files: .*part000\.csv, .*part004\.csv, \.\.\. \(300 in all\); pass one "
+            r"\(or a directory holding one; sharded interactions stream with semid train --stream\)$",
+        ),
+        (
             lambda d: touch(d / "a.jsonl", "{}"),
             {"max_bad_fraction": 2},
             r"^max_bad_fraction=2 should be between 0 and 1$",
@@ -136,6 +142,7 @@ def test_format_picks_files_of_that_format_only(tmp_path: Path) -> None:
         "wrong-format",
         "mapping-not-applicable",
         "two-catalogues",
+        "300-part-files",
         "bad-fraction",
     ],
 )

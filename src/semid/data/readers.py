@@ -25,7 +25,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -221,7 +221,8 @@ def load_dataset(
     for what, group in (("item", items), ("interaction", inters)):
         if len(group) > 1:
             raise SemidError(
-                f"several {what} files: {', '.join(str(f.path) for f in group)}; pass one (or a directory holding one)"
+                f"several {what} files: {_some(str(f.path) for f in group)}; pass one (or a directory holding one; "
+                "sharded interactions stream with semid train --stream)"
             )
 
     interactions: Interactions | None = None
@@ -282,3 +283,10 @@ def load_dataset(
         )
     name = " + ".join(Path(p).name or str(p) for p in paths)
     return Dataset(catalogue, interactions, report, name)
+
+
+def _some(names: Iterable[str], shown: int = 5) -> str:
+    """The first ``shown`` names, then how many more: an error about 300 part files stays one short line."""
+    names = list(names)
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
