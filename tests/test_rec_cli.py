@@ -227,6 +227,17 @@ def test_user_errors(argv: list[str], message: str | None, shop: Path, tiger_run
     assert err == f"Error: {message.format(run=tiger_run, shop=shop)}\n"
 
 
+def test_a_bad_training_option_fails_before_the_data_is_read(shop: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1e-3\n")  # YAML 1.1 reads this as the text '1e-3'
+    code, out, err = run(["train", "sasrec", str(tmp_path / "no-data"), "-o", str(tmp_path / "r"),
+                          "--config", str(tmp_path / "c.yaml")], capsys)  # fmt: skip
+    assert (code, err.strip()) == (
+        1,
+        "Error: lr='1e-3' should be a number in [0, inf]; YAML reads 1e-3 as text: write 1.0e-3",
+    )
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, capsys) -> None:
     # configs/tiger-beauty.json is the recipe of bench/results/beauty_rec_tiger_nouser.txt; the CLI flags
     # still override it (one epoch here instead of its 145-minute budget).

@@ -177,6 +177,13 @@ def train_cmd(
         "progress": False if quiet else None,
     }
     train_options = {**sections["train"], **{k: v for k, v in changes.items() if v is not None}}
+    if not resume:  # the training options fail now, not after minutes of reading the data
+        from semid.rec.config import TrainConfig, config_from_dict, default_train_config
+
+        base = default_train_config(model.value).to_dict()
+        config_from_dict(
+            TrainConfig, {**base, **train_options}, source=str(config or "train config")
+        ).validate()
     if resume:
         if data or ids is not None or sections["model"] or cold_start is not None or log is not None:
             raise SemidError(

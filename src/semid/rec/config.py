@@ -118,7 +118,10 @@ class TrainConfig:
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
-                raise SemidError(f"{name}={v!r} should be a number in [{low:g}, {high:g}]")
+                hint = (
+                    "; YAML reads 1e-3 as text: write 1.0e-3" if isinstance(v, str) and _is_number(v) else ""
+                )
+                raise SemidError(f"{name}={v!r} should be a number in [{low:g}, {high:g}]{hint}")
         if self.lr <= 0:
             raise SemidError(f"lr={self.lr!r} should be > 0")
         if self.ema_decay >= 1:
@@ -138,6 +141,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def default_train_config(model_type: str, **changes: Any) -> TrainConfig:
