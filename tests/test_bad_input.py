@@ -91,6 +91,8 @@ def _build(root: Path) -> None:
         b'{"item_id": "i0", "title": "fine"}\n{"item_id": "i1", "title": "caf\xff"}\n'
     )
     (root / "empty.jsonl").write_bytes(b"")
+    (root / "p5_empty").mkdir()
+    (root / "p5_empty" / "sequential_data.txt").write_bytes(b"\n\n")  # blank lines only
     (root / "dup_header.csv").write_text("user_id,item_id,item_id\nu1,i1,i2\n")
     pq.write_table(pa.table({"item_id": [[1, 2], [3]], "title": ["a", "b"]}), root / "list_ids.parquet")
     dated = "".join(f"u{i % 7},i{i % 11},2020-01-{i % 28 + 1:02d}\n" for i in range(300))
@@ -586,6 +588,11 @@ CASES = [
         "dup_header.csv: not readable as utf-16 (",
     ),
     case("data-stats-device-file", "data stats /dev/null", "/dev/null: not a regular file or a directory"),
+    case(
+        "data-stats-empty-p5",
+        "data stats {s}/p5_empty/sequential_data.txt",
+        "sequential_data.txt: the file is empty",
+    ),
     case("data-stats-foreign-sqlite", "data stats {s}/other.db", "{s}/other.db: unknown format"),
     case(
         "data-stats-max-bad-fraction-negative",

@@ -166,10 +166,10 @@ def read_records(
     if not nonblank.all():
         lines, numbers, quoted = lines.filter(pa.array(nonblank)), numbers[nonblank], quoted[nonblank]
 
+    if len(lines) == 0:  # nothing to read is a mistake (a truncated copy, the wrong file), not 0 users
+        raise SemidError(f"{name}: the file is empty" + (" (expected a header line)" if header else ""))
     names: list[str] | None = None
     if header:
-        if len(lines) == 0:
-            raise SemidError(f"{name}: the file is empty (expected a header line)")
         first = lines[0].as_py()
         names = _split_one(first, sep, quoting)
         lines, numbers, quoted = lines.slice(1), numbers[1:], quoted[1:]
