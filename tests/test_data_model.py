@@ -262,3 +262,13 @@ def test_docstring_examples_run(module: str) -> None:
 def test_item_id_comes_first_whatever_the_input_order() -> None:
     cat = Catalogue.from_pydict({"title": ["x"], "item_id": ["a"]})
     assert cat.table.column_names == ["item_id", "title"]
+
+
+def test_a_catalogue_from_columns_of_different_lengths_is_one_error() -> None:
+    from semid.data import Catalogue
+    from semid.errors import SemidError
+
+    with pytest.raises(
+        SemidError, match=r"^Catalogue\.from_pydict: Column 1 named title expected length 2 but got length 1$"
+    ):
+        Catalogue.from_pydict({"item_id": ["a", "b"], "title": ["x"]})

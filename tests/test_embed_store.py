@@ -193,6 +193,21 @@ def test_a_bad_file_is_named_with_its_row_and_value(tmp_path, make, message):
     assert str(e.value) == message
 
 
+@pytest.mark.parametrize(
+    ("ids", "X", "message"),
+    [
+        (["a"], np.zeros((1, 0)), r"embeddings have shape \(1, 0\), expected \(n_items, dim >= 1\)"),
+        (["a"], np.zeros((1, 2), complex), r"embeddings have dtype complex128, expected real numbers"),
+        (["a", None], np.zeros((2, 2)), r"the item id of row 1 is missing \(None\)"),
+    ],
+    ids=["zero-width", "complex", "missing-id"],
+)
+def test_write_refuses_what_it_could_not_read_back(tmp_path, ids, X, message):
+    with pytest.raises(SemidError, match=f"^e.parquet: {message}$"):
+        write_embeddings(tmp_path / "e.parquet", ids, X)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_missing_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(SemidError, match=r"nope\.parquet: no such file$"):
         read_embeddings(tmp_path / "nope.parquet")

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from semid._utils import atomic_path
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 
 ArrayLike = Sequence[Any] | np.ndarray | pa.Array | pa.ChunkedArray
 
@@ -289,10 +289,13 @@ class Catalogue:
     @classmethod
     def from_pydict(cls, columns: dict[str, ArrayLike], *, origin: Origin | None = None) -> Catalogue:
         """Build from ``{"item_id": [...], "title": [...], ...}`` (lists, numpy or arrow arrays)."""
-        return cls(
-            pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()}),
-            origin=origin,
-        )
+        if not isinstance(columns, dict):
+            raise SemidError(f"Catalogue.from_pydict takes a dict of columns, got {type(columns).__name__}")
+        try:
+            table = pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # columns of different lengths, mixed types
+            raise SemidError(f"Catalogue.from_pydict: {first_line(e)}") from None
+        return cls(table, origin=origin)
 
     @property
     def table(self) -> pa.Table:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from semid._utils import atomic_path, read_json_file, read_utf8
 from semid.data._io import as_utf8_text
-from semid.errors import SemidError
+from semid.errors import SemidError, first_line
 
 __all__ = ["iter_embedding_batches", "read_embeddings", "write_embeddings"]
 
@@ -93,10 +93,17 @@ def write_embeddings(
     if path.suffix != ".parquet":
         raise SemidError(f"{path.name}: embeddings are written as .parquet, got {path.suffix!r}")
     X = np.asarray(X)
-    if X.ndim != 2:
-        raise SemidError(f"{path.name}: embeddings have shape {X.shape}, expected (n_items, dim)")
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise SemidError(f"{path.name}: embeddings have shape {X.shape}, expected (n_items, dim >= 1)")
+    if X.dtype.kind not in "fiu":  # complex would lose its imaginary part, objects fail deep in numpy
+        raise SemidError(f"{path.name}: embeddings have dtype {X.dtype}, expected real numbers")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    ids = item_ids if isinstance(item_ids, pa.Array) else pa.array(np.asarray(item_ids).tolist())
+    try:
+        ids = item_ids if isinstance(item_ids, pa.Array) else pa.array(np.asarray(item_ids).tolist())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise SemidError(f"{path.name}: item ids should be text or integers ({first_line(e)})") from None
+    if ids.null_count:
+        raise SemidError(f"{path.name}: the item id of row {ids.to_pylist().index(None)} is missing (None)")
     n, d = X.shape
     if len(ids) != n:
         raise SemidError(f"{path.name}: {len(ids)} item ids for {n} embedding rows")
