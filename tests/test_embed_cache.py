@@ -187,6 +187,18 @@ def test_a_damaged_cache_is_one_error_naming_the_file_and_the_way_out(tmp_path):
     )
 
 
+def test_the_cache_stores_no_nan_and_checks_its_timeout(tmp_path):
+    with EmbeddingCache(tmp_path) as c:
+        with pytest.raises(
+            SemidError, match=r"^cache put: the vectors hold NaN or infinite values; nothing was stored$"
+        ):
+            c.put("m", text_keys(["a"]), np.array([[np.nan, 1.0]], dtype=np.float32))
+        assert c.count() == 0
+    with pytest.raises(SemidError, match=r"^timeout='x' should be a number of seconds >= 0$"):
+        EmbeddingCache(tmp_path / "new", timeout="x")
+    assert not (tmp_path / "new").exists()
+
+
 def test_an_item_without_text_is_named():
     with pytest.raises(SemidError) as e:
         embed_catalogue(["a", "b", "c"], ["x", "  ", ""], CountingEmbedder())

@@ -78,6 +78,8 @@ class EmbeddingCache:
     FILENAME = "embeddings.sqlite"
 
     def __init__(self, directory: str | os.PathLike | None = None, *, timeout: float = 60.0) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise SemidError(f"timeout={timeout!r} should be a number of seconds >= 0")
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,8 @@ class EmbeddingCache:
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[0] != len(keys):
             raise SemidError(f"cache put: {len(keys)} keys for vectors of shape {X.shape}")
+        if not np.isfinite(X).all():  # stored, they would come back as hits in every later job
+            raise SemidError("cache put: the vectors hold NaN or infinite values; nothing was stored")
         if not len(keys):
             return
         model_id = self._model_id(model, X.shape[1])
