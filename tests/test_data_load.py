@@ -163,3 +163,15 @@ def test_interactions_naming_unknown_items_is_an_error_with_file_and_line(tmp_pa
         match=r"^ratings\.csv line 4: item 'c' is not in the catalogue \(items\.jsonl\) \(1 of 3 interactions name 1 unknown items\)$",
     ):
         load_dataset(tmp_path)
+
+
+def test_a_table_whose_columns_look_like_ids_names_the_options_that_map_them(tmp_path: Path) -> None:
+    touch(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,100\n2,10,5.0,102\n")
+    with pytest.raises(SemidError) as e:
+        load_dataset(tmp_path / "ratings.csv")
+    assert str(e.value) == (
+        "ratings.csv: no user_id or item_id column, but it looks like interactions "
+        "(columns: userId, movieId, rating, timestamp); pass --user-id userId --item-id movieId"
+    )
+    ds = load_dataset(tmp_path / "ratings.csv", user_id="userId", item_id="movieId")  # as the message says
+    assert ds.interactions is not None and len(ds.interactions) == 2

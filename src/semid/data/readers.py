@@ -32,7 +32,7 @@ from typing import cast
 
 import pyarrow as pa
 
-from semid.data._io import check_encoding
+from semid.data._io import check_encoding, display_name
 from semid.data.amazon import read_amazon_meta, read_amazon_reviews, sniff_meta_version
 from semid.data.model import Catalogue, Dataset, Interactions, Origin, ParseReport
 from semid.data.movielens import (
@@ -213,7 +213,10 @@ def load_dataset(
     for f in files:
         if f.role == "table":
             tables[f.path] = read_table(f.path, format=f.format, encoding=encoding, **common)
-            (inters if user_col in tables[f.path][0].column_names else items).append(f)
+            names = tables[f.path][0].column_names
+            if user_col not in names and item_col not in names:
+                _suggest_columns(f.path, names)
+            (inters if user_col in names else items).append(f)
         elif f.role == "items":
             items.append(f)
         elif f.role == "interactions":
@@ -290,3 +293,25 @@ def _some(names: Iterable[str], shown: int = 5) -> str:
     names = list(names)
     more = f", ... ({len(names)} in all)" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+_USER_NAMES = ("userid", "user", "uid", "reviewerid", "customerid", "visitorid")
+_ITEM_NAMES = ("itemid", "item", "iid", "movieid", "asin", "productid", "parentasin", "bookid", "trackid")
+
+
+def _suggest_columns(path: Path, names: list[str]) -> None:
+    """A table with neither ``user_id`` nor ``item_id`` whose columns look like them (MovieLens' userId,
+    movieId; Amazon's reviewerID, asin): one error naming the options that map them."""
+
+    def find(wanted: tuple[str, ...]) -> str | None:
+        return next((c for c in names if c.lower().replace("_", "") in wanted), None)
+
+    user, item = find(_USER_NAMES), find(_ITEM_NAMES)
+    if item is None:
+        return  # nothing to suggest: the usual "no column 'item_id'" error follows
+    options = (f"--user-id {user} " if user else "") + f"--item-id {item}"
+    kind = "interactions" if user else "a catalogue"
+    raise SemidError(
+        f"{display_name(path)}: no user_id or item_id column, but it looks like {kind} "
+        f"(columns: {', '.join(names[:8])}); pass {options}"
+    )
