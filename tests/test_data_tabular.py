@@ -154,3 +154,13 @@ def test_mapping_errors(tmp_path: Path, call, message: str) -> None:
     path = jsonl(tmp_path / "items.jsonl", [{"item_id": "a", "price": 1.0}])
     with pytest.raises(SemidError, match=message):
         call(path)
+
+
+def test_decimal_ids_and_unnamed_trailing_columns_load(tmp_path: Path) -> None:
+    import decimal
+
+    ids = pa.array([decimal.Decimal(7), decimal.Decimal(8)], pa.decimal128(10, 0))  # Spark/DuckDB exports
+    pq.write_table(pa.table({"item_id": ids, "title": ["a", "b"]}), tmp_path / "items.parquet")
+    assert read_catalogue(tmp_path / "items.parquet").item_ids.tolist() == ["7", "8"]
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,,\nu,a,1,,\nu,b,2,,\n")  # a spreadsheet's
+    assert len(read_interactions(tmp_path / "log.csv")) == 2

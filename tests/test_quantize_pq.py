@@ -270,3 +270,16 @@ def test_cli_fits_opq_and_assigns_unique_ids_with_a_suffix_level(tmp_path, capsy
         "(every sub-vector needs the same number of features)"
     )
     assert not (tmp_path / "pq3").exists()
+
+
+def test_a_fitted_opq_model_loads_and_encodes_without_faiss(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("faiss")
+    import sys
+
+    from semid.quantize import ProductQuantizer, load_quantizer
+
+    X = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    model = ProductQuantizer(n_subvectors=2, codebook_size=4, opq=True, random_state=0).fit(X)
+    model.save_pretrained(tmp_path / "opq")
+    monkeypatch.setitem(sys.modules, "faiss", None)  # a serving machine without faiss
+    np.testing.assert_array_equal(load_quantizer(tmp_path / "opq").encode(X), model.encode(X))

@@ -238,6 +238,30 @@ def test_a_bad_training_option_fails_before_the_data_is_read(shop: Path, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+def test_train_maps_the_id_columns_of_a_users_own_log(shop: Path, tmp_path: Path, capsys) -> None:
+    lines = (shop / "data" / "interactions.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), lines[1:]
+    renamed = {"user_id": "userId", "item_id": "movieId"}
+    (tmp_path / "ratings.csv").write_text(
+        ",".join(renamed.get(c, c) for c in header) + "\n" + "\n".join(rows) + "\n"
+    )
+    argv = [
+        "train",
+        "sasrec",
+        str(tmp_path / "ratings.csv"),
+        "-o",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "-q",
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "pass --user-id userId --item-id movieId" in err
+    code, _, err = run([*argv, "--user-id", "userId", "--item-id", "movieId"], capsys)
+    assert code == 0, err
+    assert "120 users" in err and (tmp_path / "run" / "model.safetensors").is_file()
+
+
 def test_the_shipped_beauty_recipe_trains_tiger_with_its_settings(shop: Path, capsys) -> None:
     # configs/tiger-beauty.json is the recipe of bench/results/beauty_rec_tiger_nouser.txt; the CLI flags
     # still override it (one epoch here instead of its 145-minute budget).

@@ -157,6 +157,12 @@ def test_saving_never_replaces_files_of_a_folder_that_is_no_run(sasrec_run, data
     save_model(model, tmp_path / "new")  # a new folder, and a run's own, are written
     save_model(model, tmp_path / "new")
     assert load_model(tmp_path / "new").config == model.config
+    data.save(tmp_path / "plain")
+    data.save(tmp_path / "plain")  # a folder holding nothing but an earlier save's files
+    # A run killed while its data was written (items.parquet only, no config yet) starts again there.
+    (tmp_path / "killed" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "plain" / "items.parquet", tmp_path / "killed" / "items.parquet")
+    fit("sasrec", data, tmp_path / "killed", model_config=TINY_SASREC, train_config={**FAST, "max_steps": 1})
     broken = copy.copy(data)
     broken.user_ids = data.user_ids[:-1]  # one user id short
     with pytest.raises(SemidError, match=r"^RecData\.save: inconsistent data \("):

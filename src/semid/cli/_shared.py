@@ -145,3 +145,19 @@ def _report_table(rep: dict, title: str) -> Table:
         cap.append(f"relative reconstruction error {rep['reconstruction_error']:.4f}")
     table.caption = " | ".join(cap)
     return table
+
+
+UserIdOpt = Annotated[
+    str | None,
+    typer.Option("--user-id", help="User id column of JSONL/CSV/Parquet interactions.", show_default=False),
+]
+ItemIdOpt = Annotated[
+    str | None,
+    typer.Option("--item-id", help="Item id column of JSONL/CSV/Parquet files.", show_default=False),
+]
+TimestampOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--timestamp", help="Timestamp column of JSONL/CSV/Parquet interactions.", show_default=False
+    ),
+]

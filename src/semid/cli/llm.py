@@ -18,6 +18,7 @@ from rich.table import Table
 
 from semid._outputs import check_output, has_marker
 from semid.cli import app
+from semid.cli._shared import ItemIdOpt, UserIdOpt
 
 llm_app = typer.Typer(
     help="Query -> item language model: prepare examples, train (scratch Llama or a base model, LoRA), ask.",
@@ -49,6 +50,8 @@ def prepare(
     encoding: str = typer.Option(
         "utf-8", "--encoding", help="Text encoding of JSONL/CSV/RecBole files, e.g. latin-1."
     ),
+    user_id: UserIdOpt = None,
+    item_id: ItemIdOpt = None,
 ) -> None:
     """Write chat training examples (query -> [REC] + Semantic ID, attribute questions, next item)."""
     from semid.data import load_dataset
@@ -64,7 +67,7 @@ def prepare(
         what=EXAMPLES_DIR,
     )
     table = read_ids(ids)
-    ds = load_dataset(paths, encoding=encoding)
+    ds = load_dataset(paths, encoding=encoding, user_id=user_id, item_id=item_id)
     if ds.catalogue is None:
         raise SemidError(f"no item catalogue in {', '.join(map(str, paths))}: give the items file as well")
     sequences = ds.sequences() if ds.interactions is not None else None

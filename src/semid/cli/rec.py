@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from semid.cli import app
-from semid.cli._shared import Engine
+from semid.cli._shared import Engine, ItemIdOpt, TimestampOpt, UserIdOpt
 from semid.errors import SemidError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -93,6 +93,9 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="Dataset format (default: detect).")] = "auto",
+    user_id: UserIdOpt = None,
+    item_id: ItemIdOpt = None,
+    timestamp: TimestampOpt = None,
     cold_start: Annotated[
         float | None,
         typer.Option(
@@ -180,10 +183,10 @@ def train_cmd(
     if not resume:  # the training options fail now, not after minutes of reading the data
         from semid.rec.config import TrainConfig, config_from_dict, default_train_config
 
-        base = default_train_config(model.value).to_dict()
-        config_from_dict(
-            TrainConfig, {**base, **train_options}, source=str(config or "train config")
-        ).validate()
+        early = {**default_train_config(model.value).to_dict(), **train_options}
+        if engine is Engine.ray:  # the device is the Ray workers' (they hold the GPUs), not this driver's
+            early["device"] = "auto"
+        config_from_dict(TrainConfig, early, source=str(config or "train config")).validate()
     if resume:
         if data or ids is not None or sections["model"] or cold_start is not None or log is not None:
             raise SemidError(
@@ -201,7 +204,7 @@ def train_cmd(
         if cold_start is not None:
             raise SemidError("--cold-start needs the sequences in memory; it does not apply to --stream")
         check_new_run_dir(output, inputs=[*(data or []), ids, config, log])
-        rec = _log_data(log, data, ids, format)
+        rec = _log_data(log, data, ids, format, item_id)
         if main_rank:
             console.print(f"{rec.n_items:,} items, interactions streamed from {log} -> {output}")
         notes = {"log": str(log), "paths": [str(p) for p in data or []], "ids": str(ids) if ids else None}
@@ -214,7 +217,7 @@ def train_cmd(
         check_new_run_dir(output, inputs=[*data, ids, config])  # before reading any data
         from semid.data import load_dataset
 
-        ds = load_dataset(data, format=format)
+        ds = load_dataset(data, format=format, user_id=user_id, item_id=item_id, timestamp=timestamp)
         id_table = None
         if ids is not None:
             from semid.ids.table import read_ids
@@ -262,7 +265,7 @@ def _print_scaled_shape(rec: Any, given: dict[str, Any]) -> None:
         )
 
 
-def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str) -> Any:
+def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str, item_id: str | None) -> Any:
     """The RecData of a streamed run: the items of DATA's catalogue (else of the IDs file), the log's path."""
     from semid.rec.data import RecData
 
@@ -275,7 +278,7 @@ def _log_data(log: Path, data: list[Path] | None, ids: Path | None, format: str)
     if data:
         from semid.data import load_dataset
 
-        ds = load_dataset(data, format=format)
+        ds = load_dataset(data, format=format, item_id=item_id)
         if ds.catalogue is None:
             raise SemidError(
                 f"{data[0]}: no catalogue; --stream needs the items (a catalogue, or --ids alone)"

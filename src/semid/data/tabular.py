@@ -99,7 +99,7 @@ def _unique_columns(names: list[str], path: Path) -> None:
     """A header naming one column twice makes every lookup of that name ambiguous: one error now."""
     seen: set[str] = set()
     for name in names:
-        if name in seen:
+        if name in seen and name.strip():  # unnamed columns (trailing empty header cells) are never looked up
             raise SemidError(f"{display_name(path)}: column {name!r} appears twice; rename one")
         seen.add(name)
 
@@ -240,15 +240,9 @@ def _id_column(table: pa.Table, name: str, origin: Origin) -> pa.Array:
     col = table.column(name).combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
-    if not (
-        pa.types.is_string(col.type)
-        or pa.types.is_large_string(col.type)
-        or pa.types.is_binary(col.type)
-        or pa.types.is_large_binary(col.type)
-        or pa.types.is_integer(col.type)
-        or pa.types.is_null(col.type)
-    ):
-        kind = "floats" if pa.types.is_floating(col.type) else "values"
+    t = col.type
+    if pa.types.is_floating(t) or pa.types.is_nested(t) or pa.types.is_boolean(t):  # decimals, views: fine
+        kind = "floats" if pa.types.is_floating(t) else "values"
         raise SemidError(f"{name} column holds {kind} ({col.type}); ids should be text or integers")
     # bytes that are not UTF-8 (a binary Parquet column, or a CSV cell pyarrow left as bytes) name their row
     hint = (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping
+from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping, resolve_device
 from semid.errors import NotFittedError, SemidError, first_line
 
 if TYPE_CHECKING:
@@ -167,6 +167,7 @@ class BaseQuantizer:
         """Load a quantizer saved with :meth:`save_pretrained` (checks type and fingerprint)."""
         from safetensors.numpy import load_file
 
+        resolve_device(device)  # the caller's: a bad one is not blamed on config.json below
         config, path = _read_config(directory)
         model_type = config.get("model_type")
         if not isinstance(model_type, str):

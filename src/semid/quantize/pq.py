@@ -186,8 +186,6 @@ class ProductQuantizer(BaseQuantizer):
             raise SemidError(f"pca_dim={d} is more than the {n_features} features of X")
         if not isinstance(self.opq, (bool, np.bool_)):
             raise SemidError(f"opq={self.opq!r} should be True or False")
-        if self.opq:
-            require_faiss()  # missing faiss fails before any work
         for name in ("opq_iter", "n_iter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -215,6 +213,8 @@ class ProductQuantizer(BaseQuantizer):
         """Learn the PCA (``pca_dim``), the rotation (``opq=True``) and one codebook per sub-vector. Returns
         ``self``."""
         sizes = self._validate_params()
+        if self.opq:
+            require_faiss()  # before any work (a fitted OPQ model loads and encodes without faiss)
         X = as_float_matrix(X)
         n, D = X.shape
         if n == 0:

@@ -45,11 +45,13 @@ LOG_NAME = "log.json"  # a run trained on a streamed log (semid.rec.stream) reco
 
 def check_run_files(directory: Path, names: tuple[str, ...]) -> None:
     """Refuse to write ``names`` into ``directory`` where that would replace a file that is not a run's:
-    a file of one of those names is replaced only beside a recommender's ``config.json``."""
+    a file of one of those names is replaced only beside a recommender's ``config.json``, or in a folder
+    that holds nothing but such files (an earlier save's)."""
     if directory.exists() and not directory.is_dir():
         raise SemidError(f"{directory} is a file; give a directory")
     existing = [n for n in names if (directory / n).exists()]
-    if existing and not _is_run_dir(directory):
+    own = all(p.name in names for p in directory.iterdir()) if existing else True  # an earlier save's
+    if existing and not own and not _is_run_dir(directory):
         raise SemidError(
             f"{directory / existing[0]}: would replace a file that is not a semid run's (no recommender "
             "config.json beside it); give a new directory"
@@ -59,7 +61,7 @@ def check_run_files(directory: Path, names: tuple[str, ...]) -> None:
 def _is_run_dir(directory: Path) -> bool:
     try:
         config = read_json_mapping(directory / "config.json")
-    except SemidError:
+    except (SemidError, OSError):
         return False
     return isinstance(config.get("model_type"), str) and isinstance(config.get("model"), dict)
 

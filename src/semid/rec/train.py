@@ -78,9 +78,7 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
     default_train_config,
     read_config_file,
 )
-from semid.rec.data import (
-    RecData,
-)
+from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME, RecData
 from semid.rec.ema import WeightAverage
 from semid.rec.epochs import (  # noqa: F401  (re-exported)
     EpochPlan,
@@ -282,7 +280,8 @@ def _train(
         else:
             check_new_run_dir(run_dir)
             (run_dir / LAST.parent).mkdir(parents=True, exist_ok=True)  # "a run started here"
-            for name in (METRICS_NAME, *TRAINED_FILES):  # a killed run's, if any: never mixed with this one's
+            # a killed run's files, if any (the folder passed check_new_run_dir): never mixed with this one's
+            for name in (METRICS_NAME, *TRAINED_FILES, ITEMS_NAME, SEQUENCES_NAME, LOG_NAME):
                 (run_dir / name).unlink(missing_ok=True)
             data.save(run_dir)
         _write_config(run_dir, model, extra)  # the latest session's training config (notes are kept)
