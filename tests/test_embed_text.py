@@ -213,3 +213,13 @@ def test_a_catalogue_with_no_usable_field_asks_for_a_template():
         "text field (fields: description, sku); pass a template naming the fields to read, e.g. "
         "'Description: {description}' (--template on the command line)"
     )
+
+
+def test_a_template_or_separator_that_is_no_string_is_one_error() -> None:
+    from semid.embed.text import TextTemplate
+    from semid.errors import SemidError
+
+    with pytest.raises(SemidError, match=r"^template=None should be a string$"):
+        TextTemplate(None)  # type: ignore[arg-type]
+    with pytest.raises(SemidError, match=r"^list_sep=None should be a string$"):
+        TextTemplate("{title}", list_sep=None)  # type: ignore[arg-type]

@@ -467,6 +467,14 @@ def test_cli_assign_that_fails_in_the_registry_leaves_none_behind(tmp_path: Path
     assert code == 0 and f"registry {db} (version 1): 0 new, 200 known" in err, err
 
 
+def test_open_refuses_a_path_or_timeout_of_the_wrong_type(db: Path) -> None:
+    with pytest.raises(SemidError, match=r"^path=None should be a file path$"):
+        Registry(None)  # type: ignore[arg-type]
+    with pytest.raises(SemidError, match=r"^timeout='x' should be >= 0 seconds$"):
+        Registry(db, timeout="x")  # type: ignore[arg-type]
+    assert not db.exists()
+
+
 def test_open_without_create_refuses_a_missing_file(db: Path) -> None:
     with pytest.raises(SemidError, match=r"ids.db: no such registry file$"):
         Registry.open(db, create=False)

@@ -130,6 +130,9 @@ class TextTemplate:
     def __post_init__(self) -> None:
         if self.strip_quotes not in ("tokens", "single"):
             raise SemidError(f"strip_quotes={self.strip_quotes!r} should be 'tokens' or 'single'")
+        for name in ("template", "list_sep"):
+            if not isinstance(getattr(self, name), str):
+                raise SemidError(f"{name}={getattr(self, name)!r} should be a string")
         object.__setattr__(self, "parts", _parse(self.template))
 
     @property

@@ -193,6 +193,8 @@ class Registry:
         timeout: float = 60.0,
         create: bool = True,
     ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise SemidError(f"path={path!r} should be a file path")
         self.path = Path(path)
         self.timeout = timeout
         self.created = False  # whether this handle created the database file
@@ -201,8 +203,9 @@ class Registry:
         self._conn: sqlite3.Connection | None = None
         if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint.strip()):
             raise SemidError(f"fingerprint={fingerprint!r} should be a non-empty string or None")
-        if not timeout >= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise SemidError(f"timeout={timeout!r} should be >= 0 seconds")
+
         exists = self.path.exists()
         if not exists and not create:
             raise SemidError(f"{self.path}: no such registry file")
