@@ -129,6 +129,27 @@ def test_weights_that_diverged_to_nan_are_one_error_not_an_empty_answer(
     )
 
 
+def test_evaluate_refuses_a_run_whose_data_was_changed_after_training(
+    tiger_run: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    run_dir = tmp_path / "edited"
+    shutil.copytree(tiger_run, run_dir)
+    seq = pq.read_table(run_dir / "sequences.parquet")
+    pq.write_table(seq.slice(1), run_dir / "sequences.parquet")  # one user fewer, e.g. another split's file
+    code, _, err = run(["evaluate", str(run_dir)], capsys)
+    assert code == 1
+    assert err.strip().startswith(
+        f"Error: {run_dir}: its items.parquet/sequences.parquet are not the data it was trained on (fingerprint "
+    )
+    assert err.strip().endswith("the run was changed after training")
+    code, _, err = run(["evaluate", str(tiger_run), "--json"], capsys)  # the run as trained evaluates
+    assert code == 0, err
+
+
 def test_resume_trains_more_epochs(tiger_run: Path, capsys) -> None:
     code, out, err = run(
         ["train", "tiger", "-o", str(tiger_run), "--resume", "--epochs", "11", "--quiet"], capsys

@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from semid._utils import atomic_path, read_json_mapping
+from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping
 from semid.data import Dataset, LeaveOneOut, Sequences, leave_one_out
 from semid.errors import SemidError, first_line
 from semid.ids.table import IdTable
@@ -64,6 +65,23 @@ def _is_run_dir(directory: Path) -> bool:
     except (SemidError, OSError):
         return False
     return isinstance(config.get("model_type"), str) and isinstance(config.get("model"), dict)
+
+
+def data_fingerprint(data: RecData, stream: Any = None) -> str:
+    """A hash of what a run trains on: the sequences (or the streamed log's files) and the IDs. Stored in the
+    run's config.json; a resume and an evaluation check the run's data against it."""
+    if stream is None:
+        arrays = {"offsets": data.sequences.offsets, "items": data.sequences.items}
+    else:  # file names, row counts and sizes: a changed or replaced shard changes the fingerprint
+        names = "\n".join(p.name for p in stream.paths).encode()
+        arrays = {
+            "names": np.frombuffer(names, dtype=np.uint8),
+            "rows": np.asarray(stream.rows, dtype=np.int64),
+            "sizes": np.array([p.stat().st_size for p in stream.paths], dtype=np.int64),
+        }
+    if data.codes is not None:
+        arrays["codes"] = data.codes
+    return fingerprint_arrays(arrays)
 
 
 PAD = -1  # item index of an empty history slot

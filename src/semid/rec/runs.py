@@ -17,7 +17,7 @@ from torch import nn
 from semid._utils import resolve_device
 from semid.errors import SemidError
 from semid.rec.cold import cold_test_users, content_scores
-from semid.rec.data import Examples, RecData, history_examples
+from semid.rec.data import Examples, RecData, data_fingerprint, history_examples
 from semid.rec.evaluate import KS, EvalResult, evaluate, evaluate_most_popular, recall_ndcg
 from semid.rec.hybrid import (
     GRID,
@@ -81,6 +81,7 @@ def evaluate_run(
     device = resolve_device(device)
     model = load_model(run_dir, device=device)
     data = RecData.load(run_dir)
+    _check_data_unchanged(run_dir, data)
     options = _decoding_options(model, beam_size, constrained, exclude_history)
     unseen_info = None
     if unseen_share is not None:
@@ -326,3 +327,19 @@ def _streamed_popularity(data: RecData, split: str) -> np.ndarray:
     if chunk:
         counts += np.bincount(np.concatenate(chunk), minlength=data.n_items)
     return counts
+
+
+def _check_data_unchanged(run_dir: str | os.PathLike, data: RecData) -> None:
+    """The run's items and sequences are still the data it was trained on (its config.json keeps their
+    fingerprint): scores on edited files, e.g. another run's sequences, would be silently wrong. A streamed
+    run's fingerprint is of its log's files, and runs from before the fingerprint was kept are not checked.
+    Cost: one hash of the sequences (milliseconds on Beauty)."""
+    stored = read_config(run_dir).get("data_fingerprint")
+    if not stored or data.log is not None:
+        return
+    now = data_fingerprint(data)
+    if now != stored:
+        raise SemidError(
+            f"{run_dir}: its items.parquet/sequences.parquet are not the data it was trained on "
+            f"(fingerprint {now}, trained on {stored}); the run was changed after training"
+        )

@@ -49,7 +49,6 @@ from semid._distributed import current as current_group
 from semid._utils import (
     bf16_is_fast,
     decay_progress,
-    fingerprint_arrays,
     finish_interrupted_swap,
     resolve_device,
 )
@@ -78,7 +77,7 @@ from semid.rec.config import (  # noqa: F401  (re-exported)
     default_train_config,
     read_config_file,
 )
-from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME, RecData
+from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME, RecData, data_fingerprint
 from semid.rec.ema import WeightAverage
 from semid.rec.epochs import (  # noqa: F401  (re-exported)
     EpochPlan,
@@ -170,22 +169,6 @@ def _lr_at(step: int, total: int, config: TrainConfig, seconds: float = 0.0) -> 
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * shape)
 
 
-def _data_fingerprint(data: RecData, stream: Any = None) -> str:
-    """A hash of what the run trains on: the sequences (or the streamed log's files) and the IDs."""
-    if stream is None:
-        arrays = {"offsets": data.sequences.offsets, "items": data.sequences.items}
-    else:  # file names, row counts and sizes: a changed or replaced shard changes the fingerprint
-        names = "\n".join(p.name for p in stream.paths).encode()
-        arrays = {
-            "names": np.frombuffer(names, dtype=np.uint8),
-            "rows": np.asarray(stream.rows, dtype=np.int64),
-            "sizes": np.array([p.stat().st_size for p in stream.paths], dtype=np.int64),
-        }
-    if data.codes is not None:
-        arrays["codes"] = data.codes
-    return fingerprint_arrays(arrays)
-
-
 def train(
     model: nn.Module,
     data: RecData,
@@ -238,7 +221,7 @@ def _train(
         else nullcontext
     )
     stream = open_log(data) if data.log is not None else None
-    data_fp = _data_fingerprint(data, stream)
+    data_fp = data_fingerprint(data, stream)
     plan: EpochPlan
     if stream is None:
         plan = MemoryPlan(model, data, config.batch_size, config.seed, config.target_bias, group, device)
