@@ -334,7 +334,7 @@ def test_a_training_log_drops_only_a_torn_last_line(tmp_path: Path) -> None:
     log.write_text('{"step": 1}\n{"step": 2}\n{"st')
     assert read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
     log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')  # damage inside the log is not a kill's trace
-    with pytest.raises(SemidError, match=r"metrics\.jsonl line 2: not valid JSON \(Unterminated string"):
+    with pytest.raises(SemidError, match=r"metrics\.jsonl line 2: not valid JSON \("):
         read_metrics(tmp_path)
     log.write_text('{"step": 1}\n[2]\n')
     with pytest.raises(SemidError, match=r"metrics\.jsonl line 2: expected a JSON object$"):

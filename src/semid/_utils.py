@@ -131,48 +131,40 @@ def read_json_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_json_lines(
+    path: str | os.PathLike, *, torn_tail: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line of a JSONL file; a missing file, a line that is
-    not JSON or not a JSON object is one error naming the file and line."""
+    not JSON or not a JSON object is one error naming the file and line. ``torn_tail``: a last line cut
+    short without its newline (a run killed while appending it) ends the file instead."""
     path = Path(path)
     if not path.is_file():
         raise SemidError(f"{path}: no such file")
     with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SemidError(f"{path} line {n}: expected a JSON object")
-            yield n, row
+        n = 0
+        try:
+            for n, line in enumerate(fh, start=1):  # noqa: B007 - n names the line a decoding error stops at
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if torn_tail and not line.endswith("\n"):  # the last line, never finished
+                        return
+                    raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise SemidError(f"{path} line {n}: expected a JSON object")
+                yield n, row
+        except UnicodeDecodeError as e:
+            raise SemidError(f"{path} line {n + 1}: not UTF-8 ({e.reason})") from None
 
 
 def read_metrics_file(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a training log (``metrics.jsonl``, one JSON object a line; ``[]`` if the file is
-    missing). A last line cut short without its newline (a run killed while appending it) is dropped; any
-    other line that is not a JSON object is one error naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
+    """The records of a training log (``metrics.jsonl``; ``[]`` if the file is missing), a torn last line
+    (a run killed while appending it) dropped."""
+    if not Path(path).is_file():
         return []
-    text = read_utf8(path, "the training log")
-    lines = text.split("\n")  # a complete file ends with "\n": its last piece is ""
-    records = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines):  # torn: written up to the kill, never finished
-                break
-            raise SemidError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise SemidError(f"{path} line {n}: expected a JSON object")
-        records.append(row)
-    return records
+    return [row for _, row in read_json_lines(path, torn_tail=True)]
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
