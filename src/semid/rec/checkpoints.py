@@ -24,7 +24,7 @@ from semid._outputs import check_output, holds_only
 from semid._utils import atomic_path, read_json_mapping, read_metrics_file, swapped_aside
 from semid.errors import SemidError
 from semid.rec.config import MODELS, RESUMABLE, TrainConfig
-from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME
+from semid.rec.data import ITEMS_NAME, LOG_NAME, SEQUENCES_NAME, run_model_type
 from semid.rec.ema import WeightAverage
 from semid.rec.io import (
     CONFIG_NAME,
@@ -91,14 +91,7 @@ def check_new_run_dir(run_dir: str | os.PathLike, inputs: Iterable[str | os.Path
 def _no_foreign_config(directory: Path) -> bool:
     """No config, or one of our recommenders': a quantizer directory (config.json, model.safetensors,
     metrics.jsonl) holds only run-like names, yet is no run."""
-    config = directory / CONFIG_NAME
-    if not config.exists():
-        return True
-    try:
-        model_type = read_json_mapping(config).get("model_type")
-    except SemidError:
-        return False
-    return isinstance(model_type, str) and model_type in MODELS
+    return not (directory / CONFIG_NAME).exists() or run_model_type(directory) in MODELS
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

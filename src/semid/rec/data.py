@@ -52,19 +52,22 @@ def check_run_files(directory: Path, names: tuple[str, ...]) -> None:
         raise SemidError(f"{directory} is a file; give a directory")
     existing = [n for n in names if (directory / n).exists()]
     own = all(p.name in names for p in directory.iterdir()) if existing else True  # an earlier save's
-    if existing and not own and not _is_run_dir(directory):
+    if existing and not own and run_model_type(directory) is None:
         raise SemidError(
             f"{directory / existing[0]}: would replace a file that is not a semid run's (no recommender "
             "config.json beside it); give a new directory"
         )
 
 
-def _is_run_dir(directory: Path) -> bool:
+def run_model_type(directory: Path) -> str | None:
+    """The ``model_type`` of a recommender's ``config.json`` in ``directory`` (one with a ``model``
+    section), else None: no config, a damaged one, or another artifact's (a quantizer's)."""
     try:
         config = read_json_mapping(directory / "config.json")
     except (SemidError, OSError):
-        return False
-    return isinstance(config.get("model_type"), str) and isinstance(config.get("model"), dict)
+        return None
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) and isinstance(config.get("model"), dict) else None
 
 
 def data_fingerprint(data: RecData, stream: Any = None) -> str:
