@@ -117,7 +117,7 @@ def test_export_keeps_items_in_no_training_sequence_and_counts_them(
 
 def test_export_is_for_sasrec_runs(tmp_path: Path, capsys) -> None:
     (tmp_path / "tiger").mkdir()
-    (tmp_path / "tiger" / "config.json").write_text(json.dumps({"model_type": "tiger"}))
+    (tmp_path / "tiger" / "config.json").write_text(json.dumps({"model_type": "tiger", "model": {}}))
     code, _, err = run(["export-embeddings", tmp_path / "tiger", "-o", tmp_path / "v.parquet"], capsys)
     assert code == 1
     assert error_line(err) == (

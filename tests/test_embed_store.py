@@ -208,6 +208,14 @@ def test_write_refuses_what_it_could_not_read_back(tmp_path, ids, X, message):
     assert not list(tmp_path.iterdir())
 
 
+def test_read_metadata_of_a_missing_or_damaged_file_is_one_error(tmp_path):
+    with pytest.raises(SemidError, match=r"missing\.parquet: no such file$"):
+        read_metadata(tmp_path / "missing.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(SemidError, match=r"bad\.parquet: not a readable Parquet file \("):
+        read_metadata(tmp_path / "bad.parquet")
+
+
 def test_a_missing_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(SemidError, match=r"nope\.parquet: no such file$"):
         read_embeddings(tmp_path / "nope.parquet")

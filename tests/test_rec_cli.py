@@ -150,6 +150,21 @@ def test_evaluate_refuses_a_run_whose_data_was_changed_after_training(
     assert code == 0, err
 
 
+def test_a_run_config_without_its_model_section_is_one_error(tiger_run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    run_dir = tmp_path / "nomodel"
+    shutil.copytree(tiger_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["model"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, err = run(["recommend", str(run_dir), "--history", "i1"], capsys)
+    assert (code, err.strip()) == (
+        1,
+        f"Error: {run_dir / 'config.json'}: no 'model' section (the model's configuration)",
+    )
+
+
 def test_resume_trains_more_epochs(tiger_run: Path, capsys) -> None:
     code, out, err = run(
         ["train", "tiger", "-o", str(tiger_run), "--resume", "--epochs", "11", "--quiet"], capsys

@@ -163,8 +163,23 @@ def test_not_fitted():
         ({}, np.full((300, 3), np.nan), r"X row 0: contains NaN"),
         ({}, np.zeros((0, 3)), r"X has no rows"),
         ({}, np.zeros(5), r"X has shape \(5,\), expected a 2-D matrix"),
+        ({}, np.zeros((50, 0)), r"X has shape \(50, 0\), expected a 2-D matrix \(n_items, dim >= 1\)"),
+        ({}, np.zeros((50, 3), complex), r"X has dtype complex128, expected a real numeric matrix"),
+        ({}, [[1.0, 2.0], [3.0]], r"X has rows of different lengths"),
     ],
-    ids=["too-few-rows", "zero-levels", "codebook-1", "sizes-mismatch", "bad-init", "nan", "empty", "1-d"],
+    ids=[
+        "too-few-rows",
+        "zero-levels",
+        "codebook-1",
+        "sizes-mismatch",
+        "bad-init",
+        "nan",
+        "empty",
+        "1-d",
+        "zero-width",
+        "complex",
+        "ragged",
+    ],  # fmt: skip
 )
 def test_bad_input_is_rejected_with_a_clear_message(kwargs, data, message):
     params = {"n_levels": 2, "codebook_size": 4, **kwargs}

@@ -184,7 +184,11 @@ def load_dataset(
         paths = [paths]
     if not paths:
         raise SemidError("no path given")
-    if not 0 <= max_bad_fraction <= 1:
+    if (
+        isinstance(max_bad_fraction, bool)
+        or not isinstance(max_bad_fraction, (int, float))
+        or not 0 <= max_bad_fraction <= 1
+    ):
         raise SemidError(f"max_bad_fraction={max_bad_fraction} should be between 0 and 1")
     check_encoding(encoding)
     files, ignored = find_files(paths, format)

@@ -123,7 +123,12 @@ def write_embeddings(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata`` given to :func:`write_embeddings` (empty for files written elsewhere)."""
-    meta = pq.read_schema(path).metadata or {}
+    if not Path(path).is_file():
+        raise SemidError(f"{path}: no such file")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SemidError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
     return {k.decode()[6:]: v.decode() for k, v in meta.items() if k.startswith(b"semid.")}
 
 

@@ -61,11 +61,16 @@ def as_float_matrix(X: Any, *, name: str = "X") -> np.ndarray:
     """Validate and convert input to a C-contiguous float32 (n, D) array; one clear error line otherwise."""
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
-    X = np.asarray(X)
-    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-        raise SemidError(f"{name} has dtype {X.dtype}, expected a numeric matrix")
-    if X.ndim != 2:
-        raise SemidError(f"{name} has shape {X.shape}, expected a 2-D matrix (n_items, dim)")
+    try:
+        X = np.asarray(X)
+    except ValueError:  # rows of different lengths
+        raise SemidError(
+            f"{name} has rows of different lengths, expected a 2-D matrix (n_items, dim)"
+        ) from None
+    if X.dtype == object or not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+        raise SemidError(f"{name} has dtype {X.dtype}, expected a real numeric matrix")
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise SemidError(f"{name} has shape {X.shape}, expected a 2-D matrix (n_items, dim >= 1)")
     X = np.ascontiguousarray(X, dtype=np.float32)
     finite = np.isfinite(X).all(1)
     if not finite.all():

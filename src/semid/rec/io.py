@@ -91,8 +91,10 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise SemidError(f"{path}: no such file (is {directory} a semid run directory?)")
     config = read_json_mapping(path)  # damaged, not UTF-8 or not an object: one error naming the file
-    if config.get("model_type") not in MODELS:
+    if not isinstance(config.get("model_type"), str) or config["model_type"] not in MODELS:
         raise SemidError(f"{path}: unknown model_type {config.get('model_type')!r}")
+    if not isinstance(config.get("model"), dict):
+        raise SemidError(f"{path}: no 'model' section (the model's configuration)")
     return config
 
 
