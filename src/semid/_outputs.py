@@ -179,6 +179,11 @@ def _set_modes(tmp: Path, is_dir: bool, path: Path) -> None:
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 
 
+def _own_prefix(path: Path) -> str:
+    """``.NAME.HOST.PID.``: how this process's temporaries, asides and work folders beside ``path`` begin."""
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
 def sibling_dir(path: str | os.PathLike, suffix: str) -> Path:
     """A new folder of this process's own beside ``path``: ``.NAME.HOST.PID.XXXX<suffix>`` (made with
     ``mkdtemp``, so it never is a folder someone else made, and its name says which process made it)."""
@@ -186,9 +191,7 @@ def sibling_dir(path: str | os.PathLike, suffix: str) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(
-            tempfile.mkdtemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=suffix, dir=parent)
-        )
+        return Path(tempfile.mkdtemp(prefix=_own_prefix(path), suffix=suffix, dir=parent))
     except OSError as e:
         raise SemidError(f"{path}: cannot write in {parent} ({e.strerror})") from None
 
@@ -261,9 +264,7 @@ def atomic_path(
         tmp = sibling_dir(path, ".tmp")
     else:
         try:
-            fd, name = tempfile.mkstemp(
-                prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=parent
-            )
+            fd, name = tempfile.mkstemp(prefix=_own_prefix(path), suffix=".tmp", dir=parent)
         except OSError as e:
             raise SemidError(f"{path}: cannot write in {parent} ({e.strerror})") from None
         os.close(fd)

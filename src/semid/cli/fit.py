@@ -287,6 +287,7 @@ def _refuse_unfinished_run(run_dir: Path, output: Path) -> None:
 def _check_resume_recipe(resume: Path, config: Path | None, levels: int, sizes: list[int]) -> None:
     """``--resume`` continues the recipe stored in the run's checkpoint: a --config, or --levels /
     --codebook-size other than the defaults and the run's, would be silently ignored, so they are refused."""
+    from semid.quantize.base import per_level_sizes
     from semid.quantize.train import read_checkpoint_meta
 
     if config is not None:
@@ -297,12 +298,12 @@ def _check_resume_recipe(resume: Path, config: Path | None, levels: int, sizes: 
     stored = read_checkpoint_meta(resume).get("config")
     if not isinstance(stored, dict) or (levels, sizes) == (3, [256]):  # the CLI defaults: nothing asked
         return
-    n_levels, size = stored.get("n_levels"), stored.get("codebook_size")
-    run_sizes = [size] * n_levels if isinstance(size, int) and isinstance(n_levels, int) else size
+    n_levels = stored.get("n_levels")
+    run_sizes = per_level_sizes(stored.get("codebook_size"), n_levels, "n_levels", "level")
     if run_sizes != (sizes * levels if len(sizes) == 1 else sizes):
-        shown = ",".join(map(str, run_sizes)) if isinstance(run_sizes, list) else run_sizes
         raise SemidError(
-            f"--levels/--codebook-size differ from the run's ({n_levels} levels, codebook sizes {shown}); "
+            f"--levels/--codebook-size differ from the run's ({n_levels} levels, codebook sizes "
+            f"{','.join(map(str, run_sizes))}); "
             f"--resume continues the recipe stored in {resume}"
         )
 

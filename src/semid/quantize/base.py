@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from semid._outputs import holds_only
 from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping, resolve_device
 from semid.errors import NotFittedError, SemidError, first_line
 
@@ -237,13 +238,12 @@ def is_quantizer_dir(directory: str | os.PathLike) -> bool:
     """True for a directory :meth:`BaseQuantizer.save_pretrained` wrote and nothing else wrote into (what
     ``semid fit`` may replace): a registry or a report a user put beside the model keeps it from being
     replaced."""
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        foreign = [p.name for p in directory.iterdir() if p.name not in QUANTIZER_FILES]
-    except (OSError, ValueError):
-        return False
-    return not foreign and isinstance(config, dict) and config.get("model_type") in _MODEL_MODULES
+    return holds_only(QUANTIZER_FILES, check=_holds_quantizer_config)(Path(directory))
+
+
+def _holds_quantizer_config(directory: Path) -> bool:
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    return isinstance(config, dict) and config.get("model_type") in _MODEL_MODULES
 
 
 def _read_config(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from semid._outputs import holds_only
 from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping
 from semid.data import Dataset, LeaveOneOut, Sequences, leave_one_out
 from semid.errors import SemidError, first_line
@@ -51,8 +52,8 @@ def check_run_files(directory: Path, names: tuple[str, ...]) -> None:
     if directory.exists() and not directory.is_dir():
         raise SemidError(f"{directory} is a file; give a directory")
     existing = [n for n in names if (directory / n).exists()]
-    own = all(p.name in names for p in directory.iterdir()) if existing else True  # an earlier save's
-    if existing and not own and run_model_type(directory) is None:
+    own = holds_only(names)  # a folder an earlier save wrote
+    if existing and not own(directory) and run_model_type(directory) is None:
         raise SemidError(
             f"{directory / existing[0]}: would replace a file that is not a semid run's (no recommender "
             "config.json beside it); give a new directory"
