@@ -145,6 +145,37 @@ def test_take_shrinks_the_vocabularies() -> None:
     assert sub.timestamps.tolist() == [1, 3]
 
 
+@pytest.mark.parametrize(
+    "indices, message",
+    [
+        ([3], r"^Interactions\.take: row 3 is out of range for 3 rows \(1 of 1 indices\)$"),
+        ([-4], r"^Interactions\.take: row -4 is out of range for 3 rows"),
+        ([True], r"^Interactions\.take: a boolean mask should have one value per row \(3\), got 1$"),
+        (
+            np.array([0.0, 1.5]),
+            r"^Interactions\.take: indices should be integers or a boolean mask, got float64",
+        ),
+        ([[0]], r"^Interactions\.take: indices should be 1-D \(row numbers or a mask\), got shape \(1, 1\)$"),
+        ("a", r"^Interactions\.take: indices should be 1-D"),
+    ],
+)
+def test_take_refuses_rows_it_does_not_have(indices, message: str) -> None:
+    inter = Interactions(["u1", "u2", "u3"], ["a", "b", "a"])
+    with pytest.raises(SemidError, match=message):
+        inter.take(indices)
+    with pytest.raises(SemidError, match=message.replace("Interactions", "Catalogue")):
+        Catalogue.from_pydict({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"]}).take(indices)
+
+
+def test_take_counts_negative_rows_from_the_end() -> None:
+    inter = Interactions(["u1", "u2", "u3"], ["a", "b", "c"])
+    assert inter.take([-1, 0]).users.tolist() == ["u3", "u1"]
+    assert Catalogue.from_pydict({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"]}).take(
+        [-1]
+    ).item_ids.tolist() == ["c"]
+    assert len(inter.take([])) == 0
+
+
 def test_interactions_parquet_round_trip(tmp_path) -> None:
     inter = Interactions(["u1", "u2", "u1"], ["a", "b", "c"], timestamps=[3, 2, 1], ratings=[1.0, 2.0, 3.0])
     inter.to_parquet(tmp_path / "inter.parquet")

@@ -83,3 +83,28 @@ def test_leave_one_out_needs_three_items_per_user() -> None:
 def test_leave_one_out_rejects_inconsistent_offsets() -> None:
     with pytest.raises(SemidError, match=r"^offsets should start at 0 and end at len\(items\)=3"):
         leave_one_out((np.array([0, 5]), np.array([1, 2, 3])))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (5, r"; got int$"),
+        (None, r"; got NoneType$"),
+        ("abc", r"; got str$"),
+        (
+            (np.array([0, 3]), np.array([1.5, 2.0, 3.0])),
+            r"; its items should be a 1-D array of integers, got float64",
+        ),
+        (
+            ([[0, 3]], [1, 2, 3]),
+            r"; its offsets should be a 1-D array of integers, got int64 of shape \(1, 2\)$",
+        ),
+    ],
+)
+def test_leave_one_out_says_what_it_takes(data, message: str) -> None:
+    with pytest.raises(
+        SemidError,
+        match=r"^leave_one_out takes a Dataset, Interactions, Sequences or a CSR pair \(offsets, items\)"
+        + message,
+    ):
+        leave_one_out(data)

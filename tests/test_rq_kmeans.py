@@ -92,6 +92,13 @@ def test_encode_is_chunk_size_independent(X):
     np.testing.assert_array_equal(model.encode(X, batch_size=7), model.encode(X))
 
 
+@pytest.mark.parametrize("batch_size", [0, -3, True, "7"])
+def test_encode_refuses_a_batch_size_that_is_no_positive_integer(X, batch_size):
+    model = RQKMeans(2, 4, random_state=0).fit(X)
+    with pytest.raises(SemidError, match=rf"^batch_size={batch_size!r} should be a positive integer$"):
+        model.encode(X, batch_size=batch_size)
+
+
 def test_exact_ties_go_to_lowest_index():
     import torch
 

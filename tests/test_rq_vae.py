@@ -75,6 +75,12 @@ def test_encoding_does_not_depend_on_the_batch(fitted, data):
     np.testing.assert_array_equal(whole, fitted.encode(data, batch_size=33))
 
 
+def test_encode_refuses_a_batch_size_that_is_no_positive_integer(fitted, data):
+    for bad in (0, -1, 2.5):
+        with pytest.raises(SemidError, match=rf"^batch_size={bad!r} should be a positive integer$"):
+            fitted.encode(data, batch_size=bad)
+
+
 def test_fit_encode_equals_encode_after_fit(data):
     model = tiny(epochs=2)
     np.testing.assert_array_equal(model.fit_encode(data), model.encode(data))

@@ -153,6 +153,27 @@ def test_streamed_assign_through_a_registry_is_idempotent_and_matches_a_single_t
     np.testing.assert_array_equal(codes, single[order])
 
 
+def test_streamed_assign_checks_its_registry_before_encoding(data, tmp_path, monkeypatch):
+    import semid.scale.assign as assign_mod
+
+    root = data[0]
+    with Registry(tmp_path / "r.db", fingerprint="another-model"):
+        pass
+    before = (tmp_path / "r.db").read_bytes()
+
+    def no_encode(*args, **kwargs):
+        raise AssertionError("encoded before the registry was checked")
+
+    monkeypatch.setattr(assign_mod, "_encode_local", no_encode)
+    with pytest.raises(SemidError, match="another-model"):
+        assign_dataset(
+            root / "model", root / "parts", tmp_path / "ids", registry=tmp_path / "r.db", progress=False
+        )
+    assert not (tmp_path / "ids").exists()
+    assert (tmp_path / "r.db").read_bytes() == before  # the foreign registry is left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]  # no temporaries left
+
+
 def test_cli_streams_to_a_directory_and_stats_reads_it(data, tmp_path, capsys):
     root = data[0]
     code, out, err = run(capsys, "assign", root / "model", root / "parts", "-o", tmp_path / "ids")

@@ -73,6 +73,14 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int when it is an integer >= 1 (a bool is not), else ``SemidError("NAME=V should be a
+    positive integer")``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SemidError(f"{name}={value!r} should be a positive integer")
+    return int(value)
+
+
 def check_random_state(random_state: int | np.random.Generator | None) -> np.random.Generator:
     """One seed -> one generator, passed down (sklearn style)."""
     if isinstance(random_state, np.random.Generator):

@@ -214,6 +214,36 @@ def _where(origin: Origin | None, row: int, what: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _row_indices(indices: ArrayLike, n: int, what: str) -> np.ndarray:
+    """Rows to take, as int64 in ``[0, n)``: integer indices (negative count from the end) or a boolean mask of
+    length ``n``. Anything else is a :class:`SemidError` naming what was given."""
+    try:
+        idx = np.asarray(indices)
+    except (TypeError, ValueError) as e:
+        raise SemidError(
+            f"{what}.take: indices should be a 1-D array of row numbers or a mask ({e})"
+        ) from None
+    if idx.ndim != 1:
+        raise SemidError(f"{what}.take: indices should be 1-D (row numbers or a mask), got shape {idx.shape}")
+    if idx.dtype == bool:
+        if len(idx) != n:
+            raise SemidError(
+                f"{what}.take: a boolean mask should have one value per row ({n:,}), got {len(idx):,}"
+            )
+        return np.flatnonzero(idx)
+    if len(idx) == 0:
+        return np.zeros(0, np.int64)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise SemidError(f"{what}.take: indices should be integers or a boolean mask, got {idx.dtype} values")
+    bad = (idx < -n) | (idx >= n)
+    if bad.any():
+        raise SemidError(
+            f"{what}.take: row {int(idx[np.argmax(bad)])} is out of range for {n:,} rows "
+            f"({int(bad.sum()):,} of {len(idx):,} indices)"
+        )
+    return np.where(idx < 0, idx + n, idx).astype(np.int64)
+
+
 def _as_string_array(values: ArrayLike) -> pa.Array:
     """Any id column (list, numpy, arrow; str or int) as an arrow string array."""
     if isinstance(values, pa.ChunkedArray):
@@ -342,10 +372,9 @@ class Catalogue:
         return pc.fill_null(col, "")
 
     def take(self, indices: ArrayLike) -> Catalogue:
-        """The catalogue restricted to the given rows (integer indices or a boolean mask), in that order."""
-        idx = np.asarray(indices)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        """The catalogue restricted to the given rows (integer indices, negative from the end, or a boolean mask
+        of one value per row), in that order."""
+        idx = _row_indices(indices, len(self), "Catalogue")
         origin = self.origin.take(idx) if self.origin is not None else None
         return Catalogue(self._table.take(pa.array(idx, pa.int64())), origin=origin)
 
@@ -639,9 +668,7 @@ class Interactions:
 
     def take(self, indices: ArrayLike) -> Interactions:
         """The interactions at the given rows (int indices or boolean mask); vocabularies shrink to what is used."""
-        idx = np.asarray(indices)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        idx = _row_indices(indices, len(self), "Interactions")
         return Interactions.from_codes(
             self._users,
             self._user_codes[idx],

@@ -93,6 +93,27 @@ def _drop_tail(seqs: Sequences, n: int) -> Sequences:
     return Sequences(seqs.offsets - n * np.arange(len(seqs.offsets)), seqs.items[keep])
 
 
+def _as_csr(data: object) -> Sequences:
+    """``(offsets, items)`` as int64 arrays, or a :class:`SemidError` saying what leave_one_out takes."""
+    takes = "leave_one_out takes a Dataset, Interactions, Sequences or a CSR pair (offsets, items)"
+    try:
+        offsets, items = data  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise SemidError(f"{takes}; got {type(data).__name__}") from None
+    arrays = []
+    for name, values in (("offsets", offsets), ("items", items)):
+        try:
+            a = np.asarray(values)
+        except (TypeError, ValueError) as e:
+            raise SemidError(f"{takes}; its {name} are not an array ({e})") from None
+        if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or (a.size == 0 and a.dtype == float)):
+            raise SemidError(
+                f"{takes}; its {name} should be a 1-D array of integers, got {a.dtype} of shape {a.shape}"
+            )
+        arrays.append(a.astype(np.int64))
+    return Sequences(arrays[0], arrays[1])
+
+
 def leave_one_out(data: Sequences | tuple[np.ndarray, np.ndarray] | Dataset | Interactions) -> LeaveOneOut:
     """Split each user's time-ordered sequence: last item test, second last validation, the rest training.
 
@@ -108,8 +129,7 @@ def leave_one_out(data: Sequences | tuple[np.ndarray, np.ndarray] | Dataset | In
         users = data.users
         seqs = data.sequences()
     else:
-        offsets, items = data
-        seqs = Sequences(np.asarray(offsets, dtype=np.int64), np.asarray(items, dtype=np.int64))
+        seqs = _as_csr(data)
     if (
         seqs.offsets.ndim != 1
         or len(seqs.offsets) < 1

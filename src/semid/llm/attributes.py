@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from semid._utils import check_positive_int
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 from semid.llm.examples import ATTRIBUTE_QUESTIONS, attribute_question, check_ids_cover, id_text, item_facts
@@ -72,11 +73,6 @@ def _check_attribute(attribute: str) -> str:
         valid = ", ".join(repr(a) for a in ATTRIBUTES)
         raise SemidError(f"unknown attribute {attribute!r}: ask for one of {valid}")
     return attribute
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SemidError(f"{name}={value!r} should be a positive integer")
 
 
 def _pad_id(llm: LLM) -> int:
@@ -158,8 +154,8 @@ def describe(
     ``model.generate`` calls, each at most ``max_new_tokens`` forward passes over its batch.
     """
     label = _check_attribute(attribute)
-    _check_positive("batch_size", batch_size)
-    _check_positive("max_new_tokens", max_new_tokens)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_new_tokens", max_new_tokens)
     rows = np.asarray(items).reshape(-1)  # (n,)
     if rows.size and (
         not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= len(llm.codes)
@@ -209,7 +205,7 @@ def attribute_accuracy(
     """
     attributes = (attributes,) if isinstance(attributes, str) else tuple(attributes)
     labels = [_check_attribute(a) for a in attributes]
-    _check_positive("n_items", n_items)
+    check_positive_int("n_items", n_items)
     llm_rows = check_ids_cover(catalogue, np.asarray(llm.item_ids, dtype=object), where="the language model")
     facts = item_facts(catalogue)
     out: dict[str, AttributeScore] = {}

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semid._utils import check_random_state, resolve_device
+from semid._utils import check_positive_int, check_random_state, resolve_device
 from semid.errors import SemidError
 from semid.quantize.base import BaseQuantizer, as_float_matrix, per_level_sizes
 from semid.quantize.kmeans import check_kmeans_options, lloyd, nearest_centroid
@@ -290,6 +290,7 @@ class ProductQuantizer(BaseQuantizer):
         self._check_fitted()
         if balanced:
             raise SemidError("product quantization has no balanced assignment; encode with balanced=False")
+        batch_size = check_positive_int("batch_size", batch_size)
         X = as_float_matrix(X)
         self._check_dim(X)
         device = resolve_device(getattr(self, "_device", None) or self.device)
@@ -297,7 +298,7 @@ class ProductQuantizer(BaseQuantizer):
         ds = cs[0].shape[1]
         n = X.shape[0]
         out = np.empty((n, len(cs)), dtype=np.int32)
-        step = max(1, int(batch_size))
+        step = batch_size
         for s in range(0, n, step):
             Y = torch.from_numpy(self._code_space(X[s : s + step])).to(device)  # (b, d)
             for m, C in enumerate(cs):

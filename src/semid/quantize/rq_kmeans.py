@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semid._utils import bf16_is_fast, check_random_state, resolve_device
+from semid._utils import bf16_is_fast, check_positive_int, check_random_state, resolve_device
 from semid.errors import SemidError
 from semid.quantize.base import BaseQuantizer, as_float_matrix, per_level_sizes
 from semid.quantize.kmeans import balanced_assign, check_kmeans_options, lloyd, nearest_centroid
@@ -248,6 +248,7 @@ class RQKMeans(BaseQuantizer):
         batch given (so it is not chunked). Plain encoding streams in chunks of ``batch_size`` rows.
         """
         self._check_fitted()
+        batch_size = check_positive_int("batch_size", batch_size)
         X = as_float_matrix(X)
         self._check_dim(X)
         balanced = self.balanced if balanced is None else balanced
@@ -255,7 +256,7 @@ class RQKMeans(BaseQuantizer):
         cbs = self._codebooks_on(device)
         n = X.shape[0]
         out = np.empty((n, len(cbs)), dtype=np.int32)
-        step = n if balanced else max(1, int(batch_size))
+        step = n if balanced else batch_size
         for s in range(0, n, max(step, 1)):
             R = torch.from_numpy(X[s : s + step].copy()).to(device)  # (b, D) running residual
             for level, C in enumerate(cbs):

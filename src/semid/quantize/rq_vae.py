@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from semid._distributed import rank_device, setup
-from semid._utils import resolve_device
+from semid._utils import check_positive_int, resolve_device
 from semid.errors import SemidError
 from semid.quantize.base import BaseQuantizer, as_float_matrix
 from semid.quantize.metrics import codebook_usage, collision_stats
@@ -515,6 +515,7 @@ class RQVAE(BaseQuantizer):
     def latent(self, X: Any, *, batch_size: int = 16384) -> np.ndarray:
         """The continuous latent (n, latent_dim) of X, before quantization (float64 encoder, float32 out)."""
         self._check_fitted()
+        batch_size = check_positive_int("batch_size", batch_size)
         X = as_float_matrix(X)
         self._check_dim(X)
         net, _ = self._inference()

@@ -16,6 +16,7 @@ Everything is written beside the output and renamed into place at the end: a fai
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -163,6 +164,9 @@ def assign_dataset(
     }
     keep = dedup == "remap"
     with (
+        _open_registry(
+            registry, model, new_version
+        ) as reg,  # checked (and a version started) before encoding
         atomic_path(output, is_dir=True, replaceable=streamed_output("assign"), what=ASSIGN_DIR) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
@@ -191,8 +195,11 @@ def assign_dataset(
             if (spill / f"bucket={b}").is_dir()
         ]
         finish_args = dict(dedup=dedup, fmt=fmt, meta=meta, model_dir=str(model_dir) if keep else None)
-        if registry is not None:
-            stats = _finish_with_registry(jobs, registry, model, new_version, finish_args, progress)
+        if reg is not None:
+            stats = [
+                finish_bucket(files, out, registry=reg, **finish_args)
+                for files, out, _ in _bar(jobs, progress)
+            ]
         elif engine == "ray":
             stats = _finish_ray(jobs, finish_args)
         else:
@@ -403,13 +410,17 @@ def _mtimes(model_dir: str) -> tuple[int, ...]:
     return tuple(p.stat().st_mtime_ns for p in sorted(Path(model_dir).iterdir()) if p.is_file())
 
 
-def _finish_with_registry(
-    jobs: list, registry: str | os.PathLike, model: Any, new_version: bool, args: dict, progress: bool
-) -> list[dict[str, Any]]:
+def _open_registry(registry: str | os.PathLike | None, model: Any, new_version: bool) -> Any:
+    """The registry, opened and checked against ``model`` (a context manager), or ``nullcontext(None)``.
+
+    Opened before anything is encoded, so a registry of another model fails in a second, not after the
+    encode; a version it started and left without IDs is taken back when it closes.
+    """
+    if registry is None:
+        return contextlib.nullcontext(None)
     from semid.ids.registry import Registry
 
-    with Registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg:
-        return [finish_bucket(files, out, registry=reg, **args) for files, out, _ in _bar(jobs, progress)]
+    return Registry(registry, fingerprint=model.fingerprint_, new_version=new_version)
 
 
 def _finish_ray(jobs: list, args: dict) -> list[dict[str, Any]]:
