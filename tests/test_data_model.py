@@ -149,7 +149,10 @@ def test_take_shrinks_the_vocabularies() -> None:
     "indices, message",
     [
         ([3], r"^Interactions\.take: row 3 is out of range for 3 rows \(1 of 1 indices\)$"),
-        ([-4], r"^Interactions\.take: row -4 is out of range for 3 rows"),
+        (
+            [0, -1],
+            r"^Interactions\.take: row -1 is out of range for 3 rows \(a negative row, such as index_of's -1 ",
+        ),
         ([True], r"^Interactions\.take: a boolean mask should have one value per row \(3\), got 1$"),
         (
             np.array([0.0, 1.5]),
@@ -167,12 +170,21 @@ def test_take_refuses_rows_it_does_not_have(indices, message: str) -> None:
         Catalogue.from_pydict({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"]}).take(indices)
 
 
-def test_take_counts_negative_rows_from_the_end() -> None:
-    inter = Interactions(["u1", "u2", "u3"], ["a", "b", "c"])
-    assert inter.take([-1, 0]).users.tolist() == ["u3", "u1"]
-    assert Catalogue.from_pydict({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"]}).take(
-        [-1]
-    ).item_ids.tolist() == ["c"]
+def test_a_missing_id_from_index_of_is_never_taken_as_the_last_row() -> None:
+    cat = Catalogue.from_pydict({"item_id": ["a", "b", "c"], "title": ["x", "y", "z"]})
+    rows = cat.index_of(["a", "zzz"], missing="ignore")
+    assert rows.tolist() == [0, -1]
+    with pytest.raises(SemidError, match=r"row -1 is out of range"):
+        cat.take(rows)
+
+
+def test_take_accepts_any_integer_type_whatever_the_row_count() -> None:
+    n = 300  # more rows than an int8 holds
+    cat = Catalogue.from_pydict({"item_id": [f"i{k}" for k in range(n)], "title": ["t"] * n})
+    inter = Interactions([f"u{k}" for k in range(n)], [f"i{k}" for k in range(n)])
+    for dtype in (np.int8, np.uint8, np.int16, np.uint64):
+        assert cat.take(np.array([2, 0], dtype)).item_ids.tolist() == ["i2", "i0"]
+        assert inter.take(np.array([2, 0], dtype)).users.tolist() == ["u2", "u0"]
     assert len(inter.take([])) == 0
 
 

@@ -404,6 +404,21 @@ def test_an_empty_sqlite_file_becomes_a_registry_and_another_apps_tables_are_kep
         assert reg.assign(["a"], np.array([[1, 2]])).codes.tolist() == [[1, 2, 0]]
 
 
+def test_a_failed_job_leaves_an_unbound_version_unbound(db: Path) -> None:
+    with Registry(db):  # version 1, bound to no model yet
+        pass
+    with pytest.raises(ValueError), Registry(db, fingerprint="3f2a"):
+        raise ValueError("encoding failed before any ID was assigned")
+    with Registry(db) as r:
+        assert [(v.version, v.fingerprint, v.n_items) for v in r.versions()] == [(1, None, 0)]
+    with Registry(db, fingerprint="9b1c") as r:  # another model can still take version 1
+        r.assign(["a"], np.array([[1, 2]]))
+    with pytest.raises(ValueError), Registry(db, fingerprint="9b1c") as r:
+        raise ValueError("a later job failed")  # a version with IDs keeps its binding
+    with Registry(db) as r:
+        assert [(v.version, v.fingerprint, v.n_items) for v in r.versions()] == [(1, "9b1c", 1)]
+
+
 def test_a_failed_first_job_leaves_no_registry_and_another_model_can_then_assign(tmp_path: Path) -> None:
     db = tmp_path / "new" / "ids.db"
     base = np.array([[5, 0], [5, 0], [5, 0]])

@@ -215,8 +215,9 @@ def _where(origin: Origin | None, row: int, what: str) -> str:
 
 
 def _row_indices(indices: ArrayLike, n: int, what: str) -> np.ndarray:
-    """Rows to take, as int64 in ``[0, n)``: integer indices (negative count from the end) or a boolean mask of
-    length ``n``. Anything else is a :class:`SemidError` naming what was given."""
+    """Rows to take, as int64 in ``[0, n)``: integer row numbers or a boolean mask of length ``n``. A
+    negative row is refused, not counted from the end: ``-1`` is :meth:`Catalogue.index_of`'s "missing"
+    (``missing="ignore"``), and taking the last row for it would be a silent wrong answer."""
     try:
         idx = np.asarray(indices)
     except (TypeError, ValueError) as e:
@@ -235,13 +236,18 @@ def _row_indices(indices: ArrayLike, n: int, what: str) -> np.ndarray:
         return np.zeros(0, np.int64)
     if not np.issubdtype(idx.dtype, np.integer):
         raise SemidError(f"{what}.take: indices should be integers or a boolean mask, got {idx.dtype} values")
-    bad = (idx < -n) | (idx >= n)
+    if idx.dtype == np.uint64 and idx.max() > np.iinfo(np.int64).max:
+        raise SemidError(f"{what}.take: row {int(idx.max())} is out of range for {n:,} rows")
+    idx = idx.astype(np.int64)  # (k,) whatever integer type came in (int8 cannot hold n)
+    bad = (idx < 0) | (idx >= n)
     if bad.any():
+        first = int(idx[np.argmax(bad)])
+        hint = " (a negative row, such as index_of's -1 for a missing id, is not a row)" if first < 0 else ""
         raise SemidError(
-            f"{what}.take: row {int(idx[np.argmax(bad)])} is out of range for {n:,} rows "
+            f"{what}.take: row {first} is out of range for {n:,} rows{hint} "
             f"({int(bad.sum()):,} of {len(idx):,} indices)"
         )
-    return np.where(idx < 0, idx + n, idx).astype(np.int64)
+    return idx
 
 
 def _as_string_array(values: ArrayLike) -> pa.Array:
@@ -372,8 +378,8 @@ class Catalogue:
         return pc.fill_null(col, "")
 
     def take(self, indices: ArrayLike) -> Catalogue:
-        """The catalogue restricted to the given rows (integer indices, negative from the end, or a boolean mask
-        of one value per row), in that order."""
+        """The catalogue restricted to the given rows (row numbers in ``[0, len)`` or a boolean mask of one
+        value per row), in that order."""
         idx = _row_indices(indices, len(self), "Catalogue")
         origin = self.origin.take(idx) if self.origin is not None else None
         return Catalogue(self._table.take(pa.array(idx, pa.int64())), origin=origin)

@@ -182,6 +182,7 @@ class Registry:
     and the parent folders the open created: a failed first job leaves no empty registry bound to its model.
     Likewise a version this handle started (``new_version=True``) that still holds no IDs is taken back and
     the previous version is current again: a failed ``--new-version`` job leaves the file as it found it.
+    An unbound version this handle bound to its fingerprint, still without IDs, is unbound again.
     """
 
     def __init__(
@@ -200,6 +201,7 @@ class Registry:
         self.created = False  # whether this handle created the database file
         self._made_dirs: list[Path] = []  # parent folders it created, deepest first
         self._started: tuple[int, int] | None = None  # (version, the one current before) this open started
+        self._bound: int | None = None  # an unbound version this open bound to its fingerprint
         self._conn: sqlite3.Connection | None = None
         if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint.strip()):
             raise SemidError(f"fingerprint={fingerprint!r} should be a non-empty string or None")
@@ -311,6 +313,7 @@ class Registry:
             bound = conn.execute(sql, (current,)).fetchone()[0]
             if fingerprint is not None and bound is None:
                 conn.execute("UPDATE versions SET fingerprint = ? WHERE version = ?", (fingerprint, current))
+                self._bound = current
             elif fingerprint is not None and bound != fingerprint:
                 raise SemidError(
                     f"{self.path.name} is bound to quantizer {bound}, this model is {fingerprint}; "
@@ -377,11 +380,12 @@ class Registry:
                 self._remove_if_unused()
 
     def _drop_unused_version(self) -> None:
-        """Take back the version this handle started if it holds no IDs and is still current: the one
-        before is current again. Best effort: it never hides the error being raised."""
-        if self._started is None or self._conn is None:
+        """Take back what this handle did to a version that still holds no IDs: the version it started, if
+        still current (the one before is current again), or the fingerprint it bound to an unbound version.
+        Best effort: it never hides the error being raised."""
+        if (self._started is None and self._bound is None) or self._conn is None:
             return
-        version, previous = self._started
+        version = self._started[0] if self._started is not None else self._bound
         try:
             self._db.execute("PRAGMA busy_timeout = 1000")  # a failing job does not wait out another's lock
             with self._transaction("IMMEDIATE"):
@@ -389,11 +393,16 @@ class Registry:
                 used = self._db.execute("SELECT 1 FROM ids WHERE version = ? LIMIT 1", (version,)).fetchone()
                 if row is None or int(row[0]) != version or used is not None:
                     return  # IDs were committed into it, or another process started a later version
-                self._db.execute("DELETE FROM versions WHERE version = ?", (version,))
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'current_version'", (str(previous),))
+                if self._started is not None:
+                    self._db.execute("DELETE FROM versions WHERE version = ?", (version,))
+                    self._db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'current_version'", (str(self._started[1]),)
+                    )
+                else:
+                    self._db.execute("UPDATE versions SET fingerprint = NULL WHERE version = ?", (version,))
         except (sqlite3.Error, SemidError):
             return
-        self._started = None
+        self._started = self._bound = None
 
     def _remove_if_unused(self) -> None:
         """Remove the file (and side files, and the folders the open made) if this handle created it and

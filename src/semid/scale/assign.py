@@ -36,6 +36,7 @@ from semid._outputs import Replaceable, atomic_path, check_output, has_marker
 from semid._ray import check_engine  # noqa: F401  (re-exported)
 from semid._ray import ray_session as _ray_session
 from semid._ray import unwrap_ray_error as _unwrap_ray_error
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 from semid.scale.batches import PATH_COLUMN, EncodeBatch, matrix_from_column
 from semid.scale.parts import Parts, check_unique_ids, list_parts
@@ -136,8 +137,7 @@ def assign_dataset(
     check_strategy(dedup)
     _check_format(fmt)
     check_engine(engine, num_workers)
-    if batch_size < 1:
-        raise SemidError(f"batch_size={batch_size} should be >= 1")
+    batch_size = check_positive_int("batch_size", batch_size)
     output = Path(output)
     if output.suffix == ".parquet":
         raise SemidError(f"{output}: a streamed assign writes a directory of part files; drop '.parquet'")
