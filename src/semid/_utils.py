@@ -73,10 +73,12 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def check_positive_int(name: str, value: Any) -> int:
+def check_positive_int(name: str, value: Any, *, numpy_ok: bool = True) -> int:
     """``value`` as an int when it is an integer >= 1 (a bool is not), else ``SemidError("NAME=V should be a
-    positive integer")``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    positive integer")``. ``numpy_ok=False`` refuses numpy integers too: a config field saved as JSON must
+    be a Python int."""
+    kinds = (int, np.integer) if numpy_ok else int
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 1:
         raise SemidError(f"{name}={value!r} should be a positive integer")
     return int(value)
 

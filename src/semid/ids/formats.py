@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 
 __all__ = [
@@ -73,8 +74,7 @@ def _check_format(fmt: str) -> str:
 def _check_n_levels(n_levels: int | None, fmt: str) -> int | None:
     if n_levels is None:
         return None
-    if isinstance(n_levels, bool) or not isinstance(n_levels, (int, np.integer)) or n_levels < 1:
-        raise SemidError(f"n_levels={n_levels!r} should be a positive integer")
+    check_positive_int("n_levels", n_levels)
     _check_angle_levels(int(n_levels), fmt)
     return int(n_levels)
 
@@ -398,8 +398,7 @@ def token_vocabulary(fmt: str, codebook_sizes: Sequence[int]) -> list[str]:
     if not sizes:
         raise SemidError("codebook_sizes is empty; a Semantic ID needs at least 1 level")
     for level, k in enumerate(sizes):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SemidError(f"codebook_sizes[{level}]={k!r} should be a positive integer")
+        check_positive_int(f"codebook_sizes[{level}]", k)
     _check_angle_levels(len(sizes), fmt)
     if fmt == "dash":
         return ["-"] + [str(v) for v in range(max(sizes))]

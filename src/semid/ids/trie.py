@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 
 __all__ = ["PrefixTrie"]
@@ -465,8 +466,7 @@ def _check_vocab_sizes(arr: np.ndarray, vocab_sizes: Sequence[int] | None) -> tu
     if len(sizes) != n_levels:
         raise SemidError(f"vocab_sizes has {len(sizes)} entries but codes have {n_levels} levels")
     for level, k in enumerate(sizes):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SemidError(f"vocab_sizes[{level}]={k!r} should be a positive integer")
+        check_positive_int(f"vocab_sizes[{level}]", k)
     if n:
         too_big = arr >= np.asarray(sizes, dtype=np.int64)
         if too_big.any():

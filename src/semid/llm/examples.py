@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from semid._outputs import atomic_path, check_output, has_marker
-from semid._utils import check_random_state, read_json_lines
+from semid._utils import check_positive_int, check_random_state, read_json_lines
 from semid.data.model import Catalogue, Sequences
 from semid.embed.text import default_template, item_text_fields
 from semid.errors import SemidError
@@ -185,10 +185,8 @@ class ExampleConfig:
     seed: int = 0
 
     def check(self) -> None:
-        if isinstance(self.n_per_item, bool) or not isinstance(self.n_per_item, int) or self.n_per_item < 1:
-            raise SemidError(f"n_per_item={self.n_per_item!r} should be a positive integer")
-        if not isinstance(self.max_history, int) or self.max_history < 1:
-            raise SemidError(f"max_history={self.max_history!r} should be a positive integer")
+        check_positive_int("n_per_item", self.n_per_item, numpy_ok=False)
+        check_positive_int("max_history", self.max_history, numpy_ok=False)
         if self.n_valid_items is not None and (
             not isinstance(self.n_valid_items, int) or self.n_valid_items < 1
         ):

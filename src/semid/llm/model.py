@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from semid._outputs import atomic_path, has_marker
-from semid._utils import read_json_mapping
+from semid._utils import check_positive_int, read_json_mapping
 from semid.errors import SemidError, first_line
 from semid.ids import token_vocabulary
 from semid.llm.examples import ID_FORMAT, REC_TOKEN, id_text
@@ -180,8 +180,7 @@ class ScratchConfig:
         """Sizes a Llama can have, checked before any work (a 0-layer or 0-wide model is an error)."""
         for name in ("hidden_size", "n_layers", "n_heads", "intermediate_size", "max_position"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SemidError(f"{name}={v!r} should be a positive integer")
+            check_positive_int(name, v, numpy_ok=False)
         if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 300:
             raise SemidError(
                 f"vocab_size={self.vocab_size!r} should be an integer >= 300 (256 bytes + merges)"
@@ -278,8 +277,7 @@ def apply_lora(
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise SemidError("LoRA needs peft: pip install 'semid[llm]'") from None
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise SemidError(f"lora r={r!r} should be a positive integer")
+    check_positive_int("lora r", r, numpy_ok=False)
     new_ids = sorted({vocab.rec_id, *vocab.token_ids[vocab.token_ids >= 0].tolist()})
     config = LoraConfig(
         r=r,

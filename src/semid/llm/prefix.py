@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semid._utils import atomic_path
+from semid._utils import atomic_path, check_positive_int
 from semid.errors import SemidError
 from semid.ids import PrefixTrie
 
@@ -80,8 +80,7 @@ class PrefixConfig:
     code_lr_ratio: float = 0.1  # the code head learns at this share of the LM's rate (it starts useful)
 
     def check(self) -> None:
-        if isinstance(self.n_prefix, bool) or not isinstance(self.n_prefix, int) or self.n_prefix < 1:
-            raise SemidError(f"n_prefix={self.n_prefix!r} should be a positive integer")
+        check_positive_int("n_prefix", self.n_prefix, numpy_ok=False)
         for name in ("code_scale", "code_lr_ratio"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from semid._distributed import barrier, on_main, rank_device, setup, shard
 from semid._outputs import check_output, has_marker, remove_dead_leftovers, sibling_dir
-from semid._utils import decay_progress, read_json_mapping, resolve_device
+from semid._utils import check_positive_int, decay_progress, read_json_mapping, resolve_device
 from semid.errors import SemidError
 from semid.llm.examples import DATA_META, ITEMS_FILE, read_jsonl
 from semid.llm.model import (
@@ -100,8 +100,7 @@ class TrainConfig:
     def check(self) -> None:
         for name in ("batch_size", "max_length", "lora_r"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SemidError(f"{name}={v!r} should be a positive integer")
+            check_positive_int(name, v, numpy_ok=False)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SemidError(f"lr={self.lr!r} should be a positive number")
         if self.epochs <= 0:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 from semid.ids import PrefixTrie
 
@@ -126,8 +127,7 @@ def beam_search(
     with fewer than ``k`` allowed items gets ``-1`` (score ``-inf``) in the remaining places. Cost: one
     ``(B, n_items)`` prefix sum, then one trie step and two gathers per (beam, code) at every level.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise SemidError(f"k={k!r} should be a positive integer")
+    check_positive_int("k", k, numpy_ok=False)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < k:
         raise SemidError(f"beam_size={beam_size!r} should be an integer >= k={k}")
     if constrained and k > index.n_items:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from semid._outputs import holds_only
-from semid._utils import atomic_path, fingerprint_arrays, read_json_mapping
+from semid._utils import atomic_path, check_positive_int, fingerprint_arrays, read_json_mapping
 from semid.data import Dataset, LeaveOneOut, Sequences, leave_one_out
 from semid.errors import SemidError, first_line
 from semid.ids.table import IdTable
@@ -486,8 +486,7 @@ class Batch:
         """Refuse what a model would misread: ``k`` that is no positive integer, or a history item index
         outside the model's catalogue (an index past the end failed deep in an embedding; a negative one
         wrapped around to another item). Cost: two reductions over the histories."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SemidError(f"k={k!r} should be a positive integer")
+        check_positive_int("k", k)
         if self.history.numel():
             low, high = int(self.history.min()), int(self.history.max())
             if low < PAD or high >= n_items:

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 from semid.rec.data import Batch, Examples, collate, length_batches
 from semid.rec.evaluate import KS, EvalResult, metrics_from_ranks, rank_of_target
@@ -106,8 +107,7 @@ class HybridRecommender(nn.Module):
                 f"the generative model has {n_gen:,} items and SASRec {n_sas:,}: "
                 "both must be built on the same item set"
             )
-        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
-            raise SemidError(f"n_candidates={n_candidates!r} should be a positive integer")
+        check_positive_int("n_candidates", n_candidates, numpy_ok=False)
         self.generative = generative
         self.sasrec = sasrec
         self.weight = check_weight(weight)

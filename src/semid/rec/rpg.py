@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
 from semid.rec.layers import init_weights
@@ -84,12 +85,10 @@ class RPGConfig:
         if not isinstance(sizes, (list, tuple)) or not sizes:
             raise SemidError(f"codebook_sizes={sizes!r} should be a non-empty list of integers")
         for digit, k in enumerate(sizes):
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise SemidError(f"codebook_sizes[{digit}]={k!r} should be a positive integer")
+            check_positive_int(f"codebook_sizes[{digit}]", k, numpy_ok=False)
         for name in ("n_items", "max_len", "d_model", "n_layers", "n_heads", "d_ff"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SemidError(f"{name}={v!r} should be a positive integer")
+            check_positive_int(name, v, numpy_ok=False)
         if self.d_model % self.n_heads:
             raise SemidError(f"d_model={self.d_model} should be a multiple of n_heads={self.n_heads}")
         for name in ("dropout", "attn_dropout", "resid_dropout"):

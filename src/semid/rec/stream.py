@@ -74,6 +74,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from semid._outputs import atomic_path
+from semid._utils import check_positive_int
 from semid.data import LeaveOneOut, Sequences, leave_one_out
 from semid.data._io import as_utf8_text
 from semid.errors import SemidError, first_line
@@ -128,8 +129,7 @@ def write_user_shards(
     """
     if not isinstance(n_shards, (int, np.integer)) or not 1 <= n_shards <= 99_999:
         raise SemidError(f"n_shards={n_shards!r} should be an integer in [1, 99999]")
-    if not isinstance(row_group_size, (int, np.integer)) or row_group_size < 1:
-        raise SemidError(f"row_group_size={row_group_size!r} should be a positive integer")
+    check_positive_int("row_group_size", row_group_size)
     users, items = _as_arrow(user_ids), _as_arrow(item_ids)
     times = pa.array(np.arange(len(users), dtype=np.int64)) if timestamps is None else _as_arrow(timestamps)
     if not len(users) == len(items) == len(times):
@@ -283,8 +283,7 @@ class StreamedLog:
 
     def shards(self, rank: int = 0, world_size: int = 1) -> list[Path]:
         """The shards data-parallel rank ``rank`` of ``world_size`` reads: ``paths[rank::world_size]``."""
-        if not isinstance(world_size, (int, np.integer)) or world_size < 1:
-            raise SemidError(f"world_size={world_size!r} should be a positive integer")
+        check_positive_int("world_size", world_size)
         if not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
             raise SemidError(f"rank={rank!r} should be an integer in [0, world_size={world_size})")
         if len(self.paths) < world_size:

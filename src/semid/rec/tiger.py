@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError
 from semid.rec.beam import BeamResult, CodeIndex, StepFn, beam_search
 from semid.rec.data import Batch, histories_batch  # noqa: F401  (histories_batch: docstring example)
@@ -76,13 +77,11 @@ class TIGERConfig:
         if not isinstance(sizes, (list, tuple)) or not sizes:
             raise SemidError(f"codebook_sizes={sizes!r} should be a non-empty list of integers")
         for level, k in enumerate(sizes):
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise SemidError(f"codebook_sizes[{level}]={k!r} should be a positive integer")
+            check_positive_int(f"codebook_sizes[{level}]", k, numpy_ok=False)
         names = ("n_items", "max_history", "n_user_tokens", "d_model", "n_heads", "d_head", "d_ff")
         for name in (*names, "n_encoder_layers", "n_decoder_layers", "beam_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SemidError(f"{name}={v!r} should be a positive integer")
+            check_positive_int(name, v, numpy_ok=False)
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise SemidError(f"dropout={self.dropout!r} should be a number in [0, 1)")
         ls = self.label_smoothing

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semid._utils import check_positive_int
 from semid.errors import SemidError, first_line
 from semid.serve.catalogue import (  # noqa: F401  (re-exported: the catalogue's part of the service)
     MAX_ID_CHARS,
@@ -96,10 +97,9 @@ class ServeConfig:
     def validate(self) -> None:
         for name in ("max_k", "max_history", "max_query_chars", "max_batch"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SemidError(f"{name}={v!r} should be a positive integer")
-        if self.beam_size is not None and (not isinstance(self.beam_size, int) or self.beam_size < 1):
-            raise SemidError(f"beam_size={self.beam_size!r} should be a positive integer")
+            check_positive_int(name, v, numpy_ok=False)
+        if self.beam_size is not None:
+            check_positive_int("beam_size", self.beam_size, numpy_ok=False)
         if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
             raise SemidError(f"max_wait_ms={self.max_wait_ms!r} should be between 0 and 1000")
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from semid._utils import check_positive_int
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 from semid.llm.requests.model import (
@@ -238,8 +239,7 @@ def make_requests(
     12,000 items).
     """
     lex = lexicon or RequestLexicon()
-    if isinstance(per_family, bool) or not isinstance(per_family, int) or per_family < 1:
-        raise SemidError(f"per_family={per_family!r} should be a positive integer")
+    check_positive_int("per_family", per_family)
     table = _table(catalogue)
     fields = catalogue_fields(table)
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from semid._utils import check_positive_int
 from semid.data.model import Catalogue
 from semid.errors import SemidError
 from semid.llm.requests.model import CatalogueFields, Request, catalogue_fields
@@ -36,9 +37,7 @@ def _gain_matrix(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarr
 
 
 def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise SemidError(f"k={k!r} should be a positive integer")
-    return int(k)
+    return check_positive_int("k", k)
 
 
 def _metric_arrays(G: np.ndarray, n_rel: np.ndarray, k: int) -> dict[str, np.ndarray]:
