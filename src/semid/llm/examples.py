@@ -188,7 +188,9 @@ class ExampleConfig:
         check_positive_int("n_per_item", self.n_per_item, numpy_ok=False)
         check_positive_int("max_history", self.max_history, numpy_ok=False)
         if self.n_valid_items is not None and (
-            not isinstance(self.n_valid_items, int) or self.n_valid_items < 1
+            isinstance(self.n_valid_items, bool)
+            or not isinstance(self.n_valid_items, int)
+            or self.n_valid_items < 1
         ):
             raise SemidError(f"n_valid_items={self.n_valid_items!r} should be a positive integer or None")
 

@@ -127,7 +127,11 @@ def write_user_shards(
     a tool for tests, benchmarks and logs that fit; shard larger ones with Spark or DuckDB (module docs).
     Returns the shard paths.
     """
-    if not isinstance(n_shards, (int, np.integer)) or not 1 <= n_shards <= 99_999:
+    if (
+        isinstance(n_shards, bool)
+        or not isinstance(n_shards, (int, np.integer))
+        or not 1 <= n_shards <= 99_999
+    ):
         raise SemidError(f"n_shards={n_shards!r} should be an integer in [1, 99999]")
     check_positive_int("row_group_size", row_group_size)
     users, items = _as_arrow(user_ids), _as_arrow(item_ids)
@@ -284,7 +288,7 @@ class StreamedLog:
     def shards(self, rank: int = 0, world_size: int = 1) -> list[Path]:
         """The shards data-parallel rank ``rank`` of ``world_size`` reads: ``paths[rank::world_size]``."""
         check_positive_int("world_size", world_size)
-        if not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
             raise SemidError(f"rank={rank!r} should be an integer in [0, world_size={world_size})")
         if len(self.paths) < world_size:
             raise SemidError(
