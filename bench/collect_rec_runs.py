@@ -28,6 +28,7 @@ JSON_RUNS = {
     "beauty_rec_tiger_nouser.txt": [
         "TIGER, rq-kmeans IDs (ours)"
     ],  # text IDs, seed 0 (printed without a seed)
+    "beauty_rec_tiger_text_seeds12.txt": ["TIGER, rq-kmeans IDs (ours)"],  # text IDs, seeds 1 and 2
     "beauty_rec_tiger_fused_73ep.txt": ["TIGER, fused IDs (ours)", "TIGER + SASRec rerank, fused IDs (ours)"],
 }
 TABLE_RUNS = ("beauty_rec_tiger_fused_3seeds.txt", (0, 2))  # seed 1's rows are the 73ep file's
