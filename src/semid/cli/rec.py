@@ -205,9 +205,6 @@ def train_cmd(
             raise SemidError("--cold-start needs the sequences in memory; it does not apply to --stream")
         check_new_run_dir(output, inputs=[*(data or []), ids, config, log])
         rec = _log_data(log, data, ids, format, item_id)
-        from semid.rec.train import open_log
-
-        open_log(rec)  # every shard's footer and columns checked before the run says what it trains
         if main_rank:
             console.print(f"{rec.n_items:,} items, interactions streamed from {log} -> {output}")
         notes = {"log": str(log), "paths": [str(p) for p in data or []], "ids": str(ids) if ids else None}

@@ -145,6 +145,16 @@ class RecData:
         return int(np.maximum(lengths - 1, 0).sum())
 
     @cached_property
+    def stream(self) -> Any:
+        """The streamed interaction log (:class:`semid.rec.stream.StreamedLog`), None without one. Read once:
+        every shard's footer and columns checked, the item ids hashed (:meth:`for_log` does it up front)."""
+        if self.log is None:
+            return None
+        from semid.rec.stream import StreamedLog
+
+        return StreamedLog.open(self.log, self.item_ids, drop_short_users=True)
+
+    @cached_property
     def user_keys(self) -> np.ndarray:
         """(n_users,) int64 hashed user ids (see :func:`user_keys`)."""
         return user_keys(self.user_ids)
@@ -202,7 +212,8 @@ class RecData:
         ids_name: str = "ids",
     ) -> RecData:
         """The items of a catalogue (``item_ids``, optional ``titles`` and Semantic IDs) with a streamed
-        interaction log for the sequences; training reads the log shard by shard (:mod:`semid.rec.stream`)."""
+        interaction log for the sequences; training reads the log shard by shard (:mod:`semid.rec.stream`).
+        The log's shards are checked here (:attr:`stream`)."""
         log = Path(log).expanduser().resolve()
         if not log.exists():
             raise SemidError(f"{log}: no such interaction log (a directory of user-sharded Parquet files)")
@@ -215,6 +226,7 @@ class RecData:
         )
         if ids is not None:
             data.codes, data.semantic_ids = align_ids(ids, data.item_ids, name=ids_name)
+        data.stream  # noqa: B018 - the log checked now: a bad shard is one error before a run starts
         return data
 
     def with_cold_start(self, share: float = 0.05, seed: int = 0) -> RecData:

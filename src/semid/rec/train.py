@@ -192,13 +192,6 @@ def train(
         torch.set_num_threads(threads)  # leave the caller's setting as it was
 
 
-def open_log(data: RecData) -> Any:
-    """The streamed interaction log of ``data`` (:mod:`semid.rec.stream`), every shard's footer checked."""
-    from semid.rec.stream import StreamedLog
-
-    return StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
-
-
 def _train(
     model: nn.Module,
     data: RecData,
@@ -220,7 +213,7 @@ def _train(
         if use_bf16
         else nullcontext
     )
-    stream = open_log(data) if data.log is not None else None
+    stream = data.stream
     data_fp = data_fingerprint(data, stream)
     plan: EpochPlan
     if stream is None:
