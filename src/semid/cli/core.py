@@ -7,7 +7,6 @@ semid assign fused/ emb.parquet --fuse sasrec-items.parquet -o ids.parquet
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -132,14 +131,10 @@ def assign(
         raise SemidError(
             f"{emb}: {X.shape[1]} values per embedding, but {model_dir} expects {model.n_features_in_}"
         )
-    with contextlib.ExitStack() as stack:
-        reg = None
-        if registry is not None:  # opened (and checked) before the encoding, not after it
-            from semid.ids.registry import Registry
+    from semid.ids.registry import open_registry
 
-            reg = stack.enter_context(
-                Registry(registry, fingerprint=model.fingerprint_, new_version=new_version)
-            )
+    # opened (and checked) before the encoding, not after it
+    with open_registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg:
         t = time.perf_counter()
         base = model.encode(X, balanced=balanced) if balanced is not None else model.encode(X)
         enc_s = time.perf_counter() - t

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -45,7 +45,7 @@ from semid.data.movielens import (
 from semid.data.p5 import read_p5
 from semid.data.recbole import read_recbole
 from semid.data.tabular import read_table, table_to_catalogue, table_to_interactions, tabular_format
-from semid.errors import SemidError
+from semid.errors import SemidError, shortlist
 
 FORMATS = ("auto", "recbole", "p5", "amazon2014", "amazon2018", "ml-100k", "ml-1m", "jsonl", "csv", "parquet")
 _TABULAR = ("jsonl", "csv", "parquet")
@@ -228,7 +228,7 @@ def load_dataset(
     for what, group in (("item", items), ("interaction", inters)):
         if len(group) > 1:
             raise SemidError(
-                f"several {what} files: {_some(str(f.path) for f in group)}; pass one (or a directory holding one; "
+                f"several {what} files: {shortlist(str(f.path) for f in group)}; pass one (or a directory holding one; "
                 "sharded interactions stream with semid train --stream)"
             )
 
@@ -290,13 +290,6 @@ def load_dataset(
         )
     name = " + ".join(Path(p).name or str(p) for p in paths)
     return Dataset(catalogue, interactions, report, name)
-
-
-def _some(names: Iterable[str], shown: int = 5) -> str:
-    """The first ``shown`` names, then how many more: an error about 300 part files stays one short line."""
-    names = list(names)
-    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 _USER_NAMES = ("userid", "user", "uid", "reviewerid", "customerid", "visitorid")

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from semid._utils import sqlite_has_columns, sqlite_tables
-from semid.errors import SemidError
+from semid.errors import SemidError, shortlist
 
 T = TypeVar("T")
 
@@ -104,7 +104,7 @@ class EmbeddingCache:
         )
         if not ours:
             self._db.close()
-            shown = ", ".join(sorted(tables)[:10])
+            shown = shortlist(sorted(tables), 10)
             raise SemidError(
                 f"{self.path} is an SQLite database of another application (tables: {shown}); "
                 "give the embedding cache another --cache-dir"

@@ -80,7 +80,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from semid._utils import atomic_path, sqlite_has_columns, sqlite_tables
-from semid.errors import SemidError
+from semid.errors import SemidError, shortlist
 from semid.ids.dedup import DEDUP_STRATEGIES, MAX_CODE, check_ranking
 
 __all__ = ["SCHEMA_VERSION", "AssignResult", "VersionInfo", "Registry"]
@@ -326,7 +326,7 @@ class Registry:
         tables = sqlite_tables(self._db)
         if not tables or self._is_registry(tables):
             return
-        shown = ", ".join(tables[:10]) + (f", ... ({len(tables)} in all)" if len(tables) > 10 else "")
+        shown = shortlist(tables, 10)
         raise SemidError(
             f"{self.path} is an SQLite database of another application (tables: {shown}); "
             "give a new path or a semid registry"
@@ -836,6 +836,17 @@ class Registry:
             version_col = pa.array(np.full(len(item), v, dtype=np.int32))
             tables.append(pa.Table.from_arrays([item, final, base, version_col], schema=schema))
         return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def open_registry(
+    path: str | os.PathLike | None, *, fingerprint: str, new_version: bool = False
+) -> contextlib.AbstractContextManager[Registry | None]:
+    """The registry at ``path`` opened for a model (checked against ``fingerprint``, maybe a version
+    started), as a context manager; ``nullcontext(None)`` when ``path`` is None. Jobs open it before they
+    encode, so a registry of another model fails in a second, and a failed job leaves it as it found it."""
+    if path is None:
+        return contextlib.nullcontext(None)
+    return Registry(path, fingerprint=fingerprint, new_version=new_version)
 
 
 class _Transaction:

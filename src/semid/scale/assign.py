@@ -16,7 +16,6 @@ Everything is written beside the output and renamed into place at the end: a fai
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -132,6 +131,7 @@ def assign_dataset(
     """
     from semid.ids.dedup import check_strategy
     from semid.ids.formats import _check_format
+    from semid.ids.registry import open_registry
     from semid.quantize import load_quantizer
 
     check_strategy(dedup)
@@ -164,9 +164,7 @@ def assign_dataset(
     }
     keep = dedup == "remap"
     with (
-        _open_registry(
-            registry, model, new_version
-        ) as reg,  # checked (and a version started) before encoding
+        open_registry(registry, fingerprint=model.fingerprint_, new_version=new_version) as reg,
         atomic_path(output, is_dir=True, replaceable=streamed_output("assign"), what=ASSIGN_DIR) as tmp,
         _ray_session(engine, address, num_workers, progress) as workers,
     ):
@@ -408,19 +406,6 @@ def _cpu_quantizer(model_dir: str, mtimes: tuple[int, ...]) -> Any:
 
 def _mtimes(model_dir: str) -> tuple[int, ...]:
     return tuple(p.stat().st_mtime_ns for p in sorted(Path(model_dir).iterdir()) if p.is_file())
-
-
-def _open_registry(registry: str | os.PathLike | None, model: Any, new_version: bool) -> Any:
-    """The registry, opened and checked against ``model`` (a context manager), or ``nullcontext(None)``.
-
-    Opened before anything is encoded, so a registry of another model fails in a second, not after the
-    encode; a version it started and left without IDs is taken back when it closes.
-    """
-    if registry is None:
-        return contextlib.nullcontext(None)
-    from semid.ids.registry import Registry
-
-    return Registry(registry, fingerprint=model.fingerprint_, new_version=new_version)
 
 
 def _finish_ray(jobs: list, args: dict) -> list[dict[str, Any]]:
