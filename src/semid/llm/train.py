@@ -412,20 +412,15 @@ def _train(
     # Metrics and checkpoints while training go to a folder of this run's own beside the output (never a
     # user's folder that happens to have a fixed name), removed at the end; after a failure or Ctrl-C it is
     # kept only if it holds a checkpoint (load it with load_llm).
-    work = out_dir.parent / f".{out_dir.name}.training"  # rank 0's, made below
-    metrics_path = work / "metrics.jsonl"
-
-    def start_work() -> None:
-        nonlocal work, metrics_path
-        remove_dead_leftovers(
-            out_dir, ".training"
-        )  # killed runs' (SIGKILL, out of memory): this run supersedes them
+    def start_work() -> Path:
+        remove_dead_leftovers(out_dir, ".training")  # killed runs' (SIGKILL, out of memory): superseded
         work = sibling_dir(out_dir, ".training")
         on_failure.callback(_drop_unless_checkpointed, work)
-        metrics_path = work / "metrics.jsonl"
-        metrics_path.write_text("")
+        (work / "metrics.jsonl").write_text("")
+        return work
 
-    on_main(start_work, group)  # rank 0 writes; the others only compute
+    work = on_main(start_work, group)  # rank 0's folder; None on the others, which only compute
+    metrics_path = work / "metrics.jsonl" if work is not None else None
 
     def log(row: dict[str, Any]) -> None:
         if main:
