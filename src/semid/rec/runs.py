@@ -40,10 +40,7 @@ def split_examples(model: nn.Module, data: RecData, split: str = "test") -> Exam
     if data.log is not None:
         if split not in ("valid", "test"):
             raise SemidError(f"split={split!r} is not one of 'valid', 'test'")
-        from semid.rec.stream import StreamedLog
-
-        log = StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
-        return log.eval_examples(split, model.max_history)
+        return data.stream.eval_examples(split, model.max_history)
     s = data.split
     if split == "valid":
         return history_examples(s.train, s.valid_target, data.user_keys, model.max_history)
@@ -309,9 +306,7 @@ def _most_popular(data: RecData, split: str, examples: Examples) -> dict[str, fl
 
 def _streamed_popularity(data: RecData, split: str) -> np.ndarray:
     """(n_items,) occurrences of each item in every user's history before the ``split`` target (one pass)."""
-    from semid.rec.stream import StreamedLog
-
-    log = StreamedLog.open(data.log, data.item_ids, drop_short_users=True)
+    log = data.stream
     drop = 2 if split == "valid" else 1  # the validation history ends before the last two items
     counts = np.zeros(data.n_items, dtype=np.int64)
     chunk: list[np.ndarray] = []
