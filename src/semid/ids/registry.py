@@ -83,7 +83,7 @@ from semid._utils import atomic_path, sqlite_has_columns, sqlite_tables
 from semid.errors import SemidError, shortlist
 from semid.ids.dedup import DEDUP_STRATEGIES, MAX_CODE, check_ranking
 
-__all__ = ["SCHEMA_VERSION", "AssignResult", "VersionInfo", "Registry"]
+__all__ = ["SCHEMA_VERSION", "AssignResult", "VersionInfo", "Registry", "open_registry"]
 
 SCHEMA_VERSION = 1
 Dedup = Literal["suffix", "none", "remap"]
@@ -207,7 +207,6 @@ class Registry:
             raise SemidError(f"fingerprint={fingerprint!r} should be a non-empty string or None")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise SemidError(f"timeout={timeout!r} should be >= 0 seconds")
-
         exists = self.path.exists()
         if not exists and not create:
             raise SemidError(f"{self.path}: no such registry file")
